@@ -1,0 +1,62 @@
+# Everything a fresh Debian machine needs, from nothing: `make test`, `make demo`, `make bench`.
+PYTHON      ?= python3
+VENV        ?= .venv
+MASAKARI_VENV ?= $(CURDIR)/.venv-masakari
+MM_VENV     ?= $(CURDIR)/.venv-mm
+APT_PACKAGES := $(shell grep -v '^\s*\#' deps/apt.txt | xargs)
+PYTEST_ARGS ?=
+
+export MASAKARI_VENV MM_VENV
+
+.PHONY: all deps apt test demo bench sample-config clean
+
+all: test
+
+apt: $(VENV)/.apt-stamp
+$(VENV)/.apt-stamp: deps/apt.txt
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(VENV)/.stamp: pyproject.toml $(VENV)/.apt-stamp
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[libvirt,systemd,etcd,metrics,test]'
+	touch $@
+
+# The real recovery API, pinned, in its own venv (it pulls eventlet; we never do).
+$(MASAKARI_VENV)/.stamp:
+	$(PYTHON) -m venv $(MASAKARI_VENV)
+	$(MASAKARI_VENV)/bin/pip install -q 'masakari==22.0.0' 'python-masakariclient==8.9.0'
+	touch $@
+
+# The incumbent, for side-by-side benchmarks.
+$(MM_VENV)/.stamp:
+	$(PYTHON) -m venv $(MM_VENV)
+	$(MM_VENV)/bin/pip install -q 'masakari-monitors==22.0.0' libvirt-python
+	touch $@
+
+deps: $(VENV)/.stamp $(MASAKARI_VENV)/.stamp
+
+test: deps
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+demo: deps
+	$(VENV)/bin/python -m demo
+
+bench: deps $(MM_VENV)/.stamp
+	$(VENV)/bin/python -m bench
+
+sample-config: $(VENV)/.stamp
+	$(VENV)/bin/oslo-config-generator --namespace compute-ha-monitors \
+	  --namespace compute-ha-monitors.instancemonitor \
+	  --namespace compute-ha-monitors.processmonitor \
+	  --namespace compute-ha-monitors.hostmonitor \
+	  --namespace oslo.log --output-file etc/monitors.conf.sample
+
+clean:
+	rm -rf $(VENV) $(MASAKARI_VENV) $(MM_VENV)

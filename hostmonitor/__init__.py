@@ -1,0 +1,1 @@
+"""ha-hostmonitor (see the package modules); depends only on the monitors core."""

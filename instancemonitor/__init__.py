@@ -1,0 +1,1 @@
+"""ha-instancemonitor (see the package modules); depends only on the monitors core."""

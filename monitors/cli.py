@@ -1,0 +1,301 @@
+"""``ha-monitors``: the operator's command line.
+
+  notify        hand a failure over (validated, durable first; --wait delivers it now)
+  outbox        list | show ID | retry ID | purge --delivered-before T
+  check-config  validate the configuration and every file it names
+
+Daemon packages contribute options and file checks through entry points
+(``oslo.config.opts`` and ``compute_ha_monitors.checks``), so this core module never
+imports them.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+
+from oslo_config import cfg
+
+from monitors import config
+from monitors.notification import InvalidNotification, Notification, parse_time
+
+CHECKS_NAMESPACE = "compute_ha_monitors.checks"
+OPTS_NAMESPACE = "oslo.config.opts"
+OPTS_PREFIX = "compute-ha-monitors"
+
+
+def _load_conf(args, validate_all: bool = False) -> cfg.ConfigOpts:
+    conf = config.new_conf()
+    from monitors import log as mlog
+
+    mlog.register(conf)
+    _register_daemon_opts(conf)
+    argv = []
+    for f in args.config_file or []:
+        argv += ["--config-file", f]
+    for d in args.config_dir or []:
+        argv += ["--config-dir", d]
+    return config.load(conf, argv, "ha-monitors")
+
+
+def _register_daemon_opts(conf) -> None:
+    """Register the options of every installed daemon (only our own entry points: loading
+    the others, e.g. oslo.service's, would import eventlet)."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=OPTS_NAMESPACE):
+        if ep.name.startswith(OPTS_PREFIX + "."):
+            for group, opts in ep.load()():
+                try:
+                    conf.register_opts(opts, group=None if group == "DEFAULT" else group)
+                except cfg.DuplicateOptError:
+                    pass
+
+
+def _outbox(conf):
+    from monitors.outbox import Outbox
+
+    return Outbox(config.outbox_path(conf))
+
+
+def _fmt_time(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_table(rows: list[dict]) -> None:
+    header = ("ID", "CREATED", "STATE", "TYPE", "HOSTNAME", "PAYLOAD", "DELIVERIES")
+    lines = [header]
+    for r in rows:
+        n = r["notification"]
+        deliveries = " ".join(f"{d['driver']}:{d['state']}/{d['attempts']}"
+                              + (f"({d['last_status']})" if d["last_status"] else "")
+                              for d in r["deliveries"])
+        lines.append((str(r["id"]), _fmt_time(r["created_at"]), r["state"], n["type"],
+                      n["hostname"], json.dumps(n["payload"], sort_keys=True), deliveries))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+# -- commands ------------------------------------------------------------------------------
+
+def cmd_notify(args) -> int:
+    conf = _load_conf(args)
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as exc:
+        print(f"ha-monitors notify: --payload: not JSON: {exc}", file=sys.stderr)
+        return 2
+    try:
+        note = Notification.create(args.type, args.hostname or conf.hostname, payload,
+                                   args.generated_time)
+    except InvalidNotification as exc:
+        print(f"ha-monitors notify: {exc}", file=sys.stderr)
+        return 2
+    box = _outbox(conf)
+    result = box.put(note, source=args.source, drivers=conf.delivery.drivers,
+                     decision={"by": "ha-monitors notify"})
+    print(f"notification {result.id} {'queued' if result.queued else 'already pending'}")
+    if not args.wait:
+        return 0
+    from monitors import drivers as drivers_mod
+    from monitors.delivery import DeliveryWorker
+
+    worker = DeliveryWorker(conf, box, drivers_mod.load(conf, conf.delivery.drivers))
+    row = worker.deliver_now(result.id, args.timeout)
+    worker.stop(1)
+    for d in row["deliveries"]:
+        print(f"  {d['driver']}: {d['state']} after {d['attempts']} attempt(s)"
+              f"{' -> ' + d['remote_id'] if d['remote_id'] else ''}"
+              f"{' (' + d['last_message'] + ')' if d['state'] != 'delivered' and d['last_message'] else ''}")
+    return {"delivered": 0, "pending": 3, "rejected": 4, "expired": 5}[row["state"]]
+
+
+def cmd_outbox(args) -> int:
+    conf = _load_conf(args)
+    box = _outbox(conf)
+    if args.action == "list":
+        rows = box.list(state=args.state, type=args.type, hostname=args.host, limit=args.limit)
+        if args.json:
+            print(json.dumps(rows, indent=2, sort_keys=True))
+        else:
+            _print_table(rows)
+        return 0
+    if args.action in ("show", "retry"):
+        if args.id is None:
+            print(f"ha-monitors outbox {args.action}: an ID is required", file=sys.stderr)
+            return 2
+        row = box.get(args.id)
+        if row is None:
+            print(f"ha-monitors outbox: no notification {args.id}", file=sys.stderr)
+            return 1
+        if args.action == "retry":
+            n = box.retry(args.id)
+            print(f"notification {args.id}: {n} delivery(ies) queued again")
+            return 0
+        if args.json:
+            print(json.dumps(row, indent=2, sort_keys=True))
+            return 0
+        _print_table([row])
+        for h in row["history"]:
+            detail = {k: v for k, v in h.items() if k not in ("at", "kind", "delivery_id")}
+            print(f"  {_fmt_time(h['at'])}  {h['kind']:<9}  {json.dumps(detail, sort_keys=True)}")
+        return 0
+    if args.action == "purge":
+        if not args.delivered_before:
+            print("ha-monitors outbox purge: --delivered-before is required", file=sys.stderr)
+            return 2
+        try:
+            before = parse_time(args.delivered_before, "--delivered-before")
+        except InvalidNotification as exc:
+            print(f"ha-monitors outbox purge: {exc}", file=sys.stderr)
+            return 2
+        ts = before.replace(tzinfo=dt.timezone.utc).timestamp()
+        print(f"purged {box.purge_delivered(ts)} delivered notification(s)")
+        return 0
+    return 2
+
+
+def unknown_options(conf, files: list[str]) -> list[str]:
+    """Options in the files that nothing registered: typos an operator wants to hear of."""
+    import configparser
+
+    problems = []
+    for path in files:
+        parser = configparser.RawConfigParser(strict=False, interpolation=None)
+        try:
+            with open(path) as f:
+                lines = f.readlines()
+            parser.read_string("".join(lines), source=path)
+        except (OSError, configparser.Error) as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        section = "DEFAULT"
+        for number, line in enumerate(lines, 1):
+            text = line.strip()
+            if not text or text[0] in "#;":
+                continue
+            if text.startswith("["):
+                section = text.strip("[]").strip()
+                continue
+            if line[0].isspace() or "=" not in text:
+                continue
+            name = text.split("=", 1)[0].strip()
+            group = None if section == "DEFAULT" else section
+            try:
+                known = name in (conf if group is None else conf[group])
+            except (cfg.NoSuchOptError, KeyError):
+                known = False
+            if group == "api":
+                known = True  # keystoneauth registers plugin options when loading them
+            if not known:
+                problems.append(f"{path}:{number}: warning: [{section}] {name}: unknown option")
+    return problems
+
+
+def check_conf(conf) -> list[str]:
+    """Every problem of a parsed configuration, each naming its option or file and line."""
+    from importlib.metadata import entry_points
+
+    problems = []
+    # Reading every value makes oslo.config report type errors with group and option.
+    groups = [None] + [g for g in conf.keys() if isinstance(conf[g], cfg.ConfigOpts.GroupAttr)]
+    for group in groups:
+        target = conf if group is None else conf[group]
+        for name in list(target):
+            try:
+                getattr(target, name)
+            except (cfg.Error, ValueError) as exc:
+                problems.append(f"[{group or 'DEFAULT'}] {name}: {exc}")
+    from monitors import drivers as drivers_mod
+
+    unknown = sorted(set(conf.delivery.drivers) - set(drivers_mod.available()))
+    for name in unknown:
+        problems.append(f"[delivery] drivers: unknown driver {name!r} "
+                        f"(available: {', '.join(drivers_mod.available())})")
+    if "webhook" in conf.delivery.drivers and not conf.webhook.url:
+        problems.append("[webhook] url: required because [delivery] drivers names webhook")
+    for ext in entry_points(group=CHECKS_NAMESPACE):
+        try:
+            problems.extend(ext.load()(conf))
+        except Exception as exc:  # noqa: BLE001 - a broken check is itself a problem
+            problems.append(f"{ext.name}: check failed: {type(exc).__name__}: {exc}")
+    return problems
+
+
+def cmd_check_config(args) -> int:
+    try:
+        conf = _load_conf(args)
+    except cfg.Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    files = list(conf.config_file or [])
+    for directory in conf.config_dir or []:
+        if os.path.isdir(directory):
+            files += sorted(os.path.join(directory, f) for f in os.listdir(directory)
+                            if f.endswith(".conf"))
+    warnings = unknown_options(conf, files)
+    problems = check_conf(conf)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"configuration OK ({', '.join(files) or 'defaults only'})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ha-monitors", description=__doc__.split("\n")[0])
+    parser.add_argument("--config-file", action="append",
+                        help=f"configuration file (default {config.DEFAULT_CONFIG_FILE})")
+    parser.add_argument("--config-dir", action="append", help="directory of *.conf files")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("notify", help="queue a notification (and deliver it with --wait)")
+    p.add_argument("--type", required=True, help="COMPUTE_HOST, PROCESS or VM")
+    p.add_argument("--hostname", help="default: [DEFAULT] hostname")
+    p.add_argument("--payload", required=True, help="JSON object")
+    p.add_argument("--generated-time", help="ISO 8601, UTC if naive (default: now)")
+    p.add_argument("--source", default="cli", help="recorded in the history (e.g. pacemaker-alert)")
+    p.add_argument("--wait", action="store_true",
+                   help="deliver before returning; exit 0 = accepted, 3 = still pending, "
+                        "4 = rejected, 5 = expired")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds for --wait")
+    p.set_defaults(func=cmd_notify)
+
+    p = sub.add_parser("outbox", help="inspect and act on the outbox")
+    p.add_argument("action", choices=("list", "show", "retry", "purge"))
+    p.add_argument("id", nargs="?", type=int)
+    p.add_argument("--state", choices=("pending", "delivered", "rejected", "expired"))
+    p.add_argument("--type")
+    p.add_argument("--host")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--delivered-before", help="purge: ISO 8601 time (UTC if naive)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_outbox)
+
+    p = sub.add_parser("check-config", help="validate the configuration and its files")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except cfg.Error as exc:
+        print(f"ha-monitors: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

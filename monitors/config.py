@@ -1,0 +1,225 @@
+"""Configuration: masakari-monitors' groups and options (same names, same meaning) plus ours.
+
+An operator's existing masakarimonitors.conf must work as it is, so every option of
+masakari-monitors 22.0.0 is registered here with its name, type and default. Options that
+only make sense for its polling design are accepted and listed as ignored in
+docs/migration.md. Our own options live in our own groups ([delivery], [webhook], ...).
+Daemon-specific groups are registered by each daemon package (its ``opts.py``).
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+from keystoneauth1 import loading as ks_loading
+from oslo_config import cfg, types
+
+PROJECT = "compute-ha-monitors"
+DEFAULT_CONFIG_FILE = "/etc/compute-ha-monitors/monitors.conf"
+DEFAULT_CONFIG_DIR = "/etc/compute-ha-monitors/monitors.conf.d"
+
+CONF = cfg.CONF
+
+# --- masakari-monitors compatible groups -------------------------------------------------
+
+default_opts = [
+    cfg.StrOpt("hostname", default=socket.gethostname(), deprecated_name="host",
+               sample_default="<HOSTNAME>",
+               help="This host's name in notifications (as registered in Masakari)."),
+    cfg.StrOpt("state_path", default="/var/lib/compute-ha-monitors",
+               help="Directory holding all durable state: the outbox and the sources' "
+                    "last known state."),
+    # Accepted for compatibility with masakari-monitors; they have no effect here.
+    cfg.StrOpt("tempdir", help="Accepted for compatibility; ignored."),
+    cfg.BoolOpt("monkey_patch", default=False, help="Accepted for compatibility; ignored."),
+    cfg.ListOpt("monkey_patch_modules", default=[], help="Accepted for compatibility; ignored."),
+    cfg.StrOpt("instancemonitor_manager", help="Accepted for compatibility; ignored."),
+    cfg.StrOpt("introspectiveinstancemonitor_manager",
+               help="Accepted for compatibility; ignored."),
+    cfg.StrOpt("processmonitor_manager", help="Accepted for compatibility; ignored."),
+    cfg.StrOpt("hostmonitor_manager", help="Accepted for compatibility; ignored."),
+]
+
+api_group = cfg.OptGroup("api", title="Recovery API",
+                         help="How to reach the Masakari API (keystoneauth session and auth "
+                              "options, as in masakari-monitors).")
+api_opts = [
+    cfg.StrOpt("region", default="RegionOne", help="Region name."),
+    cfg.StrOpt("api_version", default="v1", help="Masakari API version."),
+    cfg.StrOpt("api_interface", default="public", choices=("public", "internal", "admin"),
+               help="Interface of the endpoint."),
+]
+
+callback_opts = [
+    cfg.IntOpt("retry_max", default=12,
+               help="masakari-monitors dropped a VM notification after this many retries. "
+                    "Here nothing is dropped: accepted for compatibility, ignored (see "
+                    "[delivery] max_age)."),
+    cfg.IntOpt("retry_interval", default=10, min=0,
+               help="Seconds between retries. Used as the default cap of the delivery "
+                    "backoff when [delivery] retry_max_interval is not set."),
+]
+
+libvirt_opts = [
+    cfg.StrOpt("connection_uri", default="qemu:///system", help="libvirt URI."),
+]
+
+introspective_opts = [
+    cfg.IntOpt("guest_monitoring_interval", default=10, min=1,
+               help="Seconds between guest-agent pings."),
+    cfg.IntOpt("guest_monitoring_timeout", default=2, min=1,
+               help="Seconds a guest-agent ping may take."),
+    cfg.IntOpt("guest_monitoring_failure_threshold", default=3, min=1,
+               help="Consecutive failed pings before QEMU_GUEST_AGENT_ERROR is sent."),
+    cfg.StrOpt("qemu_guest_agent_sock_path",
+               default=r"/var/lib/libvirt/qemu/org\.qemu\.guest_agent\..*\.instance-.*\.sock",
+               help="Regular expression of the guest agent socket path."),
+]
+
+process_opts = [
+    cfg.IntOpt("check_interval", default=5, min=1,
+               help="Seconds between the safety-net scans of the process table "
+                    "(detection itself is pushed by pidfd and the proc connector)."),
+    cfg.IntOpt("restart_retries", default=3, min=0,
+               help="Restart attempts after the first one fails."),
+    cfg.IntOpt("restart_interval", default=5, min=0,
+               help="Seconds between restart attempts."),
+    cfg.IntOpt("api_retry_max", default=12, help="Accepted for compatibility; ignored."),
+    cfg.IntOpt("api_retry_interval", default=10, help="Accepted for compatibility; ignored."),
+    cfg.StrOpt("process_list_path", default="/etc/masakarimonitors/process_list.yaml",
+               help="YAML list of the processes to watch (masakari-monitors' format)."),
+]
+
+host_opts = [
+    cfg.StrOpt("monitoring_driver", default="default",
+               help="Peer-failure driver: default (Pacemaker), etcd."),
+    cfg.IntOpt("monitoring_interval", default=60, min=1,
+               help="Seconds between polls of the cluster state (poll driver)."),
+    cfg.IntOpt("monitoring_samples", default=1, min=1,
+               help="Consecutive observations of the same state before acting."),
+    cfg.IntOpt("api_retry_max", default=12, help="Accepted for compatibility; ignored."),
+    cfg.IntOpt("api_retry_interval", default=10, help="Accepted for compatibility; ignored."),
+    cfg.BoolOpt("disable_ipmi_check", default=False,
+                help="Do not require fencing confirmation (host_status NORMAL always)."),
+    cfg.BoolOpt("restrict_to_remotes", default=False,
+                help="Only monitor pacemaker-remote nodes."),
+    cfg.IntOpt("ipmi_timeout", default=5, help="Accepted for compatibility; ignored."),
+    cfg.IntOpt("ipmi_retry_max", default=3, help="Accepted for compatibility; ignored."),
+    cfg.IntOpt("ipmi_retry_interval", default=10, help="Accepted for compatibility; ignored."),
+    cfg.IntOpt("stonith_wait", default=30,
+               help="Seconds to wait for a fencing confirmation."),
+    cfg.IntOpt("tcpdump_timeout", default=5, help="Accepted for compatibility; ignored."),
+    cfg.ListOpt("corosync_multicast_interfaces", help="Accepted for compatibility; ignored."),
+    cfg.ListOpt("corosync_multicast_ports", item_type=types.Port(),
+                help="Accepted for compatibility; ignored."),
+    cfg.StrOpt("pacemaker_node_type", default="autodetect",
+               choices=("autodetect", "cluster", "remote"),
+               help="Which Pacemaker stack this node runs."),
+]
+
+consul_opts = [
+    cfg.StrOpt("agent_manage", help="Accepted for compatibility; ignored (no Consul)."),
+    cfg.StrOpt("agent_tenant", help="Accepted for compatibility; ignored (no Consul)."),
+    cfg.StrOpt("agent_storage", help="Accepted for compatibility; ignored (no Consul)."),
+    cfg.StrOpt("matrix_config_file",
+               help="Consul health/action matrix; used as [hostmonitor] matrix_file when "
+                    "that is not set."),
+]
+
+kubernetes_opts = [
+    cfg.StrOpt("monitoring_node_labels", default="", help="Accepted for compatibility; ignored."),
+]
+
+# --- our own groups ----------------------------------------------------------------------
+
+delivery_opts = [
+    cfg.ListOpt("drivers", default=["masakari"],
+                help="Drivers every notification is delivered through (stevedore names in "
+                     "compute_ha_monitors.drivers); each delivery is tracked separately."),
+    cfg.FloatOpt("http_timeout", default=10.0, min=0.1,
+                 help="Timeout in seconds of every HTTP call a driver makes."),
+    cfg.FloatOpt("retry_initial_interval", default=1.0, min=0.01,
+                 help="First retry delay in seconds; doubles per attempt (with jitter)."),
+    cfg.FloatOpt("retry_max_interval",
+                 help="Cap of the retry delay in seconds (default: [callback] retry_interval)."),
+    cfg.IntOpt("max_age", default=0, min=0,
+               help="Seconds after which an undelivered notification becomes 'expired' "
+                    "(kept and visible). 0 = retry forever."),
+    cfg.FloatOpt("lease_seconds", default=60.0, min=1,
+                 help="How long a claimed delivery is reserved for its worker; a worker that "
+                      "died releases it at once (its pid is gone), a hung one after this."),
+    cfg.IntOpt("workers", default=2, min=1,
+               help="Delivery threads per daemon (all daemons of a host share the outbox)."),
+    cfg.FloatOpt("idle_poll_interval", default=1.0, min=0.05,
+                 help="Safety-net poll of the outbox for rows queued by other processes."),
+]
+
+webhook_opts = [
+    cfg.URIOpt("url", schemes=["http", "https"],
+               help="URL the webhook driver POSTs notifications to."),
+    cfg.StrOpt("secret", secret=True,
+               help="Key of the HMAC-SHA256 signature sent in X-HA-Signature."),
+    cfg.StrOpt("cafile", help="CA bundle to verify the webhook's TLS certificate."),
+    cfg.BoolOpt("insecure", default=False, help="Do not verify the TLS certificate."),
+]
+
+
+def _groups():
+    return [
+        (None, default_opts),
+        (api_group, api_opts),
+        ("callback", callback_opts),
+        ("libvirt", libvirt_opts),
+        ("introspectiveinstancemonitor", introspective_opts),
+        ("process", process_opts),
+        ("host", host_opts),
+        ("consul", consul_opts),
+        ("kubernetes", kubernetes_opts),
+        ("delivery", delivery_opts),
+        ("webhook", webhook_opts),
+    ]
+
+
+def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
+    for group, opts in _groups():
+        conf.register_opts(opts, group=group)
+    ks_loading.register_session_conf_options(conf, api_group.name)
+    ks_loading.register_auth_conf_options(conf, api_group.name)
+    conf.set_default("auth_type", "password", group=api_group.name)
+
+
+def list_opts():
+    """Entry point of oslo-config-generator (oslo.config.opts)."""
+    out = []
+    for group, opts in _groups():
+        name = group.name if isinstance(group, cfg.OptGroup) else (group or "DEFAULT")
+        if name == "api":
+            opts = (opts + ks_loading.get_session_conf_options()
+                    + ks_loading.get_auth_common_conf_options()
+                    + ks_loading.get_auth_plugin_conf_options("password"))
+        out.append((name, opts))
+    return out
+
+
+def new_conf() -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    return conf
+
+
+def load(conf: cfg.ConfigOpts, args: list[str] | None, prog: str) -> cfg.ConfigOpts:
+    """Parse the command line and the config files; the default file only if it exists."""
+    default_files = [DEFAULT_CONFIG_FILE] if os.path.exists(DEFAULT_CONFIG_FILE) else []
+    default_dirs = [DEFAULT_CONFIG_DIR] if os.path.isdir(DEFAULT_CONFIG_DIR) else []
+    conf(args=args, project=PROJECT, prog=prog, default_config_files=default_files,
+         default_config_dirs=default_dirs)
+    return conf
+
+
+def retry_max_interval(conf: cfg.ConfigOpts) -> float:
+    value = conf.delivery.retry_max_interval
+    return float(value if value is not None else max(conf.callback.retry_interval, 1))
+
+
+def outbox_path(conf: cfg.ConfigOpts) -> str:
+    return os.path.join(conf.state_path, "outbox.sqlite")

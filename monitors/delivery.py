@@ -1,0 +1,120 @@
+"""The delivery worker: claim the most urgent due row, send it through its driver, record
+the answer. The only retry loop of the project: sources and drivers never retry."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from monitors import config, log
+from monitors.drivers import AUTH, DELIVERED, DUPLICATE, REJECTED, Answer, Driver
+from monitors.outbox import Claim, Outbox, backoff
+
+LOG = logging.getLogger(__name__)
+
+
+class DeliveryWorker:
+    def __init__(self, conf, outbox: Outbox, drivers: dict[str, Driver], threads: int = 1):
+        self.conf = conf
+        self.outbox = outbox
+        self.drivers = drivers
+        self.threads = max(1, threads)
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self.last_answer: Answer | None = None
+
+    # -- one delivery -----------------------------------------------------------------------
+    def deliver(self, claim: Claim) -> str:
+        driver = self.drivers[claim.driver]
+        try:
+            answer = driver.send(claim.notification)
+        except Exception as exc:  # noqa: BLE001 - a driver bug must not lose the row
+            LOG.exception("driver %s failed on notification %s", claim.driver,
+                          claim.notification_id)
+            answer = Answer("retry", None, None, f"driver error: {type(exc).__name__}: {exc}")
+        self.last_answer = answer
+        outcome = answer.outcome
+        retry_in = 0.0
+        if outcome not in (DELIVERED, DUPLICATE, REJECTED):
+            retry_in = backoff(claim.attempt, self.conf.delivery.retry_initial_interval,
+                               config.retry_max_interval(self.conf))
+        state = self.outbox.finish(
+            claim, "retry" if outcome == AUTH else outcome, status=answer.status,
+            remote_id=answer.remote_id, message=answer.message, retry_in=retry_in,
+            max_age=self.conf.delivery.max_age)
+        fields = {**claim.notification.subject(), "NOTIFICATION_ID": claim.notification_id,
+                  "DELIVERY_STATE": state, "DRIVER": claim.driver}
+        if outcome in (DELIVERED, DUPLICATE):
+            log.event(LOG, logging.INFO, "notification %s delivered via %s (%s, %s)",
+                      claim.notification_id, claim.driver, outcome,
+                      answer.remote_id or answer.status, fields=fields)
+        elif outcome == REJECTED:
+            log.event(LOG, logging.ERROR, "notification %s REJECTED by %s: %s; kept in the "
+                      "outbox, not retried (ha-monitors outbox retry %s)",
+                      claim.notification_id, claim.driver, answer.message,
+                      claim.notification_id, fields=fields)
+        elif outcome == AUTH:
+            log.event(LOG, logging.ERROR, "notification %s: %s refused our credentials (%s): "
+                      "re-authenticating, retry in %.1fs; check the [api] options",
+                      claim.notification_id, claim.driver, answer.message, retry_in,
+                      fields=fields)
+        elif state == "expired":
+            log.event(LOG, logging.ERROR, "notification %s expired after [delivery] max_age "
+                      "without delivery via %s (last: %s)", claim.notification_id,
+                      claim.driver, answer.message, fields=fields)
+        else:
+            log.event(LOG, logging.WARNING, "notification %s not delivered via %s (attempt "
+                      "%d: %s); retry in %.1fs", claim.notification_id, claim.driver,
+                      claim.attempt, answer.message, retry_in, fields=fields)
+        return state
+
+    def run_once(self, notification_id: int | None = None) -> bool:
+        claim = self.outbox.claim(self.drivers, self.conf.delivery.lease_seconds,
+                                  notification_id)
+        if claim is None:
+            return False
+        self.deliver(claim)
+        return True
+
+    def deliver_now(self, notification_id: int, timeout: float) -> dict:
+        """Deliver one notification in this process (``ha-monitors notify --wait``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            row = self.outbox.get(notification_id)
+            if row["state"] != "pending" or time.monotonic() >= deadline:
+                return row
+            if not self.run_once(notification_id):
+                due = self.outbox.next_due(self.drivers) or time.time()
+                time.sleep(max(0.01, min(due - time.time(), deadline - time.monotonic(), 1.0)))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        poll = self.conf.delivery.idle_poll_interval
+        while not self._stop.is_set():
+            try:
+                if self.run_once():
+                    continue
+                due = self.outbox.next_due(self.drivers)
+                wait = poll if due is None else min(poll, max(due - time.time(), 0.01))
+                self.outbox.wait(wait)
+            except Exception:  # noqa: BLE001 - e.g. a locked or full disk: keep trying
+                LOG.exception("delivery loop error; retrying in 1s")
+                self._stop.wait(1.0)
+
+    def start(self) -> None:
+        self._stop.clear()
+        for i in range(self.threads):
+            t = threading.Thread(target=self._loop, name=f"delivery-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+
+    def stop(self, timeout: float) -> None:
+        """Let in-flight sends finish (bounded by the HTTP timeout); queued rows stay."""
+        self._stop.set()
+        self.outbox._wake()
+        deadline = time.monotonic() + timeout
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._workers = [t for t in self._workers if t.is_alive()]
+        for driver in self.drivers.values():
+            driver.close()

@@ -1,0 +1,379 @@
+"""The durable outbox: every detected failure is written here first, and leaves only when
+a driver's recipient acknowledged it.
+
+One SQLite file per host (WAL, synchronous=FULL, mode 0600) shared by all daemons and the
+CLI. Rows are claimed with a lease naming the claiming process, so several processes can
+deliver concurrently without double-claiming, and a row claimed by a process that died is
+taken over at once (its pid is gone) instead of waiting for the lease to run out.
+Everything operators see (history, status, metrics) is read from these tables.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+from typing import Any, Iterable, Iterator
+
+from monitors.notification import Notification
+
+PENDING, DELIVERED, REJECTED, EXPIRED = "pending", "delivered", "rejected", "expired"
+STATES = (PENDING, DELIVERED, REJECTED, EXPIRED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+    id             INTEGER PRIMARY KEY,
+    created_at     REAL    NOT NULL,
+    type           TEXT    NOT NULL,
+    hostname       TEXT    NOT NULL,
+    generated_time TEXT    NOT NULL,
+    payload        TEXT    NOT NULL,
+    priority       INTEGER NOT NULL,
+    dedup_key      TEXT    NOT NULL,
+    source         TEXT    NOT NULL,
+    decision       TEXT    NOT NULL DEFAULT '{}',
+    state          TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_pending_key
+    ON notifications (dedup_key) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS notifications_created ON notifications (created_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              INTEGER PRIMARY KEY,
+    notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+    driver          TEXT    NOT NULL,
+    state           TEXT    NOT NULL,
+    priority        INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL    NOT NULL,
+    lease_owner     TEXT,
+    lease_until     REAL,
+    remote_id       TEXT,
+    last_status     INTEGER,
+    last_message    TEXT,
+    updated_at      REAL    NOT NULL,
+    UNIQUE (notification_id, driver)
+);
+CREATE INDEX IF NOT EXISTS deliveries_ready
+    ON deliveries (priority, id) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS history (
+    id              INTEGER PRIMARY KEY,
+    notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+    delivery_id     INTEGER,
+    at              REAL    NOT NULL,
+    kind            TEXT    NOT NULL,
+    detail          TEXT    NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS history_notification ON history (notification_id);
+"""
+
+
+def process_identity(pid: int | None = None) -> str:
+    """pid plus its start time, so a recycled pid is not mistaken for the old owner."""
+    pid = pid or os.getpid()
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            start = f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        start = "?"
+    return f"{pid}:{start}"
+
+
+def _owner_alive(owner: str) -> bool:
+    try:
+        pid = int(owner.split(":", 1)[0])
+    except ValueError:
+        return False
+    if not os.path.exists(f"/proc/{pid}"):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return False
+    except OSError:
+        return False
+    return process_identity(pid) == owner
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One delivery reserved for this process: send it, then finish() it."""
+    delivery_id: int
+    notification_id: int
+    driver: str
+    attempt: int
+    created_at: float
+    notification: Notification
+
+
+@dataclasses.dataclass(frozen=True)
+class PutResult:
+    id: int
+    queued: bool  # False: an identical notification was already pending (deduplicated)
+
+
+def backoff(attempt: int, initial: float, cap: float, rng=random.random) -> float:
+    """Capped exponential backoff with jitter in [delay/2, delay]."""
+    delay = min(cap, initial * (2 ** max(attempt - 1, 0)))
+    return delay / 2 + rng() * delay / 2
+
+
+class Outbox:
+    def __init__(self, path: str, busy_timeout: float = 30.0):
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        # Create the file 0600 ourselves: SQLite gives -wal and -shm the same mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(threading.Lock())
+        self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._write() as db:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+        self.owner = process_identity()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: the write lock is taken up front, so two processes
+        can never both read a row as free and both claim it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    def _wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until this process queues something, or timeout (other processes' rows
+        are found by the caller's next poll)."""
+        with self._changed:
+            self._changed.wait(timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @staticmethod
+    def _history(db, notification_id, kind, detail=None, delivery_id=None, at=None):
+        db.execute("INSERT INTO history (notification_id, delivery_id, at, kind, detail) "
+                   "VALUES (?, ?, ?, ?, ?)",
+                   (notification_id, delivery_id, at or time.time(), kind,
+                    json.dumps(detail or {}, sort_keys=True)))
+
+    @staticmethod
+    def _refresh_state(db, notification_id) -> str:
+        states = {r[0] for r in db.execute(
+            "SELECT state FROM deliveries WHERE notification_id = ?", (notification_id,))}
+        for state in (PENDING, REJECTED, EXPIRED):
+            if state in states:
+                break
+        else:
+            state = DELIVERED
+        db.execute("UPDATE notifications SET state = ? WHERE id = ?", (state, notification_id))
+        return state
+
+    # -- writing ----------------------------------------------------------------------------
+    def put(self, notification: Notification, *, source: str, drivers: Iterable[str],
+            decision: dict | None = None) -> PutResult:
+        """Durably record a detection (committed with synchronous=FULL before returning).
+        An identical notification already pending is not queued twice; the repeat is
+        written into the pending row's history so flapping stays visible."""
+        drivers = list(dict.fromkeys(drivers))
+        if not drivers:
+            raise ValueError("a notification needs at least one driver")
+        now = time.time()
+        key = notification.dedup_key()
+        with self._write() as db:
+            row = db.execute("SELECT id FROM notifications WHERE dedup_key = ? AND "
+                             "state = 'pending' ORDER BY id LIMIT 1", (key,)).fetchone()
+            if row is not None:
+                self._history(db, row["id"], "duplicate", {
+                    "source": source, "generated_time": notification.time_text,
+                    "decision": decision or {}}, at=now)
+                return PutResult(row["id"], False)
+            cur = db.execute(
+                "INSERT INTO notifications (created_at, type, hostname, generated_time, payload,"
+                " priority, dedup_key, source, decision, state) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (now, notification.type, notification.hostname, notification.time_text,
+                 json.dumps(notification.payload, sort_keys=True), notification.priority, key,
+                 source, json.dumps(decision or {}, sort_keys=True), PENDING))
+            nid = cur.lastrowid
+            for driver in drivers:
+                db.execute("INSERT INTO deliveries (notification_id, driver, state, priority,"
+                           " next_attempt_at, updated_at) VALUES (?,?,?,?,?,?)",
+                           (nid, driver, PENDING, notification.priority, now, now))
+            self._history(db, nid, "detected", {"source": source, "drivers": drivers,
+                                                "decision": decision or {}}, at=now)
+        self._wake()
+        return PutResult(nid, True)
+
+    def _release_dead_leases(self, db, now: float) -> None:
+        owners = [r[0] for r in db.execute(
+            "SELECT DISTINCT lease_owner FROM deliveries WHERE state = 'pending' "
+            "AND lease_until > ?", (now,))]
+        for owner in owners:
+            if owner != self.owner and not _owner_alive(owner):
+                db.execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
+                           "WHERE state = 'pending' AND lease_owner = ?", (owner,))
+
+    def claim(self, drivers: Iterable[str], lease: float,
+              notification_id: int | None = None) -> Claim | None:
+        """Reserve the most urgent due delivery (priority, then age) for this process."""
+        drivers = list(drivers)
+        now = time.time()
+        marks = ",".join("?" * len(drivers))
+        where = (f"d.state = 'pending' AND d.driver IN ({marks}) AND d.next_attempt_at <= ? "
+                 "AND (d.lease_until IS NULL OR d.lease_until <= ?)")
+        args: list[Any] = [*drivers, now, now]
+        if notification_id is not None:
+            where += " AND d.notification_id = ?"
+            args.append(notification_id)
+        with self._write() as db:
+            self._release_dead_leases(db, now)
+            row = db.execute(
+                "SELECT d.id AS did, d.attempts, d.driver, n.* FROM deliveries d "
+                f"JOIN notifications n ON n.id = d.notification_id WHERE {where} "
+                "ORDER BY d.priority, d.id LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            attempt = row["attempts"] + 1
+            db.execute("UPDATE deliveries SET attempts = ?, lease_owner = ?, lease_until = ?,"
+                       " updated_at = ? WHERE id = ?",
+                       (attempt, self.owner, now + lease, now, row["did"]))
+            self._history(db, row["id"], "attempt", {"driver": row["driver"],
+                                                     "attempt": attempt, "by": self.owner},
+                          delivery_id=row["did"], at=now)
+        return Claim(row["did"], row["id"], row["driver"], attempt, row["created_at"],
+                     _notification(row))
+
+    def finish(self, claim: Claim, outcome: str, *, status: int | None = None,
+               remote_id: str | None = None, message: str = "",
+               retry_in: float = 0.0, max_age: float = 0.0) -> str:
+        """Record a driver's answer. outcome: delivered | duplicate | rejected | retry.
+        Returns the delivery's new state."""
+        now = time.time()
+        if outcome in ("delivered", "duplicate"):
+            state = DELIVERED
+        elif outcome == "rejected":
+            state = REJECTED
+        elif max_age and now - claim.created_at >= max_age:
+            state = EXPIRED
+        else:
+            state = PENDING
+        with self._write() as db:
+            db.execute(
+                "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_owner = NULL,"
+                " lease_until = NULL, remote_id = COALESCE(?, remote_id), last_status = ?,"
+                " last_message = ?, updated_at = ? WHERE id = ?",
+                (state, now + retry_in, remote_id, status, message[:2000], now,
+                 claim.delivery_id))
+            detail = {"driver": claim.driver, "attempt": claim.attempt, "outcome": outcome,
+                      "status": status, "message": message[:2000], "state": state}
+            if remote_id:
+                detail["remote_id"] = remote_id
+            if state == PENDING:
+                detail["retry_in"] = round(retry_in, 3)
+            self._history(db, claim.notification_id, "answer", detail,
+                          delivery_id=claim.delivery_id, at=now)
+            self._refresh_state(db, claim.notification_id)
+        return state
+
+    def retry(self, notification_id: int) -> int:
+        """Operator action: put rejected/expired deliveries back in the queue."""
+        now = time.time()
+        with self._write() as db:
+            cur = db.execute("UPDATE deliveries SET state = 'pending', next_attempt_at = ?,"
+                             " updated_at = ? WHERE notification_id = ? AND state IN "
+                             "('rejected', 'expired')", (now, now, notification_id))
+            if cur.rowcount:
+                self._history(db, notification_id, "retry", {"deliveries": cur.rowcount})
+                self._refresh_state(db, notification_id)
+        self._wake()
+        return cur.rowcount
+
+    def purge_delivered(self, before: float) -> int:
+        with self._write() as db:
+            cur = db.execute("DELETE FROM notifications WHERE state = 'delivered' AND "
+                             "created_at < ?", (before,))
+        return cur.rowcount
+
+    # -- reading ----------------------------------------------------------------------------
+    def next_due(self, drivers: Iterable[str]) -> float | None:
+        drivers = list(drivers)
+        rows = self._read("SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) "
+                          f"FROM deliveries WHERE state = 'pending' AND driver IN "
+                          f"({','.join('?' * len(drivers))})", drivers)
+        return rows[0][0]
+
+    def depth(self) -> int:
+        return self._read("SELECT COUNT(*) FROM notifications WHERE state = 'pending'")[0][0]
+
+    def oldest_pending_age(self) -> float:
+        row = self._read("SELECT MIN(created_at) FROM notifications WHERE state = 'pending'")
+        return time.time() - row[0][0] if row[0][0] else 0.0
+
+    def counts(self) -> dict[str, int]:
+        rows = self._read("SELECT state, COUNT(*) FROM notifications GROUP BY state")
+        return {state: 0 for state in STATES} | {r[0]: r[1] for r in rows}
+
+    def list(self, *, state: str | None = None, since: float | None = None,
+             type: str | None = None, hostname: str | None = None, after_id: int = 0,
+             limit: int = 1000) -> list[dict]:
+        clauses, args = ["id > ?"], [after_id]
+        for column, value in (("state", state), ("type", type), ("hostname", hostname)):
+            if value:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            clauses.append("created_at >= ?")
+            args.append(since)
+        rows = self._read(f"SELECT * FROM notifications WHERE {' AND '.join(clauses)} "
+                          "ORDER BY id LIMIT ?", [*args, limit])
+        return [self._describe(r) for r in rows]
+
+    def get(self, notification_id: int) -> dict | None:
+        rows = self._read("SELECT * FROM notifications WHERE id = ?", (notification_id,))
+        if not rows:
+            return None
+        out = self._describe(rows[0])
+        out["history"] = [
+            {"at": r["at"], "kind": r["kind"], "delivery_id": r["delivery_id"],
+             **json.loads(r["detail"])}
+            for r in self._read("SELECT * FROM history WHERE notification_id = ? ORDER BY id",
+                                (notification_id,))]
+        return out
+
+    def _describe(self, row: sqlite3.Row) -> dict:
+        deliveries = [
+            {k: d[k] for k in ("id", "driver", "state", "attempts", "next_attempt_at",
+                               "remote_id", "last_status", "last_message", "lease_owner")}
+            for d in self._read("SELECT * FROM deliveries WHERE notification_id = ? "
+                                "ORDER BY id", (row["id"],))]
+        return {"id": row["id"], "created_at": row["created_at"], "state": row["state"],
+                "source": row["source"], "decision": json.loads(row["decision"]),
+                "notification": _notification(row).to_dict(), "deliveries": deliveries}
+
+
+def _notification(row: sqlite3.Row) -> Notification:
+    return Notification(row["type"], row["hostname"], row["generated_time"],
+                        json.loads(row["payload"]))

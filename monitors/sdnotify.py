@@ -1,0 +1,49 @@
+"""sd_notify: READY, STATUS, WATCHDOG, STOPPING, RELOADING.
+
+The protocol is one datagram on $NOTIFY_SOCKET; writing it here keeps the daemons free of
+a hard dependency on systemd-python. Without NOTIFY_SOCKET every call is a no-op.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+
+class Notifier:
+    def __init__(self, environ=os.environ):
+        address = environ.get("NOTIFY_SOCKET", "")
+        self.address = "\0" + address[1:] if address.startswith("@") else address
+        self.watchdog_interval = None
+        usec = environ.get("WATCHDOG_USEC")
+        pid = environ.get("WATCHDOG_PID")
+        if usec and usec.isdigit() and (not pid or pid == str(os.getpid())):
+            self.watchdog_interval = int(usec) / 1e6 / 2  # ping at half the timeout
+        self._sock = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address)
+
+    def send(self, **fields) -> bool:
+        if not self.address:
+            return False
+        message = "\n".join(f"{k}={v}" for k, v in fields.items()).encode()
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.sendto(message, self.address)
+            return True
+        except OSError:
+            return False
+
+    def ready(self, status: str) -> bool:
+        return self.send(READY=1, STATUS=status, MAINPID=os.getpid())
+
+    def status(self, status: str) -> bool:
+        return self.send(STATUS=status)
+
+    def watchdog(self) -> bool:
+        return self.send(WATCHDOG=1)
+
+    def stopping(self, status: str = "stopping") -> bool:
+        return self.send(STOPPING=1, STATUS=status)

@@ -1,0 +1,1 @@
+"""ha-processmonitor (see the package modules); depends only on the monitors core."""

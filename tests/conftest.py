@@ -1,0 +1,32 @@
+"""Shared fixtures: one real masakari-api per test session (tests use their own host
+names, so they never see each other's notifications), and helpers to configure and run
+the daemons as real processes."""
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+from tests.fixtures.masakari_api import MasakariAPI, available, venv_dir
+
+_hosts = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def masakari_api(tmp_path_factory):
+    if not available():
+        pytest.fail(f"masakari-api is not installed in {venv_dir()}: run `make test`, "
+                    "which creates it, or set MASAKARI_VENV")
+    api = MasakariAPI(tmp_path_factory.mktemp("masakari-api"))
+    api.start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def host(masakari_api, request):
+    """A fresh compute host registered in Masakari, unique to this test."""
+    name = f"cmp-{os.getpid()}-{next(_hosts)}"
+    masakari_api.ensure_host(name)
+    return name

@@ -1,0 +1,132 @@
+"""Helpers for tests that run the daemons and the CLI as real processes."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def write_conf(path: Path, *, hostname: str, state_path: Path, endpoint: str | None,
+               sections: dict[str, dict[str, object]] | None = None) -> Path:
+    """A config file as an operator writes it: [api] with auth_type none + endpoint."""
+    groups: dict[str, dict[str, object]] = {
+        "DEFAULT": {"hostname": hostname, "state_path": state_path, "debug": "true"},
+        "api": {"auth_type": "none", "endpoint": endpoint or "http://127.0.0.1:9/v1"},
+        "delivery": {"retry_initial_interval": 0.1, "retry_max_interval": 0.5,
+                     "http_timeout": 5, "idle_poll_interval": 0.2},
+    }
+    for group, opts in (sections or {}).items():
+        groups.setdefault(group, {}).update(opts)
+    lines = []
+    for group, opts in groups.items():
+        lines.append(f"[{group}]")
+        lines += [f"{k} = {v}" for k, v in opts.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="notify-")
+        self.path = os.path.join(self.dir, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages: list[dict[str, str]] = []
+
+    def drain(self) -> list[dict[str, str]]:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (socket.timeout, BlockingIOError):
+                return self.messages
+            self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines()
+                                      if "=" in line))
+
+    def wait_for(self, key: str, timeout: float = 20.0) -> dict[str, str]:
+        def found():
+            self.drain()
+            return next((m for m in self.messages if key in m), None)
+        return wait_for(found, timeout, what=f"sd_notify {key}")
+
+    def close(self):
+        self.sock.close()
+
+
+class Daemon:
+    """One of our daemons as a real child process with its own NOTIFY_SOCKET."""
+
+    def __init__(self, name: str, conf: Path, env: dict | None = None, log: Path | None = None,
+                 argv_prefix: list[str] | None = None):
+        self.name = name
+        self.conf = conf
+        self.notify = NotifySocket()
+        self.log = log or conf.with_suffix(f".{name}.log")
+        self.env = {**os.environ, "NOTIFY_SOCKET": self.notify.path, **(env or {})}
+        self.argv_prefix = argv_prefix or []
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True) -> "Daemon":
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [*self.argv_prefix, str(BIN / f"ha-{self.name}"), "--config-file", str(self.conf)],
+            env=self.env, stdout=self._logf, stderr=subprocess.STDOUT)
+        if wait_ready:
+            try:
+                self.notify.wait_for("READY", timeout=30)
+            except AssertionError:
+                raise AssertionError(f"ha-{self.name} not ready; log:\n{self.log_text()[-3000:]}")
+        return self
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def signal(self, signo: int) -> None:
+        self.proc.send_signal(signo)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        self.notify.close()
+
+
+def cli(conf: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ha-monitors"), "--config-file", str(conf), *args],
+                          capture_output=True, text=True, timeout=timeout)
