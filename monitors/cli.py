@@ -2,6 +2,7 @@
 
   notify        hand a failure over (validated, durable first; --wait delivers it now)
   outbox        list | show ID | retry ID | purge --delivered-before T
+  deliver       run only the delivery worker, as a daemon
   check-config  validate the configuration and every file it names
 
 Daemon packages contribute options and file checks through entry points
@@ -202,24 +203,7 @@ def check_conf(conf) -> list[str]:
     """Every problem of a parsed configuration, each naming its option or file and line."""
     from importlib.metadata import entry_points
 
-    problems = []
-    # Reading every value makes oslo.config report type errors with group and option.
-    groups = [None] + [g for g in conf.keys() if isinstance(conf[g], cfg.ConfigOpts.GroupAttr)]
-    for group in groups:
-        target = conf if group is None else conf[group]
-        for name in list(target):
-            try:
-                getattr(target, name)
-            except (cfg.Error, ValueError) as exc:
-                problems.append(f"[{group or 'DEFAULT'}] {name}: {exc}")
-    from monitors import drivers as drivers_mod
-
-    unknown = sorted(set(conf.delivery.drivers) - set(drivers_mod.available()))
-    for name in unknown:
-        problems.append(f"[delivery] drivers: unknown driver {name!r} "
-                        f"(available: {', '.join(drivers_mod.available())})")
-    if "webhook" in conf.delivery.drivers and not conf.webhook.url:
-        problems.append("[webhook] url: required because [delivery] drivers names webhook")
+    problems = config.problems(conf)
     for ext in entry_points(group=CHECKS_NAMESPACE):
         try:
             problems.extend(ext.load()(conf))
@@ -251,6 +235,18 @@ def cmd_check_config(args) -> int:
     return 0
 
 
+def cmd_deliver(args) -> int:
+    """Run only the delivery worker, as a daemon (sd_notify, SIGTERM, SIGHUP)."""
+    from monitors import service
+
+    argv = []
+    for f in args.config_file or []:
+        argv += ["--config-file", f]
+    for d in args.config_dir or []:
+        argv += ["--config-dir", d]
+    return service.run("delivery", lambda conf: [], argv, register=_register_daemon_opts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ha-monitors", description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", action="append",
@@ -280,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delivered-before", help="purge: ISO 8601 time (UTC if naive)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_outbox)
+
+    p = sub.add_parser("deliver", help="run only the delivery worker (drains the outbox; "
+                                       "for hosts where only alert agents or scripts enqueue)")
+    p.set_defaults(func=cmd_deliver)
 
     p = sub.add_parser("check-config", help="validate the configuration and its files")
     p.set_defaults(func=cmd_check_config)

@@ -223,3 +223,31 @@ def retry_max_interval(conf: cfg.ConfigOpts) -> float:
 
 def outbox_path(conf: cfg.ConfigOpts) -> str:
     return os.path.join(conf.state_path, "outbox.sqlite")
+
+
+def problems(conf: cfg.ConfigOpts) -> list[str]:
+    """Every problem of a parsed configuration, each naming its group and option.
+
+    oslo.config checks types only when a value is read, so read them all now: a daemon
+    must refuse a bad file at start (or on SIGHUP), not fail later on first use."""
+    from monitors import drivers as drivers_mod
+
+    out = []
+    groups = [None] + [g for g in conf.keys() if isinstance(conf[g], cfg.ConfigOpts.GroupAttr)]
+    for group in groups:
+        target = conf if group is None else conf[group]
+        for name in list(target):
+            try:
+                getattr(target, name)
+            except (cfg.Error, ValueError) as exc:
+                out.append(f"[{group or 'DEFAULT'}] {name}: {exc}")
+    if any(line.startswith(("[delivery] drivers", "[webhook] url")) for line in out):
+        return out
+    available = drivers_mod.available()
+    for name in conf.delivery.drivers:
+        if name not in available:
+            out.append(f"[delivery] drivers: unknown driver {name!r} "
+                       f"(available: {', '.join(available)})")
+    if "webhook" in conf.delivery.drivers and not conf.webhook.url:
+        out.append("[webhook] url: required because [delivery] drivers names webhook")
+    return out

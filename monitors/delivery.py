@@ -22,6 +22,11 @@ class DeliveryWorker:
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
         self.last_answer: Answer | None = None
+        # Per-driver gate: a recipient that could not be reached is not hammered with the
+        # whole backlog; it is probed (with the most urgent row) when the gate opens.
+        self._gate_lock = threading.Lock()
+        self._closed_until: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
 
     # -- one delivery -----------------------------------------------------------------------
     def deliver(self, claim: Claim) -> str:
@@ -38,6 +43,7 @@ class DeliveryWorker:
         if outcome not in (DELIVERED, DUPLICATE, REJECTED):
             retry_in = backoff(claim.attempt, self.conf.delivery.retry_initial_interval,
                                config.retry_max_interval(self.conf))
+        self._update_gate(claim.driver, answer)
         state = self.outbox.finish(
             claim, "retry" if outcome == AUTH else outcome, status=answer.status,
             remote_id=answer.remote_id, message=answer.message, retry_in=retry_in,
@@ -68,9 +74,30 @@ class DeliveryWorker:
                       claim.attempt, answer.message, retry_in, fields=fields)
         return state
 
+    def _update_gate(self, driver: str, answer: Answer) -> None:
+        with self._gate_lock:
+            if answer.status is None and answer.outcome not in (DELIVERED, DUPLICATE):
+                failures = self._failures.get(driver, 0) + 1
+                self._failures[driver] = failures
+                self._closed_until[driver] = time.time() + backoff(
+                    failures, self.conf.delivery.retry_initial_interval,
+                    config.retry_max_interval(self.conf))
+            elif answer.status is not None:
+                self._failures.pop(driver, None)
+                self._closed_until.pop(driver, None)
+
+    def open_drivers(self) -> list[str]:
+        now = time.time()
+        with self._gate_lock:
+            return [d for d in self.drivers if self._closed_until.get(d, 0) <= now]
+
+    def gate_reopens_at(self) -> float | None:
+        with self._gate_lock:
+            return min(self._closed_until.values(), default=None)
+
     def run_once(self, notification_id: int | None = None) -> bool:
-        claim = self.outbox.claim(self.drivers, self.conf.delivery.lease_seconds,
-                                  notification_id)
+        claim = self.outbox.claim(self.open_drivers(), self.conf.delivery.lease_seconds,
+                                  notification_id, unreachable_due=True)
         if claim is None:
             return False
         self.deliver(claim)
@@ -84,7 +111,8 @@ class DeliveryWorker:
             if row["state"] != "pending" or time.monotonic() >= deadline:
                 return row
             if not self.run_once(notification_id):
-                due = self.outbox.next_due(self.drivers) or time.time()
+                due = min(filter(None, (self.outbox.next_due(self.drivers),
+                                        self.gate_reopens_at())), default=time.time())
                 time.sleep(max(0.01, min(due - time.time(), deadline - time.monotonic(), 1.0)))
 
     # -- the loop ---------------------------------------------------------------------------
@@ -94,7 +122,8 @@ class DeliveryWorker:
             try:
                 if self.run_once():
                     continue
-                due = self.outbox.next_due(self.drivers)
+                due = min(filter(None, (self.outbox.next_due(self.open_drivers()),
+                                        self.gate_reopens_at())), default=None)
                 wait = poll if due is None else min(poll, max(due - time.time(), 0.01))
                 self.outbox.wait(wait)
             except Exception:  # noqa: BLE001 - e.g. a locked or full disk: keep trying
@@ -111,7 +140,7 @@ class DeliveryWorker:
     def stop(self, timeout: float) -> None:
         """Let in-flight sends finish (bounded by the HTTP timeout); queued rows stay."""
         self._stop.set()
-        self.outbox._wake()
+        self.outbox.wake()
         deadline = time.monotonic() + timeout
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))

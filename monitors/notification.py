@@ -133,7 +133,8 @@ class Notification:
     @classmethod
     def create(cls, type: str, hostname: str, payload: Mapping[str, str],
                generated_time: dt.datetime | str | None = None) -> "Notification":
-        return cls(type, hostname, generated_time or utcnow(), payload)
+        return cls(type, hostname, utcnow() if generated_time is None else generated_time,
+                   payload)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Notification":

@@ -159,7 +159,7 @@ class Outbox:
         with self._lock:
             return self._db.execute(sql, tuple(args)).fetchall()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         with self._changed:
             self._changed.notify_all()
 
@@ -224,7 +224,7 @@ class Outbox:
                            (nid, driver, PENDING, notification.priority, now, now))
             self._history(db, nid, "detected", {"source": source, "drivers": drivers,
                                                 "decision": decision or {}}, at=now)
-        self._wake()
+        self.wake()
         return PutResult(nid, True)
 
     def _release_dead_leases(self, db, now: float) -> None:
@@ -237,12 +237,22 @@ class Outbox:
                            "WHERE state = 'pending' AND lease_owner = ?", (owner,))
 
     def claim(self, drivers: Iterable[str], lease: float,
-              notification_id: int | None = None) -> Claim | None:
-        """Reserve the most urgent due delivery (priority, then age) for this process."""
+              notification_id: int | None = None, unreachable_due: bool = False
+              ) -> Claim | None:
+        """Reserve the most urgent due delivery (priority, then age) for this process.
+
+        unreachable_due: rows whose last attempt found the recipient unreachable (no HTTP
+        status) count as due regardless of their own backoff; the caller gates the driver
+        instead, so when the recipient is back the backlog drains in priority order."""
         drivers = list(drivers)
+        if not drivers:
+            return None
         now = time.time()
         marks = ",".join("?" * len(drivers))
-        where = (f"d.state = 'pending' AND d.driver IN ({marks}) AND d.next_attempt_at <= ? "
+        due = "d.next_attempt_at <= ?"
+        if unreachable_due:
+            due = "(d.next_attempt_at <= ? OR (d.attempts > 0 AND d.last_status IS NULL))"
+        where = (f"d.state = 'pending' AND d.driver IN ({marks}) AND {due} "
                  "AND (d.lease_until IS NULL OR d.lease_until <= ?)")
         args: list[Any] = [*drivers, now, now]
         if notification_id is not None:
@@ -308,7 +318,7 @@ class Outbox:
             if cur.rowcount:
                 self._history(db, notification_id, "retry", {"deliveries": cur.rowcount})
                 self._refresh_state(db, notification_id)
-        self._wake()
+        self.wake()
         return cur.rowcount
 
     def purge_delivered(self, before: float) -> int:

@@ -23,6 +23,7 @@ import time
 from typing import Callable, Protocol
 
 from oslo_config import cfg
+from oslo_service.backend.base import ServiceBase
 
 from monitors import config, drivers as drivers_mod, log
 from monitors.delivery import DeliveryWorker
@@ -82,8 +83,8 @@ class Emitter:
 SourceFactory = Callable[[cfg.ConfigOpts], list]
 
 
-class MonitorService:
-    """oslo.service ServiceBase-compatible: start(), stop(), wait(), reset()."""
+class MonitorService(ServiceBase):
+    """One daemon: its sources, the outbox, the delivery worker, sd_notify."""
 
     def __init__(self, conf, name: str, build_sources: SourceFactory, notifier: Notifier):
         self.conf = conf
@@ -221,19 +222,32 @@ def _parse(name: str, argv, register) -> cfg.ConfigOpts:
     return config.load(conf, argv, f"ha-{name}")
 
 
+def _load_valid(name, argv, register, validate) -> cfg.ConfigOpts:
+    conf = _parse(name, argv, register)
+    problems = config.problems(conf)
+    if problems:
+        raise ValueError("; ".join(problems))
+    if validate:
+        validate(conf)
+    return conf
+
+
 def run(name: str, build_sources: SourceFactory, argv=None, register=None,
         validate: Callable[[cfg.ConfigOpts], None] | None = None) -> int:
     """Entry point of a daemon: parse config, validate it, start, serve until SIGTERM."""
+    import warnings
+
     from oslo_service import backend
 
+    # futurist imports eventlet if it is installed (oslo.service depends on it); nothing is
+    # monkey-patched and it is never used, so its deprecation banner is only noise.
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     backend.init_backend(backend.BackendType.THREADING)
     from oslo_service import service as oslo_service
 
     argv = sys.argv[1:] if argv is None else argv
     try:
-        conf = _parse(name, argv, register)
-        if validate:
-            validate(conf)
+        conf = _load_valid(name, argv, register, validate)
     except (cfg.Error, ValueError, OSError, InvalidNotification) as exc:
         print(f"ha-{name}: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -244,6 +258,9 @@ def run(name: str, build_sources: SourceFactory, argv=None, register=None,
     signal.signal(signal.SIGTERM, lambda *_: term.set())
     signal.signal(signal.SIGINT, lambda *_: term.set())
     signal.signal(signal.SIGHUP, lambda *_: hup.set())
+    from oslo_service.backend.base import ServiceBase
+
+    ServiceBase.register(MonitorService)  # duck-typed; oslo.service checks isinstance
     launcher = oslo_service.Launcher(conf)
     launcher.launch_service(svc)
     while not term.wait(0.2):
@@ -253,9 +270,7 @@ def run(name: str, build_sources: SourceFactory, argv=None, register=None,
             hup.clear()
             LOG.info("SIGHUP: reloading the configuration")
             try:
-                new_conf = _parse(name, argv, register)
-                if validate:
-                    validate(new_conf)
+                new_conf = _load_valid(name, argv, register, validate)
             except (cfg.Error, ValueError, OSError) as exc:
                 LOG.error("SIGHUP: new configuration rejected, the old one stays in force: "
                           "%s", exc)

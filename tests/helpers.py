@@ -77,19 +77,20 @@ class Daemon:
     """One of our daemons as a real child process with its own NOTIFY_SOCKET."""
 
     def __init__(self, name: str, conf: Path, env: dict | None = None, log: Path | None = None,
-                 argv_prefix: list[str] | None = None):
+                 argv_prefix: list[str] | None = None, argv: list[str] | None = None):
         self.name = name
         self.conf = conf
         self.notify = NotifySocket()
         self.log = log or conf.with_suffix(f".{name}.log")
         self.env = {**os.environ, "NOTIFY_SOCKET": self.notify.path, **(env or {})}
         self.argv_prefix = argv_prefix or []
+        self.argv = argv or [str(BIN / f"ha-{name}"), "--config-file", str(conf)]
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait_ready: bool = True) -> "Daemon":
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [*self.argv_prefix, str(BIN / f"ha-{self.name}"), "--config-file", str(self.conf)],
+            [*self.argv_prefix, *self.argv],
             env=self.env, stdout=self._logf, stderr=subprocess.STDOUT)
         if wait_ready:
             try:
@@ -125,6 +126,12 @@ class Daemon:
     def __exit__(self, *exc):
         self.stop()
         self.notify.close()
+
+
+def deliverer(conf: Path, **kwargs) -> Daemon:
+    """`ha-monitors deliver`: the delivery worker alone, under the daemon runtime."""
+    return Daemon("delivery", conf, argv=[str(BIN / "ha-monitors"), "--config-file", str(conf),
+                                          "deliver"], **kwargs)
 
 
 def cli(conf: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:

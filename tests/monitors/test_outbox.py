@@ -1,0 +1,168 @@
+"""The outbox on a real SQLite file: durability settings, dedup, priority, leases, and
+several processes claiming concurrently without double-claiming."""
+import json
+import multiprocessing
+import os
+import stat
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from monitors.notification import COMPUTE_HOST, PROCESS, VM, Notification
+from monitors.outbox import Outbox, backoff
+
+
+def vm(i: int = 0) -> Notification:
+    return Notification.create(VM, "h1", {"event": "LIFECYCLE",
+                                          "instance_uuid": str(uuid.UUID(int=i + 1)),
+                                          "vir_domain_event": "STOPPED_FAILED"})
+
+
+def host(event="STOPPED") -> Notification:
+    return Notification.create(COMPUTE_HOST, "h1", {"event": event})
+
+
+def proc(name="nova-compute") -> Notification:
+    return Notification.create(PROCESS, "h1", {"event": "STOPPED", "process_name": name})
+
+
+@pytest.fixture
+def box(tmp_path):
+    b = Outbox(str(tmp_path / "state" / "outbox.sqlite"))
+    yield b
+    b.close()
+
+
+def test_file_is_private_and_durable(box, tmp_path):
+    box.put(vm(), source="t", drivers=["masakari"])
+    for suffix in ("", "-wal", "-shm"):
+        path = tmp_path / "state" / f"outbox.sqlite{suffix}"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    assert box._read("PRAGMA journal_mode")[0][0] == "wal"
+    assert box._read("PRAGMA synchronous")[0][0] == 2  # FULL
+
+
+def test_put_is_durable_before_return_even_if_the_process_dies(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    code = (f"import os; from monitors.outbox import Outbox; "
+            f"from tests.monitors.test_outbox import vm; "
+            f"Outbox({str(path)!r}).put(vm(7), source='t', drivers=['masakari']); os._exit(9)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=os.getcwd())
+    assert r.returncode == 9
+    rows = Outbox(str(path)).list()
+    assert [r["notification"]["payload"]["instance_uuid"] for r in rows] == [str(uuid.UUID(int=8))]
+
+
+def test_identical_pending_notification_is_not_queued_twice(box):
+    first = box.put(host(), source="a", drivers=["masakari"])
+    again = box.put(host(), source="b", drivers=["masakari"])
+    assert first.queued and not again.queued and again.id == first.id
+    assert box.depth() == 1
+    kinds = [h["kind"] for h in box.get(first.id)["history"]]
+    assert kinds == ["detected", "duplicate"]  # the repeat is visible, not lost
+    # once delivered, the same notification is a new event again
+    claim = box.claim(["masakari"], 30)
+    box.finish(claim, "delivered", status=202, remote_id="u1")
+    assert box.put(host(), source="c", drivers=["masakari"]).queued
+
+
+def test_claim_takes_host_then_process_then_vm(box):
+    for i in range(3):
+        box.put(vm(i), source="t", drivers=["masakari"])
+    box.put(proc(), source="t", drivers=["masakari"])
+    box.put(host(), source="t", drivers=["masakari"])
+    order = []
+    while (claim := box.claim(["masakari"], 30)) is not None:
+        order.append(claim.notification.type)
+        box.finish(claim, "delivered", status=202, remote_id="x")
+    assert order == [COMPUTE_HOST, PROCESS, VM, VM, VM]
+
+
+def test_each_driver_is_tracked_separately(box):
+    nid = box.put(host(), source="t", drivers=["masakari", "webhook"]).id
+    c1 = box.claim(["masakari"], 30)
+    box.finish(c1, "delivered", status=202, remote_id="u")
+    assert box.get(nid)["state"] == "pending"  # the webhook delivery is still due
+    c2 = box.claim(["webhook"], 30)
+    assert c2.driver == "webhook"
+    box.finish(c2, "rejected", status=400, message="bad")
+    row = box.get(nid)
+    assert row["state"] == "rejected"
+    assert {d["driver"]: d["state"] for d in row["deliveries"]} == {
+        "masakari": "delivered", "webhook": "rejected"}
+    assert box.retry(nid) == 1
+    assert box.get(nid)["state"] == "pending"
+
+
+def test_retry_waits_for_its_backoff_and_max_age_expires(box):
+    nid = box.put(host(), source="t", drivers=["masakari"]).id
+    claim = box.claim(["masakari"], 30)
+    assert box.finish(claim, "retry", status=503, retry_in=60) == "pending"
+    assert box.claim(["masakari"], 30) is None  # not due yet
+    box._db.execute("UPDATE deliveries SET next_attempt_at = 0")
+    claim = box.claim(["masakari"], 30)
+    assert claim.attempt == 2
+    assert box.finish(claim, "retry", status=None, max_age=0.001) == "expired"
+    assert box.get(nid)["state"] == "expired"
+
+
+def test_a_live_lease_is_respected_and_a_dead_owners_lease_is_taken_over(box, tmp_path):
+    box.put(host(), source="t", drivers=["masakari"])
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from monitors.outbox import Outbox; "
+        f"c = Outbox({box.path!r}).claim(['masakari'], 3600); "
+        "print(c.delivery_id, flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip()
+        assert box.claim(["masakari"], 30) is None  # held by a live process
+    finally:
+        child.kill()
+        child.wait()
+    claim = box.claim(["masakari"], 30)  # the owner died: no need to wait an hour
+    assert claim is not None and claim.attempt == 2
+
+
+def _claimer(path, out):
+    b = Outbox(path)
+    got = []
+    while (c := b.claim(["masakari"], 60)) is not None:
+        got.append(c.notification_id)
+        b.finish(c, "delivered", status=202, remote_id=str(c.notification_id))
+    out.put(got)
+
+
+def test_concurrent_processes_never_double_claim(box):
+    ids = {box.put(vm(i), source="t", drivers=["masakari"]).id for i in range(300)}
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(box.path, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(10)
+    claimed = [i for r in results for i in r]
+    assert sorted(claimed) == sorted(ids)  # every row exactly once
+    assert box.counts()["delivered"] == 300
+
+
+def test_backoff_is_capped_and_jittered():
+    assert backoff(1, 1, 60, rng=lambda: 1.0) == 1
+    assert backoff(4, 1, 60, rng=lambda: 1.0) == 8
+    assert backoff(30, 1, 60, rng=lambda: 1.0) == 60
+    assert backoff(30, 1, 60, rng=lambda: 0.0) == 30
+
+
+def test_purge_removes_only_old_delivered_rows(box):
+    delivered = box.put(vm(1), source="t", drivers=["masakari"]).id
+    pending = box.put(vm(2), source="t", drivers=["masakari"]).id
+    claim = box.claim(["masakari"], 30)
+    box.finish(claim, "delivered", status=202, remote_id="u")
+    assert claim.notification_id == delivered  # FIFO within the same priority
+    assert box.purge_delivered(time.time() + 1) == 1
+    assert box.get(delivered) is None and box.get(pending)["state"] == "pending"
+    assert json.dumps(box.list())  # still readable, JSON-able
