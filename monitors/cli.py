@@ -287,7 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import logging
+
     args = build_parser().parse_args(argv)
+    if args.func is not cmd_deliver:  # a daemon sets up oslo.log itself
+        logging.basicConfig(level=logging.ERROR, format="%(levelname)s: %(message)s")
     try:
         return args.func(args)
     except cfg.Error as exc:

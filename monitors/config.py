@@ -150,7 +150,7 @@ delivery_opts = [
                       "died releases it at once (its pid is gone), a hung one after this."),
     cfg.IntOpt("workers", default=2, min=1,
                help="Delivery threads per daemon (all daemons of a host share the outbox)."),
-    cfg.FloatOpt("idle_poll_interval", default=1.0, min=0.05,
+    cfg.FloatOpt("idle_poll_interval", default=0.25, min=0.05,
                  help="Safety-net poll of the outbox for rows queued by other processes."),
 ]
 
