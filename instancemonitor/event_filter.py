@@ -1,0 +1,228 @@
+"""Which libvirt domain events become VM notifications: a table, not code.
+
+The default is masakari-monitors' table plus LIFECYCLE CRASHED (guest panic) and
+STOPPED_CRASHED. An operator replaces or extends it with a YAML file
+(``[instancemonitor] event_filter_file``)::
+
+    mode: extend            # or: replace
+    events:                 # event-ID name -> vir_domain_event names it lets through
+      LIFECYCLE: [SUSPENDED_PAUSED]
+      WATCHDOG: [WATCHDOG_INJECTNMI]
+    drop:                   # (extend only) names taken out of the default
+      LIFECYCLE: [STOPPED_SHUTDOWN]
+
+Names are exactly what goes into the payload: ``vir_domain_event`` is ``<EVENT>_<DETAIL>``
+for LIFECYCLE, ``WATCHDOG_<ACTION>``, ``IO_ERROR_<ACTION>``, and ``UNKNOWN`` for the IDs
+that carry no detail (REBOOT, IO_ERROR_REASON, CONTROL_ERROR). ``"*"`` lets every detail
+of an event ID through. Errors name the file and line (yaml node marks).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import yaml
+
+# libvirt's enum values, by name (from libvirt-include.h; stable ABI). Kept here so the
+# filter can be validated and tested without importing libvirt.
+EVENT_IDS = {
+    "LIFECYCLE": 0, "REBOOT": 1, "RTC_CHANGE": 2, "WATCHDOG": 3, "IO_ERROR": 4,
+    "GRAPHICS": 5, "IO_ERROR_REASON": 6, "CONTROL_ERROR": 7, "BLOCK_JOB": 8,
+    "DISK_CHANGE": 9, "TRAY_CHANGE": 10, "PMWAKEUP": 11, "PMSUSPEND": 12,
+    "BALLOON_CHANGE": 13, "PMSUSPEND_DISK": 14, "DEVICE_REMOVED": 15, "BLOCK_JOB_2": 16,
+    "TUNABLE": 17, "AGENT_LIFECYCLE": 18, "DEVICE_ADDED": 19, "MIGRATION_ITERATION": 20,
+    "JOB_COMPLETED": 21, "DEVICE_REMOVAL_FAILED": 22, "METADATA_CHANGE": 23,
+    "BLOCK_THRESHOLD": 24, "MEMORY_FAILURE": 25, "MEMORY_DEVICE_SIZE_CHANGE": 26,
+}
+EVENT_NAMES = {v: k for k, v in EVENT_IDS.items()}
+
+LIFECYCLE_EVENTS = ["DEFINED", "UNDEFINED", "STARTED", "SUSPENDED", "RESUMED", "STOPPED",
+                    "SHUTDOWN", "PMSUSPENDED", "CRASHED"]
+LIFECYCLE_DETAILS = {
+    "DEFINED": ["ADDED", "UPDATED", "RENAMED", "FROM_SNAPSHOT"],
+    "UNDEFINED": ["REMOVED", "RENAMED"],
+    "STARTED": ["BOOTED", "MIGRATED", "RESTORED", "FROM_SNAPSHOT", "WAKEUP", "RECREATED"],
+    "SUSPENDED": ["PAUSED", "MIGRATED", "IOERROR", "WATCHDOG", "RESTORED", "FROM_SNAPSHOT",
+                  "API_ERROR", "POSTCOPY", "POSTCOPY_FAILED"],
+    "RESUMED": ["UNPAUSED", "MIGRATED", "FROM_SNAPSHOT", "POSTCOPY", "POSTCOPY_FAILED"],
+    "STOPPED": ["SHUTDOWN", "DESTROYED", "CRASHED", "MIGRATED", "SAVED", "FAILED",
+                "FROM_SNAPSHOT"],
+    "SHUTDOWN": ["FINISHED", "GUEST", "HOST"],
+    "PMSUSPENDED": ["MEMORY", "DISK"],
+    "CRASHED": ["PANICKED", "CRASHLOADED"],
+}
+WATCHDOG_ACTIONS = ["NONE", "PAUSE", "RESET", "POWEROFF", "SHUTDOWN", "DEBUG", "INJECTNMI"]
+IO_ERROR_ACTIONS = ["NONE", "PAUSE", "REPORT"]
+
+# Every vir_domain_event name each event ID can produce.
+KNOWN = {
+    "LIFECYCLE": {f"{e}_{d}" for e, ds in LIFECYCLE_DETAILS.items() for d in ds},
+    "WATCHDOG": {f"WATCHDOG_{a}" for a in WATCHDOG_ACTIONS},
+    "IO_ERROR": {f"IO_ERROR_{a}" for a in IO_ERROR_ACTIONS},
+}
+
+DEFAULT_TABLE: dict[str, frozenset[str]] = {
+    "LIFECYCLE": frozenset({"SUSPENDED_IOERROR", "SUSPENDED_WATCHDOG", "SUSPENDED_API_ERROR",
+                            "STOPPED_SHUTDOWN", "STOPPED_DESTROYED", "STOPPED_FAILED",
+                            "SHUTDOWN_FINISHED",
+                            # ours, not in masakari-monitors:
+                            "STOPPED_CRASHED", "CRASHED_PANICKED", "CRASHED_CRASHLOADED"}),
+    "REBOOT": frozenset({"UNKNOWN"}),
+    "WATCHDOG": frozenset({f"WATCHDOG_{a}" for a in WATCHDOG_ACTIONS if a != "INJECTNMI"}),
+    "IO_ERROR": frozenset({"IO_ERROR_NONE", "IO_ERROR_PAUSE", "IO_ERROR_REPORT"}),
+    "IO_ERROR_REASON": frozenset({"UNKNOWN"}),
+    "CONTROL_ERROR": frozenset({"UNKNOWN"}),
+}
+
+# Event IDs always registered (the issue's list), whether or not the table names them.
+ALWAYS_REGISTERED = ("LIFECYCLE", "REBOOT", "WATCHDOG", "IO_ERROR", "IO_ERROR_REASON",
+                     "CONTROL_ERROR")
+# Event IDs a filter file may name. Those outside ALWAYS_REGISTERED carry no decoded
+# detail: their vir_domain_event is UNKNOWN (use "UNKNOWN" or "*").
+# GRAPHICS callbacks carry non-domain arguments libvirt-python dispatches differently;
+# masakari-monitors drops them too.
+SUPPORTED = tuple(n for n in EVENT_IDS if n != "GRAPHICS")
+
+
+class FilterFileError(ValueError):
+    """A problem in the filter file, naming file and line."""
+
+    def __init__(self, path: str, line: int | None, message: str):
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {message}")
+        self.path, self.line = path, line
+
+
+def vir_domain_event(event_id: str, event: int, detail: int) -> str:
+    """The payload's vir_domain_event name, as masakari-monitors builds it."""
+    if event_id == "LIFECYCLE":
+        ename = LIFECYCLE_EVENTS[event] if 0 <= event < len(LIFECYCLE_EVENTS) else None
+        details = LIFECYCLE_DETAILS.get(ename or "", [])
+        if ename is None:
+            return f"UNKNOWN_EVENT_{event}_{detail}"
+        if not 0 <= detail < len(details):
+            return f"{ename}_UNKNOWN_DETAIL_{detail}"
+        return f"{ename}_{details[detail]}"
+    if event_id == "WATCHDOG":
+        return (f"WATCHDOG_{WATCHDOG_ACTIONS[event]}" if 0 <= event < len(WATCHDOG_ACTIONS)
+                else f"WATCHDOG_UNKNOWN_{event}")
+    if event_id == "IO_ERROR":
+        return (f"IO_ERROR_{IO_ERROR_ACTIONS[event]}" if 0 <= event < len(IO_ERROR_ACTIONS)
+                else f"IO_ERROR_UNKNOWN_{event}")
+    return "UNKNOWN"
+
+
+@dataclasses.dataclass(frozen=True)
+class EventFilter:
+    table: dict[str, frozenset[str]]
+    origin: str = "default"
+
+    def match(self, event_id: str, name: str) -> str | None:
+        """The table row that lets (event_id, name) through, or None."""
+        allowed = self.table.get(event_id)
+        if not allowed:
+            return None
+        if name in allowed:
+            return f"{event_id}/{name}"
+        if "*" in allowed:
+            return f"{event_id}/*"
+        return None
+
+    def event_ids(self) -> list[str]:
+        return sorted(set(ALWAYS_REGISTERED) | set(self.table))
+
+
+def default() -> EventFilter:
+    return EventFilter(dict(DEFAULT_TABLE))
+
+
+def _line(node) -> int:
+    return node.start_mark.line + 1
+
+
+def _names(path, event_id, seq_node) -> set[str]:
+    if not isinstance(seq_node, yaml.SequenceNode):
+        raise FilterFileError(path, _line(seq_node),
+                              f"{event_id}: expected a list of vir_domain_event names")
+    out = set()
+    for item in seq_node.value:
+        if not isinstance(item, yaml.ScalarNode) or not item.value:
+            raise FilterFileError(path, _line(item), f"{event_id}: expected a name")
+        name = item.value
+        if name != "*":
+            known = KNOWN.get(event_id, {"UNKNOWN"})
+            if name not in known:
+                raise FilterFileError(path, _line(item),
+                                      f"{event_id}: unknown vir_domain_event {name!r} "
+                                      f"(known: {', '.join(sorted(known))})")
+        out.add(name)
+    return out
+
+
+def _table(path, node) -> dict[str, set[str]]:
+    if not isinstance(node, yaml.MappingNode):
+        raise FilterFileError(path, _line(node), "expected a mapping of event ID -> list")
+    out: dict[str, set[str]] = {}
+    for key, value in node.value:
+        event_id = key.value
+        if event_id not in EVENT_IDS:
+            raise FilterFileError(path, _line(key), f"unknown libvirt event ID {event_id!r}")
+        if event_id not in SUPPORTED:
+            raise FilterFileError(path, _line(key),
+                                  f"event ID {event_id} is not supported (supported: "
+                                  f"{', '.join(SUPPORTED)})")
+        out.setdefault(event_id, set()).update(_names(path, event_id, value))
+    return out
+
+
+def parse(text: str, path: str = "<string>") -> EventFilter:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise FilterFileError(path, mark.line + 1 if mark else None,
+                              f"invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise FilterFileError(path, None, f"invalid YAML: {exc}") from None
+    if root is None:
+        raise FilterFileError(path, None, "the file is empty")
+    if not isinstance(root, yaml.MappingNode):
+        raise FilterFileError(path, _line(root), "expected a mapping with 'mode' and 'events'")
+    mode, events, drop = "extend", None, None
+    for key, value in root.value:
+        if key.value == "mode":
+            if value.value not in ("extend", "replace"):
+                raise FilterFileError(path, _line(value),
+                                      f"mode must be extend or replace, not {value.value!r}")
+            mode = value.value
+        elif key.value == "events":
+            events = _table(path, value)
+        elif key.value == "drop":
+            drop = (_table(path, value), _line(key))
+        else:
+            raise FilterFileError(path, _line(key), f"unknown key {key.value!r} "
+                                  "(allowed: mode, events, drop)")
+    if mode == "replace":
+        if drop:
+            raise FilterFileError(path, drop[1], "'drop' only makes sense with mode: extend")
+        if not events:
+            raise FilterFileError(path, _line(root), "mode: replace needs a non-empty 'events'")
+        table = {k: frozenset(v) for k, v in events.items()}
+    else:
+        merged = {k: set(v) for k, v in DEFAULT_TABLE.items()}
+        for k, v in (events or {}).items():
+            merged.setdefault(k, set()).update(v)
+        for k, v in (drop[0] if drop else {}).items():
+            merged.get(k, set()).difference_update(v)
+        table = {k: frozenset(v) for k, v in merged.items() if v}
+    return EventFilter(table, origin=path)
+
+
+def load(path: str | None) -> EventFilter:
+    if not path:
+        return default()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise FilterFileError(path, None, f"cannot read: {exc.strerror}") from None
+    return parse(text, path)

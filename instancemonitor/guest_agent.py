@@ -1,0 +1,137 @@
+"""Optional guest-agent heartbeat (masakari-monitors' introspective monitor, in-process).
+
+Every ``guest_monitoring_interval`` seconds the agents of all running domains whose
+guest-agent channel path matches ``qemu_guest_agent_sock_path`` (re.match, as
+masakari-monitors does) are pinged at once (a small thread pool, not one VM after another)
+with ``guest-ping`` through libvirt (``virDomainQemuAgentCommand``, which needs a
+read-write connection of its own). After ``guest_monitoring_failure_threshold``
+consecutive failures the domain gets one VM ``QEMU_GUEST_AGENT_ERROR / STOPPED_FAILED``;
+the next successful ping re-arms it.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+from monitors.notification import VM, Notification
+
+LOG = logging.getLogger(__name__)
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+class Heartbeat:
+    """Per-domain failure counting: pure, so its rules are tested without a guest."""
+
+    def __init__(self, threshold: int):
+        self.threshold = threshold
+        self.failures: dict[str, int] = {}
+        self.sent: set[str] = set()
+
+    def record(self, uuid: str, ok: bool) -> bool:
+        """True when a notification must be sent now."""
+        if ok:
+            if uuid in self.sent:
+                LOG.info("guest agent of %s answers again: re-armed", uuid)
+            self.failures.pop(uuid, None)
+            self.sent.discard(uuid)
+            return False
+        count = self.failures[uuid] = self.failures.get(uuid, 0) + 1
+        if count >= self.threshold and uuid not in self.sent:
+            self.sent.add(uuid)
+            return True
+        return False
+
+    def forget_except(self, uuids: set[str]) -> None:
+        for uuid in set(self.failures) - uuids:
+            self.failures.pop(uuid, None)
+        self.sent &= uuids
+
+
+def agent_socket(xml: str) -> str | None:
+    """Path of the domain's guest-agent channel, or None without one."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for ch in root.findall("./devices/channel"):
+        target = ch.find("target")
+        if target is not None and target.get("name") == AGENT_CHANNEL:
+            source = ch.find("source")
+            return (source.get("path") if source is not None else None) or ""
+    return None
+
+
+class GuestAgentMonitor:
+    def __init__(self, conf, source):
+        self.source = source
+        group = conf.introspectiveinstancemonitor
+        self.interval = group.guest_monitoring_interval
+        self.timeout = group.guest_monitoring_timeout
+        self.path_re = re.compile(group.qemu_guest_agent_sock_path)
+        self.beat = Heartbeat(group.guest_monitoring_failure_threshold)
+        self._stop = threading.Event()
+        self._conn = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
+                                                           thread_name_prefix="agent-ping")
+        self._thread = threading.Thread(target=self._run, name="guest-agent", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=self.timeout + 2)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _connection(self):
+        import libvirt
+        if self._conn is not None and self._conn.isAlive():
+            return self._conn
+        self._conn = libvirt.open(self.source.uri)  # agent commands need read-write
+        return self._conn
+
+    def _ping(self, dom) -> bool:
+        import libvirt
+        import libvirt_qemu
+        try:
+            libvirt_qemu.qemuAgentCommand(dom, '{"execute": "guest-ping"}', self.timeout, 0)
+            return True
+        except libvirt.libvirtError as exc:
+            LOG.debug("guest-ping of %s failed: %s", dom.name(), exc)
+            return False
+
+    def _run(self):
+        import libvirt
+        while not self._stop.wait(self.interval):
+            try:
+                conn = self._connection()
+                doms = []
+                for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                    path = agent_socket(dom.XMLDesc(0))
+                    if path is not None and self.path_re.match(path):
+                        doms.append(dom)
+                futures = {self._pool.submit(self._ping, d): d for d in doms}
+                seen = set()
+                for fut in concurrent.futures.as_completed(futures, timeout=self.timeout + 5):
+                    dom = futures[fut]
+                    uuid = dom.UUIDString()
+                    seen.add(uuid)
+                    if self.beat.record(uuid, fut.result()):
+                        self._notify(uuid, dom.name())
+                self.beat.forget_except(seen)
+            except Exception as exc:  # noqa: BLE001 - heartbeat trouble never stops the daemon
+                LOG.warning("guest-agent heartbeat round failed: %s", exc)
+                self._conn = None
+
+    def _notify(self, uuid: str, name: str):
+        if self.source.rules.ignored(uuid, name):
+            return
+        n = Notification.create(VM, self.source.hostname, {
+            "event": "QEMU_GUEST_AGENT_ERROR", "instance_uuid": uuid,
+            "vir_domain_event": "STOPPED_FAILED"}, generated_time=None)
+        self.source.emit(n, decision={"guest_agent": {
+            "failed_pings": self.beat.failures.get(uuid), "at": time.time()}})

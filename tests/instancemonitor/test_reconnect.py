@@ -1,0 +1,115 @@
+"""Connection loss and reconciliation, against a real libvirtd and the real API:
+libvirtd killed and restarted, the daemon killed and restarted, libvirtd absent at start."""
+from __future__ import annotations
+
+import collections
+import json
+import time
+
+from tests.helpers import Daemon, wait_for
+from tests.instancemonitor.conftest import outbox_rows, vm_events
+
+
+def _stored(api, host, n, timeout=15):
+    return wait_for(lambda: (lambda ev: ev if len(ev) >= n else None)(vm_events(api, host)),
+                    timeout, what=f"{n} VM notifications stored by the API")
+
+
+def _no_duplicates(events):
+    counts = collections.Counter(events)
+    assert all(c == 1 for c in counts.values()), counts
+
+
+def test_libvirtd_killed_and_restarted_reconciles(libvirtd, make_daemon, masakari_api, host,
+                                                  tmp_path):
+    a, b, c = (libvirtd.create(f"inst-{i}") for i in range(3))
+    daemon = make_daemon(host)
+    a.destroy()  # live event, before the crash
+    _stored(masakari_api, host, 1)
+    b_uuid, c_uuid = b.UUIDString(), c.UUIDString()
+
+    # libvirtd dies: the test driver's domains go with it (like guests whose qemu died
+    # while libvirtd was down); b and c were running.
+    libvirtd.kill()
+    wait_for(lambda: "connection to" in daemon.log_text() and "closed" in daemon.log_text(),
+             5, what="close callback noticed")
+    libvirtd.start()
+    libvirtd.hold()
+    events = _stored(masakari_api, host, 3)
+    assert set(events) == {("LIFECYCLE", a.UUIDString(), "STOPPED_DESTROYED"),
+                           ("LIFECYCLE", b_uuid, "STOPPED_FAILED"),
+                           ("LIFECYCLE", c_uuid, "STOPPED_FAILED")}
+
+    # callbacks were re-registered: a live event after the reconnect is reported
+    d = libvirtd.create("inst-after")
+    d.destroy()
+    _stored(masakari_api, host, 4)
+
+    # a second crash and restart: nothing was running, nothing is reported (not twice)
+    libvirtd.kill()
+    libvirtd.start()
+    libvirtd.hold()
+    wait_for(lambda: daemon.log_text().count("reconciled ") >= 3, 10, what="third reconcile")
+    time.sleep(0.5)
+    events = vm_events(masakari_api, host)
+    assert len(events) == 4, events
+    _no_duplicates(events)
+    rows = {r["notification"]["payload"]["instance_uuid"]: r for r in outbox_rows(tmp_path / "state")}
+    assert rows[b_uuid]["decision"]["reconciled"] is True
+    assert rows[b_uuid]["decision"]["now"] == "vanished"
+    assert "reconciled" not in rows[d.UUIDString()]["decision"]
+
+
+def test_daemon_killed_and_restarted_reconciles(libvirtd, make_daemon, masakari_api, host,
+                                                tmp_path):
+    a, b, c, e = (libvirtd.create(f"inst-{i}") for i in range(4))
+    daemon = make_daemon(host)
+    a.destroy()
+    _stored(masakari_api, host, 1)
+    daemon.kill()  # SIGKILL: no graceful save
+
+    b.destroy()
+    c.shutdown()
+    e.suspend()  # paused by the user: not a failure
+    daemon2 = Daemon("instancemonitor", daemon.conf)
+    daemon2.start()
+    try:
+        events = _stored(masakari_api, host, 3)
+        assert set(events) == {("LIFECYCLE", a.UUIDString(), "STOPPED_DESTROYED"),
+                               ("LIFECYCLE", b.UUIDString(), "STOPPED_DESTROYED"),
+                               ("LIFECYCLE", c.UUIDString(), "STOPPED_SHUTDOWN")}
+        daemon2.kill()
+    finally:
+        daemon2.stop()
+        daemon2.notify.close()
+    daemon3 = Daemon("instancemonitor", daemon.conf)
+    with daemon3:
+        wait_for(lambda: "reconciled " in daemon3.log_text(), 5, what="reconcile")
+        wait_for(lambda: all(r["state"] != "pending" for r in outbox_rows(tmp_path / "state")),
+                 10, what="outbox drained")
+        time.sleep(0.3)
+        events = vm_events(masakari_api, host)
+        assert len(events) == 3, events
+        _no_duplicates(events)
+    recon = [r for r in outbox_rows(tmp_path / "state") if r["decision"].get("reconciled")]
+    assert {r["notification"]["payload"]["instance_uuid"] for r in recon} == {
+        b.UUIDString(), c.UUIDString()}
+    state = json.loads((tmp_path / "state" / "instancemonitor-domains.json").read_text())
+    assert state["domains"][e.UUIDString()]["state"] == "paused"
+
+
+def test_libvirtd_down_at_start(libvirtd, make_daemon, masakari_api, host):
+    libvirtd.kill()
+    daemon = make_daemon(host)
+    ready = daemon.notify.wait_for("READY")
+    assert "unreachable" in ready["STATUS"], ready
+    assert "unreachable" in daemon.log_text()
+    libvirtd.start()
+    libvirtd.hold()
+    wait_for(lambda: "connected to libvirt" in daemon.log_text(), 5, what="connected")
+    dom = libvirtd.create("late")
+    dom.destroy()
+    assert _stored(masakari_api, host, 1) == [("LIFECYCLE", dom.UUIDString(),
+                                              "STOPPED_DESTROYED")]
+    wait_for(lambda: any("connected to" in m.get("STATUS", "")
+                         for m in daemon.notify.drain()), 8, what="STATUS says connected")
