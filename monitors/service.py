@@ -258,9 +258,6 @@ def run(name: str, build_sources: SourceFactory, argv=None, register=None,
     signal.signal(signal.SIGTERM, lambda *_: term.set())
     signal.signal(signal.SIGINT, lambda *_: term.set())
     signal.signal(signal.SIGHUP, lambda *_: hup.set())
-    from oslo_service.backend.base import ServiceBase
-
-    ServiceBase.register(MonitorService)  # duck-typed; oslo.service checks isinstance
     launcher = oslo_service.Launcher(conf)
     launcher.launch_service(svc)
     while not term.wait(0.2):
