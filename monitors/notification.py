@@ -167,6 +167,14 @@ class Notification:
         blob = json.dumps([self.type, self.hostname, self.payload], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def order_key(self) -> str:
+        """What must be delivered in order: one VM, one process, or one host."""
+        if self.type == VM:
+            return f"VM|{self.hostname}|{self.payload['instance_uuid']}"
+        if self.type == PROCESS:
+            return f"PROCESS|{self.hostname}|{self.payload['process_name']}"
+        return f"COMPUTE_HOST|{self.hostname}"
+
     def subject(self) -> dict[str, str]:
         """Journal fields that say what the notification is about."""
         fields = {"NOTIFICATION_TYPE": self.type, "HOSTNAME": self.hostname,

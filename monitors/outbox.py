@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     payload        TEXT    NOT NULL,
     priority       INTEGER NOT NULL,
     dedup_key      TEXT    NOT NULL,
+    order_key      TEXT    NOT NULL,
     source         TEXT    NOT NULL,
     decision       TEXT    NOT NULL DEFAULT '{}',
     state          TEXT    NOT NULL
@@ -41,6 +42,8 @@ CREATE TABLE IF NOT EXISTS notifications (
 CREATE INDEX IF NOT EXISTS notifications_pending_key
     ON notifications (dedup_key) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS notifications_created ON notifications (created_at);
+CREATE INDEX IF NOT EXISTS notifications_pending_order
+    ON notifications (order_key, id) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS deliveries (
     id              INTEGER PRIMARY KEY,
     notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
@@ -213,10 +216,12 @@ class Outbox:
                 return PutResult(row["id"], False)
             cur = db.execute(
                 "INSERT INTO notifications (created_at, type, hostname, generated_time, payload,"
-                " priority, dedup_key, source, decision, state) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " priority, dedup_key, order_key, source, decision, state)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (now, notification.type, notification.hostname, notification.time_text,
                  json.dumps(notification.payload, sort_keys=True), notification.priority, key,
-                 source, json.dumps(decision or {}, sort_keys=True), PENDING))
+                 notification.order_key(), source, json.dumps(decision or {}, sort_keys=True),
+                 PENDING))
             nid = cur.lastrowid
             for driver in drivers:
                 db.execute("INSERT INTO deliveries (notification_id, driver, state, priority,"
@@ -252,8 +257,14 @@ class Outbox:
         due = "d.next_attempt_at <= ?"
         if unreachable_due:
             due = "(d.next_attempt_at <= ? OR (d.attempts > 0 AND d.last_status IS NULL))"
+        # Per subject, FIFO: a STARTED never overtakes the STOPPED queued before it, even
+        # with several delivery threads or processes; different subjects go in parallel.
         where = (f"d.state = 'pending' AND d.driver IN ({marks}) AND {due} "
-                 "AND (d.lease_until IS NULL OR d.lease_until <= ?)")
+                 "AND (d.lease_until IS NULL OR d.lease_until <= ?) "
+                 "AND NOT EXISTS (SELECT 1 FROM notifications n2 JOIN deliveries d2 "
+                 "ON d2.notification_id = n2.id WHERE n2.state = 'pending' "
+                 "AND n2.order_key = n.order_key AND n2.id < n.id "
+                 "AND d2.driver = d.driver AND d2.state = 'pending')")
         args: list[Any] = [*drivers, now, now]
         if notification_id is not None:
             where += " AND d.notification_id = ?"

@@ -166,3 +166,19 @@ def test_purge_removes_only_old_delivered_rows(box):
     assert box.purge_delivered(time.time() + 1) == 1
     assert box.get(delivered) is None and box.get(pending)["state"] == "pending"
     assert json.dumps(box.list())  # still readable, JSON-able
+
+
+def test_a_later_notification_of_the_same_subject_waits_for_the_earlier(box):
+    stopped = box.put(host("STOPPED"), source="t", drivers=["masakari"]).id
+    started = box.put(host("STARTED"), source="t", drivers=["masakari"]).id
+    other = box.put(proc(), source="t", drivers=["masakari"]).id
+    first = box.claim(["masakari"], 30)
+    assert first.notification_id == stopped
+    second = box.claim(["masakari"], 30)  # STARTED must not go while STOPPED is in flight
+    assert second.notification_id == other
+    assert box.claim(["masakari"], 30) is None
+    box.finish(first, "retry", status=503, retry_in=0)
+    third = box.claim(["masakari"], 30)
+    assert third.notification_id == stopped  # the retry, still before STARTED
+    box.finish(third, "delivered", status=202, remote_id="u")
+    assert box.claim(["masakari"], 30).notification_id == started
