@@ -1,0 +1,106 @@
+"""Options of ha-hostmonitor (its own group) and its check-config hook."""
+from __future__ import annotations
+
+from oslo_config import cfg
+
+GROUP = "hostmonitor"
+
+hostmonitor_opts = [
+    cfg.ListOpt("management_interfaces", default=[],
+                help="Interfaces of the management network (the one the Masakari API is "
+                     "reached through). Several interfaces, or a bond/bridge with members, "
+                     "count as down only when all are down, degraded when some are."),
+    cfg.ListOpt("tenant_interfaces", default=[],
+                help="Interfaces of the tenant (neutron) network."),
+    cfg.ListOpt("storage_interfaces", default=[],
+                help="Interfaces of the storage network."),
+    cfg.ListOpt("storage_paths", default=[],
+                help="Mount points the VMs depend on; each is checked with a stat in a "
+                     "child process abandoned after storage_check_timeout (a hung mount = "
+                     "down)."),
+    cfg.BoolOpt("storage_heartbeat", default=False,
+                help="Also write and read back a small heartbeat file "
+                     "(.ha-hostmonitor-<hostname>) in each storage path."),
+    cfg.FloatOpt("storage_check_timeout", default=5.0, min=0.1,
+                 help="Seconds a storage check may take before the path counts as down."),
+    cfg.FloatOpt("storage_check_interval", default=10.0, min=0.2,
+                 help="Seconds between storage checks (a hung mount sends no event, so "
+                      "storage is the one thing checked periodically)."),
+    cfg.ListOpt("iscsi_sessions", default=[],
+                help="iSCSI sessions (sysfs name such as session1, or target IQN) whose "
+                     "state must be LOGGED_IN (/sys/class/iscsi_session)."),
+    cfg.ListOpt("fc_hosts", default=[],
+                help="Fibre Channel hosts (host0 ...) whose port_state must be Online "
+                     "(/sys/class/fc_host)."),
+    cfg.ListOpt("multipath_devices", default=[],
+                help="Multipath maps whose paths are counted with `multipathd show paths`: "
+                     "no active path = down, some failed = degraded."),
+    cfg.StrOpt("sysfs_root", default="/sys",
+               help="Root of sysfs for the iSCSI and FC checks (tests point it elsewhere)."),
+    cfg.ListOpt("compute_processes", default=["nova-compute", "libvirtd"],
+                help="Processes that make up the compute service on this node (matched on "
+                     "the process name or the basename of an argv element); empty = the "
+                     "compute input is always up."),
+    cfg.StrOpt("profile", default="cattle", choices=("cattle", "pets"),
+               help="Which column of the default matrix applies (ignored with "
+                    "matrix_file)."),
+    cfg.StrOpt("matrix_file",
+               help="YAML matrix of health → actions (our format or masakari-monitors' "
+                    "consul matrix.yaml). Default: [consul] matrix_config_file, else the "
+                    "built-in table for `profile`."),
+    cfg.FloatOpt("hold_down", default=0.0, min=0.0,
+                 help="Seconds a new condition must hold (in addition to [host] "
+                      "monitoring_samples observations) before its actions run."),
+    cfg.FloatOpt("evaluation_interval", default=10.0, min=0.1,
+                 help="Seconds between periodic re-evaluations (each is one observation "
+                      "for the damping; link changes are pushed by netlink)."),
+    cfg.StrOpt("operator_driver",
+               help="Delivery driver the notify_operator action goes through (e.g. "
+                    "webhook; must be in [delivery] drivers). Unset: notify_operator only "
+                    "logs."),
+]
+
+
+def register_opts(conf) -> None:
+    for group, opts in list_opts():
+        conf.register_opts(opts, group=group)
+
+
+def list_opts():
+    """Entry point of oslo-config-generator."""
+    return [(GROUP, hostmonitor_opts)]
+
+
+def matrix_path(conf) -> str | None:
+    return conf.hostmonitor.matrix_file or conf.consul.matrix_config_file or None
+
+
+def check(conf) -> list[str]:
+    """Problems of the files and names this daemon's configuration refers to."""
+    from hostmonitor import links, matrix
+
+    problems = []
+    path = matrix_path(conf)
+    if path:
+        try:
+            matrix.load(path)
+        except matrix.MatrixError as exc:
+            problems.append(str(exc))
+    problems += links.missing_interfaces(conf)
+    problems += operator_driver_problems(conf)
+    return problems
+
+
+def operator_driver_problems(conf) -> list[str]:
+    drv = conf.hostmonitor.operator_driver
+    if drv and drv not in conf.delivery.drivers:
+        return [f"[hostmonitor] operator_driver: {drv!r} is not in [delivery] drivers "
+                f"{conf.delivery.drivers}: its notifications would never be delivered"]
+    return []
+
+
+def validate(conf) -> None:
+    """Start-up and SIGHUP validation: raise ValueError naming the problem."""
+    problems = check(conf)
+    if problems:
+        raise ValueError("; ".join(problems))
