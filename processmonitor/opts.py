@@ -1,0 +1,40 @@
+"""Options of ha-processmonitor (its own group) and its check-config hook."""
+from __future__ import annotations
+
+from oslo_config import cfg
+
+GROUP = "processmonitor"
+
+processmonitor_opts = [
+    cfg.FloatOpt("command_timeout", default=60.0, min=0.1,
+                 help="Seconds each start/restart command (and its pre/post commands) may "
+                      "run; a command still running then is killed and counts as failed."),
+    cfg.FloatOpt("restart_grace", default=3.0, min=0.0,
+                 help="After restart commands succeeded, seconds to wait for a matching "
+                      "process to run; if none does, the attempt counts as failed."),
+    cfg.BoolOpt("proc_connector", default=True,
+                help="Learn about new processes from the kernel's proc connector (needs "
+                     "root in the root network namespace; falls back to the [process] "
+                     "check_interval scan when refused)."),
+]
+
+
+def register_opts(conf) -> None:
+    for group, opts in list_opts():
+        conf.register_opts(opts, group=group)
+
+
+def list_opts():
+    """Entry point of oslo-config-generator."""
+    return [(GROUP, processmonitor_opts)]
+
+
+def check(conf) -> list[str]:
+    """Problems of the files this daemon's configuration names (for check-config)."""
+    from processmonitor import process_list
+
+    try:
+        plist = process_list.load(conf.process.process_list_path, conf.hostname)
+    except process_list.ProcessListError as exc:
+        return [str(exc)]
+    return plist.errors + [f"warning: {w}" for w in plist.warnings]

@@ -1,0 +1,382 @@
+"""Which watched processes run: pidfds and the proc connector in one epoll, one thread.
+
+Every matching pid gets a pidfd; the kernel makes it readable the moment the process
+exits (a zombie counts as dead), so an exit is seen in well under a millisecond without
+polling. New processes are picked up from the proc connector (exec and fork events) when
+the kernel lets us subscribe (root, root network namespace); a psutil scan every
+``check_interval`` seconds is the safety net and the fallback. The daemon never matches
+itself or its own descendants (the commands it runs often name the process they start).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from typing import Callable
+
+import psutil
+
+from processmonitor.process_list import ProcessEntry
+
+LOG = logging.getLogger(__name__)
+
+NETLINK_CONNECTOR = 11
+CN_IDX_PROC = 1
+CN_VAL_PROC = 1
+PROC_CN_MCAST_LISTEN = 1
+NLMSG_DONE = 3
+PROC_EVENT_FORK = 0x00000001
+PROC_EVENT_EXEC = 0x00000002
+
+_NLMSG = struct.Struct("=IHHII")
+_CNMSG = struct.Struct("=IIIIHH")
+_EVENT = struct.Struct("=IIQ")
+
+# on_change(process_name, running, pid, how): called from the watcher thread on every
+# transition and, after each scan, with the state of every entry (running or not).
+ChangeCallback = Callable[[str, bool, "int | None", str], None]
+
+
+def read_argv(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    if not raw:
+        return None  # kernel thread or already a zombie
+    return [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")]
+
+
+def read_comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _ppid_state(pid: int) -> tuple[int, str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    rest = data[data.rfind(")") + 2:].split()
+    return int(rest[1]), rest[0]
+
+
+def is_own(pid: int, me: int | None = None) -> bool:
+    """True for this daemon and its descendants (walks the parent chain)."""
+    me = me or os.getpid()
+    for _ in range(64):
+        if pid == me:
+            return True
+        if pid <= 1:
+            return False
+        info = _ppid_state(pid)
+        if info is None:
+            return False
+        pid = info[0]
+    return False
+
+
+def open_proc_connector() -> socket.socket | None:
+    """Subscribe to the kernel's process events, or None where it is refused."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+    except OSError as exc:
+        LOG.info("proc connector unavailable (%s): new processes are found by the scan",
+                 exc)
+        return None
+    try:
+        sock.bind((0, CN_IDX_PROC))
+        op = struct.pack("=I", PROC_CN_MCAST_LISTEN)
+        cn = _CNMSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(op), 0)
+        msg = _NLMSG.pack(_NLMSG.size + len(cn) + len(op), NLMSG_DONE, 0, 0, 0) + cn + op
+        sock.send(msg)
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        return sock
+    except OSError as exc:
+        sock.close()
+        LOG.info("proc connector refused (%s): new processes are found by the scan", exc)
+        return None
+
+
+def parse_proc_events(data: bytes):
+    """Yield (what, pid, parent_pid) for FORK (new processes only) and EXEC events."""
+    offset = 0
+    while offset + _NLMSG.size <= len(data):
+        length = _NLMSG.unpack_from(data, offset)[0]
+        if length < _NLMSG.size:
+            return
+        body = offset + _NLMSG.size + _CNMSG.size
+        if body + _EVENT.size <= offset + length:
+            what = _EVENT.unpack_from(data, body)[0]
+            ev = body + _EVENT.size
+            if what == PROC_EVENT_EXEC:
+                _pid, tgid = struct.unpack_from("=ii", data, ev)
+                yield what, tgid, None
+            elif what == PROC_EVENT_FORK:
+                _ppid, ptgid, cpid, ctgid = struct.unpack_from("=iiii", data, ev)
+                if cpid == ctgid:
+                    yield what, ctgid, ptgid
+        offset += (length + 3) & ~3
+
+
+class Watcher:
+    """Owns the epoll, the pidfds and the knowledge of which entry has which pids."""
+
+    def __init__(self, entries: list[ProcessEntry], check_interval: float,
+                 on_change: ChangeCallback, use_proc_connector: bool = True):
+        self._entries = list(entries)
+        self.check_interval = check_interval
+        self._on_change = on_change
+        self._use_connector = use_proc_connector
+        self._lock = threading.RLock()
+        self._epoll = select.epoll()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake, select.EPOLLIN)
+        self._pidfds: dict[int, int] = {}  # pid -> pidfd
+        self._fd_pid: dict[int, int] = {}  # pidfd -> pid
+        self._pid_names: dict[int, set[str]] = {}  # pid -> entries it matches
+        self._conn: socket.socket | None = None
+        self._stop = threading.Event()
+        self._scan_now = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_scan: float = 0.0
+        self.scan_seconds: float = 0.0
+
+    # -- public -------------------------------------------------------------------------------
+    @property
+    def proc_connector(self) -> bool:
+        return self._conn is not None
+
+    def start(self) -> None:
+        if self._use_connector:
+            self._conn = open_proc_connector()
+            if self._conn:
+                self._epoll.register(self._conn.fileno(), select.EPOLLIN)
+        self.scan()
+        self._thread = threading.Thread(target=self._loop, name="process-watcher",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        os.eventfd_write(self._wake, 1)
+        if self._thread:
+            self._thread.join(5)
+        with self._lock:
+            for fd in list(self._fd_pid):
+                os.close(fd)
+            self._fd_pid.clear()
+            self._pidfds.clear()
+        if self._conn:
+            self._conn.close()
+
+    def set_entries(self, entries: list[ProcessEntry]) -> None:
+        """Swap the list (SIGHUP); pids no entry matches any more are released."""
+        with self._lock:
+            self._entries = list(entries)
+            names = {e.process_name for e in entries}
+            for pid in list(self._pid_names):
+                self._pid_names[pid] &= names
+                if not self._pid_names[pid]:
+                    self._release(pid)
+        self.scan()
+
+    def running(self, name: str) -> list[int]:
+        with self._lock:
+            return sorted(p for p, n in self._pid_names.items() if name in n)
+
+    def watched(self) -> int:
+        with self._lock:
+            return len(self._pidfds)
+
+    def request_scan(self) -> None:
+        """Ask the watcher thread for a scan now (e.g. after a restart command finished)."""
+        self._scan_now.set()
+        os.eventfd_write(self._wake, 1)
+
+    def scan(self) -> dict[str, bool]:
+        """Reconcile with the process table; report every entry's state. Thread-safe."""
+        started = time.monotonic()
+        me = os.getpid()
+        found: dict[int, set[str]] = {}
+        own = {me}
+        with self._lock:
+            entries = list(self._entries)
+        procs = []
+        for proc in psutil.process_iter(["pid", "ppid", "cmdline", "status", "name"]):
+            info = proc.info
+            procs.append(info)
+        parents = {i["pid"]: i["ppid"] for i in procs}
+        for info in procs:
+            pid = info["pid"]
+            if info["status"] == psutil.STATUS_ZOMBIE or not info["cmdline"]:
+                continue
+            names = {e.process_name for e in entries
+                     if e.matches(info["cmdline"], info["name"] or "")}
+            if not names or self._descends(pid, parents, own, me):
+                continue
+            found[pid] = names
+        with self._lock:
+            for pid, names in found.items():
+                if pid not in self._pidfds:
+                    self._watch(pid, names, "scan")
+                else:
+                    self._pid_names[pid] = names
+            state = {e.process_name: False for e in self._entries}
+            for names in self._pid_names.values():
+                for name in names:
+                    if name in state:
+                        state[name] = True
+        self.last_scan = time.time()
+        self.scan_seconds = time.monotonic() - started
+        for name, running in state.items():
+            pids = self.running(name)
+            self._on_change(name, running, pids[0] if pids else None, "scan")
+        return state
+
+    # -- internals ----------------------------------------------------------------------------
+    @staticmethod
+    def _descends(pid: int, parents: dict[int, int], own: set[int], me: int) -> bool:
+        chain = []
+        cur = pid
+        for _ in range(64):
+            if cur in own:
+                own.update(chain)
+                return True
+            if cur <= 1:
+                return False
+            if cur not in parents:  # started after the snapshot: ask /proc
+                if is_own(cur, me):
+                    own.update(chain)
+                    return True
+                return False
+            chain.append(cur)
+            cur = parents[cur]
+        return False
+
+    def _watch(self, pid: int, names: set[str], how: str) -> bool:
+        """Open a pidfd for ``pid`` (caller holds the lock); False if it is gone."""
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError as exc:
+            if exc.errno != errno.ESRCH:
+                LOG.warning("pidfd_open(%s) failed: %s", pid, exc)
+            return False
+        info = _ppid_state(pid)  # after pidfd_open: the pid cannot be reused under us
+        if info is None or info[1] == "Z":
+            os.close(fd)
+            return False
+        self._epoll.register(fd, select.EPOLLIN)
+        self._pidfds[pid] = fd
+        self._fd_pid[fd] = pid
+        self._pid_names[pid] = set(names)
+        LOG.debug("watching pid %s for %s (%s): %s", pid, sorted(names), how,
+                  " ".join(read_argv(pid) or [])[:200])
+        return True
+
+    def _release(self, pid: int) -> None:
+        fd = self._pidfds.pop(pid, None)
+        self._pid_names.pop(pid, None)
+        if fd is not None:
+            self._fd_pid.pop(fd, None)
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass
+            os.close(fd)
+
+    def _exited(self, fd: int) -> None:
+        with self._lock:
+            pid = self._fd_pid.get(fd)
+            if pid is None:
+                return
+            names = self._pid_names.get(pid, set())
+            self._release(pid)
+            gone = [n for n in names if not any(n in s for s in self._pid_names.values())]
+        for name in names:
+            LOG.info("process %s (pid %s) exited%s", name, pid,
+                     "" if name in gone else "; other matching pids still run")
+        for name in gone:
+            self._on_change(name, False, pid, "pidfd")
+
+    def _new_process(self, pid: int, parent: int | None) -> None:
+        with self._lock:
+            if pid in self._pidfds:
+                return
+            if parent is not None and parent not in self._pid_names:
+                return  # a fork of an unwatched process: its exec will tell us more
+            entries = list(self._entries)
+        argv = read_argv(pid)
+        if not argv:
+            return
+        comm = read_comm(pid)
+        names = {e.process_name for e in entries if e.matches(argv, comm)}
+        if not names or is_own(pid):
+            return
+        with self._lock:
+            if pid in self._pidfds:
+                return
+            was = {n for s in self._pid_names.values() for n in s}
+            if not self._watch(pid, names, "proc connector"):
+                return
+        for name in names - was:
+            self._on_change(name, True, pid, "proc connector")
+
+    def _read_connector(self) -> None:
+        while True:
+            try:
+                data = self._conn.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # events were lost: the scan catches up
+                    LOG.warning("proc connector overrun; rescanning")
+                    self._scan_now.set()
+                    continue
+                LOG.warning("proc connector failed (%s); falling back to the scan", exc)
+                self._epoll.unregister(self._conn.fileno())
+                self._conn.close()
+                self._conn = None
+                return
+            for _what, pid, parent in parse_proc_events(data):
+                self._new_process(pid, parent)
+
+    def _loop(self) -> None:
+        next_scan = time.monotonic() + self.check_interval
+        while not self._stop.is_set():
+            timeout = max(0.0, next_scan - time.monotonic())
+            try:
+                events = self._epoll.poll(timeout)
+            except InterruptedError:
+                continue
+            for fd, _mask in events:
+                try:
+                    if fd == self._wake:
+                        os.eventfd_read(self._wake)
+                    elif self._conn is not None and fd == self._conn.fileno():
+                        self._read_connector()
+                    else:
+                        self._exited(fd)
+                except Exception:  # noqa: BLE001 - the loop must survive anything
+                    LOG.exception("watcher: handling fd %s failed", fd)
+            if self._stop.is_set():
+                return
+            if self._scan_now.is_set() or time.monotonic() >= next_scan:
+                self._scan_now.clear()
+                try:
+                    self.scan()
+                except Exception:  # noqa: BLE001
+                    LOG.exception("watcher: scan failed; next one in %ss",
+                                  self.check_interval)
+                next_scan = time.monotonic() + self.check_interval
