@@ -67,8 +67,10 @@ def register_opts(conf) -> None:
 
 
 def list_opts():
-    """Entry point of oslo-config-generator."""
-    return [(GROUP, hostmonitor_opts)]
+    """Entry point of oslo-config-generator: this node's group and the peers' group."""
+    from hostmonitor.peers import opts as peer_opts
+
+    return [(GROUP, hostmonitor_opts), *peer_opts.list_opts()]
 
 
 def matrix_path(conf) -> str | None:
@@ -78,6 +80,7 @@ def matrix_path(conf) -> str | None:
 def check(conf) -> list[str]:
     """Problems of the files and names this daemon's configuration refers to."""
     from hostmonitor import links, matrix
+    from hostmonitor.peers import opts as peer_opts
 
     problems = []
     path = matrix_path(conf)
@@ -88,6 +91,7 @@ def check(conf) -> list[str]:
             problems.append(str(exc))
     problems += links.missing_interfaces(conf)
     problems += operator_driver_problems(conf)
+    problems += peer_opts.check(conf)
     return problems
 
 

@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import os
 import sys
-import time
 
 from oslo_config import cfg
 

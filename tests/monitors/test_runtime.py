@@ -1,6 +1,5 @@
 """The daemon runtime as an operator meets it: real processes, the real API, SIGKILL in
 the middle of delivery, sd_notify on a socket the test owns, SIGHUP and SIGTERM."""
-import os
 import signal
 import time
 import uuid

@@ -1,0 +1,79 @@
+"""Options of the peer part of ha-hostmonitor: group [hostmonitor_peers].
+
+The masakari-monitors compatible [host] options (monitoring_driver, monitoring_interval,
+monitoring_samples, restrict_to_remotes, pacemaker_node_type, disable_ipmi_check,
+stonith_wait) are registered by monitors.config and honoured as they are.
+"""
+from __future__ import annotations
+
+from oslo_config import cfg
+
+GROUP = "hostmonitor_peers"
+
+peer_opts = [
+    # -- Pacemaker --------------------------------------------------------------------------
+    cfg.StrOpt("crm_mon_command", default="crm_mon",
+               help="crm_mon executable (PATH lookup). Runs as `crm_mon --output-as=xml -1`; "
+                    "CIB_file in the environment is honoured (tests, offline analysis)."),
+    cfg.StrOpt("stonith_admin_command", default="stonith_admin",
+               help="stonith_admin executable, run as `stonith_admin --history NODE "
+                    "--output-as=xml` to read the fencer's history."),
+    cfg.FloatOpt("command_timeout", default=10.0, min=0.5,
+                 help="Timeout in seconds of every Pacemaker command (killed after it)."),
+    # -- etcd -------------------------------------------------------------------------------
+    cfg.DictOpt("etcd_networks", default={"management": "http://127.0.0.1:2379"},
+                help="Monitored networks as name:URL of the local etcd member's client "
+                     "address on that network. One lease-backed key per network and host; "
+                     "a host is down when its keys on every network have expired."),
+    cfg.StrOpt("etcd_prefix", default="/compute-ha-monitors/hostmonitor",
+               help="Key prefix shared by every hostmonitor of one cluster."),
+    cfg.IntOpt("etcd_lease_ttl", default=10, min=2,
+               help="TTL in seconds of this host's lease: a peer is reported down at most "
+                    "TTL plus a small margin after it stops refreshing."),
+    cfg.FloatOpt("etcd_timeout", default=2.0, min=0.1,
+                 help="Timeout in seconds of every etcd request (a slower answer counts as "
+                      "no quorum)."),
+    cfg.FloatOpt("etcd_reconcile_interval", default=0.0, min=0.0,
+                 help="Safety-net full comparison of hosts and live keys, in seconds "
+                      "(detection is pushed by the watch). 0 = lease TTL."),
+    cfg.FloatOpt("mass_failure_fraction", default=0.5, min=0.0, max=1.0,
+                 help="When more than this fraction of the monitored hosts is down at once, "
+                      "nothing is sent to Masakari (no mass evacuation): the operator is "
+                      "alerted (log CRITICAL, health, <prefix>/mass-failure key)."),
+    cfg.FloatOpt("settle_time", default=1.0, min=0.0,
+                 help="Seconds a newly missing host waits before it is reported, so leases "
+                      "expiring together (a rack losing power) are judged together against "
+                      "mass_failure_fraction."),
+    cfg.IntOpt("takeover_resend_window", default=120, min=0,
+               help="On becoming the reporter, re-send the reports of the previous reporter "
+                    "younger than this (seconds): a report it queued but could not deliver "
+                    "is not lost; Masakari answers 409 to a duplicate."),
+    cfg.StrOpt("management_interface",
+               help="Network interface of the management link. When its operstate is not "
+                    "up this host is the isolated one and reports nobody."),
+]
+
+
+def register_opts(conf) -> None:
+    for group, opts in list_opts():
+        conf.register_opts(opts, group=group)
+
+
+def list_opts():
+    """Entry point of oslo-config-generator."""
+    return [(GROUP, peer_opts)]
+
+
+def check(conf) -> list[str]:
+    """Problems of the peer configuration (for check-config)."""
+    problems = []
+    driver = conf.host.monitoring_driver
+    if driver not in ("default", "simple", "pacemaker", "etcd", "none"):
+        problems.append(f"[host] monitoring_driver = {driver}: unknown (expected default, "
+                        "pacemaker, etcd or none)")
+    if driver == "etcd":
+        for name, url in (conf[GROUP].etcd_networks or {}).items():
+            if not url.startswith(("http://", "https://")):
+                problems.append(f"[{GROUP}] etcd_networks: {name}: {url!r} is not an "
+                                "http(s) URL")
+    return problems

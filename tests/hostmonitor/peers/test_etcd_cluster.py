@@ -1,0 +1,206 @@
+"""The etcd peer driver: a real 3-member etcd cluster (Debian etcd-server) in network
+namespaces, one hostmonitor per namespace talking to its local member, a real masakari-api
+in the root namespace reached over the bridge. Results read back from the API."""
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+
+import etcd3gw
+import pytest
+
+from tests.fixtures.etcd_cluster import EtcdCluster
+from tests.fixtures.masakari_api import MasakariAPI, available
+from tests.helpers import wait_for, write_conf
+from tests.hostmonitor.peers.helpers import PeerDaemon, outbox_rows, payloads
+
+TTL = 2
+STOPPED = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
+STARTED = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}
+_runs = itertools.count(1)
+
+
+class Env:
+    def __init__(self, cluster: EtcdCluster, api: MasakariAPI):
+        self.cluster, self.api = cluster, api
+        self.endpoint = f"http://{cluster.bridge_ip}:{api.port}/v1"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    if not available():
+        pytest.fail("masakari-api is not installed (set MASAKARI_VENV)")
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
+    cluster.start()
+    # its own API, listening on every address so the namespaces reach it over the bridge
+    api = MasakariAPI(tmp_path_factory.mktemp("api-etcd"), listen="0.0.0.0")
+    try:
+        api.start()
+        yield Env(cluster, api)
+    finally:
+        api.stop()
+        cluster.stop()
+
+
+class Peers:
+    """One hostmonitor (etcd driver) per namespace, with this test's own key prefix."""
+
+    def __init__(self, env: Env, tmp_path, **peer_opts):
+        run = f"{os.getpid()}-{next(_runs)}"
+        self.env = env
+        self.prefix = f"/test/{run}"
+        self.names = [f"etcd-{run}-h{i}" for i in range(env.cluster.size)]
+        self.daemons: list[PeerDaemon] = []
+        self.confs = []
+        for i, name in enumerate(self.names):
+            env.api.ensure_host(name)
+            state = tmp_path / name
+            state.mkdir()
+            conf = write_conf(state / "hm.conf", hostname=name, state_path=state,
+                              endpoint=env.endpoint, sections={
+                                  "host": {"monitoring_driver": "etcd"},
+                                  "hostmonitor_peers": {
+                                      "etcd_networks": "management:http://127.0.0.1:2379",
+                                      "etcd_prefix": self.prefix, "etcd_lease_ttl": TTL,
+                                      "etcd_timeout": 1, **peer_opts}})
+            self.confs.append(conf)
+            self.daemons.append(PeerDaemon(conf, netns=env.cluster.namespaces[i]))
+        self.client = etcd3gw.Etcd3Client(host=env.cluster.addresses[0], port=2379,
+                                          timeout=3, api_path="/v3/")
+
+    def start(self):
+        for d in self.daemons:
+            d.start()
+        wait_for(lambda: len(self.client.get_prefix(self.prefix + "/alive/")) == len(
+            self.names) and self.reporter() is not None, 15, what="all alive, one reporter")
+        return self
+
+    def reporter(self) -> int | None:
+        try:
+            value = self.client.get(self.prefix + "/reporter")
+        except Exception:  # noqa: BLE001 - the queried member may be the isolated one
+            return None
+        return self.names.index(value[0].decode().rsplit(":", 1)[0]) if value else None
+
+    def stop(self):
+        for d in self.daemons:
+            d.stop()
+            d.notify.close()
+
+
+@pytest.fixture
+def peers(env, tmp_path):
+    made = []
+
+    def make(**opts):
+        p = Peers(env, tmp_path, **opts)
+        made.append(p)
+        return p.start()
+    yield make
+    for p in made:
+        p.stop()
+    for i in range(env.cluster.size):
+        env.cluster.heal(i)
+    env.cluster.wait_healthy(15)
+
+
+def test_isolated_host_is_reported_once_and_reports_nobody_then_started(env, peers):
+    p = peers()
+    reporter = p.reporter()
+    victim = next(i for i in range(3) if i != reporter)
+    t0 = time.monotonic()
+    env.cluster.isolate(victim)
+    name = p.names[victim]
+    wait_for(lambda: payloads(env.api, name), 2 * TTL + 8, what="STOPPED stored")
+    detection = time.monotonic() - t0
+    time.sleep(TTL + 1)  # the other members and the isolated one had time to add more
+    assert payloads(env.api, name) == [STOPPED], "exactly one report stored"
+    others = [n for i, n in enumerate(p.names) if i != victim]
+    assert all(payloads(env.api, n) == [] for n in others)
+    # the isolated host queued nothing about anybody (it reports nobody)
+    assert outbox_rows(p.confs[victim]) == []
+    # TTL + margin; when the isolated member was the etcd leader, etcd re-grants every lease
+    # its full TTL on the new leader's election (~1.3 s here), hence 2 TTL + margin.
+    assert detection < 2 * TTL + 4, f"detected after {detection:.1f}s (TTL {TTL}s)"
+    env.cluster.heal(victim)
+    wait_for(lambda: len(payloads(env.api, name)) == 2, 20, what="STARTED stored")
+    assert payloads(env.api, name) == [STOPPED, STARTED]
+
+
+def test_reporter_killed_during_a_failure_still_one_report(env, peers):
+    p = peers(mass_failure_fraction=0.7)
+    reporter = p.reporter()
+    victim = next(i for i in range(3) if i != reporter)
+    env.cluster.isolate(victim)
+    p.daemons[reporter].kill()  # dies before the victim's lease has even expired
+    name = p.names[victim]
+    wait_for(lambda: payloads(env.api, name), 2 * TTL + 8, what="STOPPED from the new reporter")
+    time.sleep(TTL)
+    assert payloads(env.api, name) == [STOPPED]
+    survivor = 3 - reporter - victim
+    assert p.reporter() in (survivor, None)
+    # the dead reporter's host is itself reported, once, by the survivor
+    wait_for(lambda: payloads(env.api, p.names[reporter]), 2 * TTL + 6, what="reporter down")
+    assert payloads(env.api, p.names[reporter]) == [STOPPED]
+
+
+class SimulatedMembers:
+    """Hosts simulated by the test itself: a registration key and a lease-backed alive key
+    refreshed every TTL/4, exactly what a hostmonitor writes (etcd sees no difference)."""
+
+    def __init__(self, client, prefix: str, names: list[str]):
+        self.client, self.prefix, self.names = client, prefix, names
+        self.leases = {}
+        for name in names:
+            lease = client.lease(TTL)
+            client.put(f"{prefix}/hosts/{name}", "{}")
+            client.put(f"{prefix}/alive/management/{name}", "{}", lease)
+            self.leases[name] = lease
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._refresh, daemon=True)
+        self._thread.start()
+
+    def _refresh(self):
+        while not self._stop.wait(TTL / 4):
+            for lease in list(self.leases.values()):
+                try:
+                    lease.refresh()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def fail(self, names):
+        for name in names:
+            self.leases.pop(name).revoke()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        for name in self.names:
+            self.client.delete(f"{self.prefix}/hosts/{name}")
+            self.client.delete(f"{self.prefix}/alive/management/{name}")
+
+
+def test_mass_failure_is_an_operator_alert_not_an_evacuation(env, peers):
+    """Three real hostmonitors plus 10 simulated members."""
+    p = peers(mass_failure_fraction=0.5)
+    sims = [f"{p.names[0]}-sim{i}" for i in range(10)]
+    for name in sims:
+        env.api.ensure_host(name)
+    members = SimulatedMembers(p.client, p.prefix, sims)
+    try:
+        time.sleep(0.5)
+        # 13 hosts: 2 down is a failure (reported), 7 down is a mass failure (not reported)
+        members.fail(sims[:2])
+        for name in sims[:2]:
+            wait_for(lambda n=name: payloads(env.api, n), TTL + 6, what=f"{name} reported")
+        members.fail(sims[2:7])
+        wait_for(lambda: p.client.get(p.prefix + "/mass-failure"), TTL + 6,
+                 what="mass failure key")
+        time.sleep(TTL)
+        assert all(payloads(env.api, n) == [] for n in sims[2:7])
+        assert "MASS FAILURE" in "".join(d.log_text() for d in p.daemons)
+        assert all(payloads(env.api, n) == [] for n in sims[7:] + p.names)
+    finally:
+        members.close()
