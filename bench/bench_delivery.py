@@ -29,11 +29,7 @@ from monitors.notification import VM, Notification  # noqa: E402
 from monitors.outbox import Outbox  # noqa: E402
 from tests.fixtures.masakari_api import MasakariAPI  # noqa: E402
 from tests.helpers import deliverer, write_conf  # noqa: E402
-
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+from bench.stats import pct  # noqa: E402
 
 
 def vm(host):

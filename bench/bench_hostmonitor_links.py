@@ -24,17 +24,11 @@ import psutil
 
 from tests.fixtures.hm_topology import Topology
 from tests.helpers import Daemon, write_conf
+from bench.stats import pct  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FRAGMENT = REPO / "docs/benchmarks.d/hostmonitor-links.md"
 MM_POLL_INTERVAL = 60.0
-
-
-def pct(values, p):
-    values = sorted(values)
-    k = (len(values) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def conf_for(topo, work: Path, host: str, interval: float = 10.0) -> Path:

@@ -40,15 +40,11 @@ from tests.fixtures.etcd_cluster import EtcdCluster  # noqa: E402
 from tests.fixtures.masakari_api import MasakariAPI  # noqa: E402
 from tests.helpers import BIN, wait_for, write_conf  # noqa: E402
 from tests.hostmonitor.peers.helpers import PeerDaemon, outbox_rows  # noqa: E402
+from bench.stats import pct  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAGMENT = ROOT / "docs/benchmarks.d/hostmonitor-peers.md"
 DELIVERY = {"idle_poll_interval": 1.0}  # the production default
-
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def summary(values):

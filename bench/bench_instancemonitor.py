@@ -40,20 +40,12 @@ sys.path.insert(0, str(ROOT))
 from tests.fixtures.libvirtd import Libvirtd  # noqa: E402
 from tests.fixtures.masakari_api import MasakariAPI  # noqa: E402
 from tests.helpers import NotifySocket  # noqa: E402
+from bench.stats import pct  # noqa: E402
 
 MM_VENV = Path(os.environ.get("MM_VENV", ROOT / ".venv-mm"))
 OUT = ROOT / "docs/benchmarks.d/instancemonitor.md"
 OURS = [str(ROOT / ".venv/bin/ha-instancemonitor")]
 THEIRS = [str(MM_VENV / "bin/masakari-instancemonitor")]
-
-
-def pct(values, q):
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    k = (len(values) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def shared_conf(path: Path, api: MasakariAPI, lv: Libvirtd) -> Path:

@@ -33,20 +33,12 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fixtures.masakari_api import MasakariAPI  # noqa: E402
 from tests.helpers import NotifySocket, write_conf  # noqa: E402
+from bench.stats import pct  # noqa: E402
 
 STANDIN = ROOT / "tests/processmonitor/bin/fake-nova-compute"
 FAIL = ROOT / "tests/processmonitor/bin/fail"
 MM_VENV = Path(os.environ.get("MM_VENV", ROOT / ".venv-mm"))
 OUT = ROOT / "docs/benchmarks.d/processmonitor.md"
-
-
-def pct(values, q):
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    k = (len(values) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def tree(pid):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
+from monitors import config
+
 GROUP = "hostmonitor"
 
 hostmonitor_opts = [
@@ -62,8 +64,7 @@ hostmonitor_opts = [
 
 
 def register_opts(conf) -> None:
-    for group, opts in list_opts():
-        conf.register_opts(opts, group=group)
+    config.register_groups(conf, list_opts())
 
 
 def list_opts():

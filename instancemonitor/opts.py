@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
+from monitors import config
+
 GROUP = "instancemonitor"
 
 instancemonitor_opts = [
@@ -32,8 +34,7 @@ instancemonitor_opts = [
 
 
 def register_opts(conf) -> None:
-    for group, opts in list_opts():
-        conf.register_opts(opts, group=group)
+    config.register_groups(conf, list_opts())
 
 
 def list_opts():

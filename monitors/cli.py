@@ -48,11 +48,7 @@ def _register_daemon_opts(conf) -> None:
 
     for ep in entry_points(group=OPTS_NAMESPACE):
         if ep.name.startswith(OPTS_PREFIX + "."):
-            for group, opts in ep.load()():
-                try:
-                    conf.register_opts(opts, group=None if group == "DEFAULT" else group)
-                except cfg.DuplicateOptError:
-                    pass
+            config.register_groups(conf, ep.load()())
 
 
 def _outbox(conf):

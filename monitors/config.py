@@ -188,6 +188,12 @@ def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
     conf.set_default("auth_type", "password", group=api_group.name)
 
 
+def register_groups(conf: cfg.ConfigOpts, groups) -> None:
+    """Register (group, opts) pairs as list_opts() functions return them."""
+    for group, opts in groups:
+        conf.register_opts(opts, group=None if group == "DEFAULT" else group)
+
+
 def list_opts():
     """Entry point of oslo-config-generator (oslo.config.opts)."""
     out = []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
+from monitors import config
+
 GROUP = "hostmonitor_peers"
 
 peer_opts = [
@@ -55,8 +57,7 @@ peer_opts = [
 
 
 def register_opts(conf) -> None:
-    for group, opts in list_opts():
-        conf.register_opts(opts, group=group)
+    config.register_groups(conf, list_opts())
 
 
 def list_opts():
