@@ -214,25 +214,18 @@ class LocalHostSource:
         self.apply(tuple(actions), decision)
 
     def apply(self, actions: tuple[str, ...], decision: dict) -> None:
+        # The outbox delivers per host in order: a STARTED never overtakes its STOPPED.
         sent = self.state["sent"]
         operator = self.conf.hostmonitor.operator_driver
-        waiting = [sent.get(f"{k}_id") for k, action in (("report", matrix_mod.REPORT),
-                                                          ("notify", matrix_mod.NOTIFY))
-                   if sent.get(k) and action not in actions]
-        still = [i for i in waiting if i and self._pending(i)]
-        if still:  # STARTED must never overtake its STOPPED (several delivery workers)
-            LOG.info("recovery deferred until notification(s) %s are delivered", still)
-            return
         if matrix_mod.REPORT in actions and not sent.get("report"):
-            sent["report_id"] = self._send(STOPPED, None, decision, "report_host_failure")
+            self._send(STOPPED, None, decision, "report_host_failure")
             sent["report"] = True
         elif matrix_mod.REPORT not in actions and sent.get("report"):
             self._send(STARTED, None, decision, "recovery")
             sent["report"] = False
         if matrix_mod.NOTIFY in actions and not sent.get("notify"):
             if operator:
-                sent["notify_id"] = self._send(OPERATOR_NOTICE, [operator], decision,
-                                               "notify_operator")
+                self._send(OPERATOR_NOTICE, [operator], decision, "notify_operator")
                 sent["notify"] = True
             else:
                 log.event(LOG, logging.WARNING, "notify_operator: %s (no [hostmonitor] "
@@ -244,13 +237,6 @@ class LocalHostSource:
             sent["notify"] = False
         self.state["applied"] = list(actions)
         self._save_state()
-
-    def _pending(self, notification_id: int) -> bool:
-        outbox = getattr(self.emit, "outbox", None)
-        try:
-            return outbox is not None and outbox.get(notification_id)["state"] == "pending"
-        except Exception:  # noqa: BLE001 - a row we cannot read does not block recovery
-            return False
 
     def _send(self, payload, drivers, decision, what) -> int:
         notification = Notification.create(COMPUTE_HOST, self.conf.hostname, payload)

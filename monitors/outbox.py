@@ -39,8 +39,6 @@ CREATE TABLE IF NOT EXISTS notifications (
     decision       TEXT    NOT NULL DEFAULT '{}',
     state          TEXT    NOT NULL
 );
-CREATE INDEX IF NOT EXISTS notifications_pending_key
-    ON notifications (dedup_key) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS notifications_created ON notifications (created_at);
 CREATE INDEX IF NOT EXISTS notifications_pending_order
     ON notifications (order_key, id) WHERE state = 'pending';
@@ -199,17 +197,20 @@ class Outbox:
     def put(self, notification: Notification, *, source: str, drivers: Iterable[str],
             decision: dict | None = None) -> PutResult:
         """Durably record a detection (committed with synchronous=FULL before returning).
-        An identical notification already pending is not queued twice; the repeat is
-        written into the pending row's history so flapping stays visible."""
+        A repeat of the latest pending notification of the same subject (VM, process or
+        host) is not queued twice; it is written into that row's history so flapping stays
+        visible. Only the latest: after STOPPED, STARTED, a new STOPPED must be queued, or
+        the recipient would end on STARTED."""
         drivers = list(dict.fromkeys(drivers))
         if not drivers:
             raise ValueError("a notification needs at least one driver")
         now = time.time()
         key = notification.dedup_key()
         with self._write() as db:
-            row = db.execute("SELECT id FROM notifications WHERE dedup_key = ? AND "
-                             "state = 'pending' ORDER BY id LIMIT 1", (key,)).fetchone()
-            if row is not None:
+            row = db.execute("SELECT id, dedup_key FROM notifications WHERE order_key = ? "
+                             "AND state = 'pending' ORDER BY id DESC LIMIT 1",
+                             (notification.order_key(),)).fetchone()
+            if row is not None and row["dedup_key"] == key:
                 self._history(db, row["id"], "duplicate", {
                     "source": source, "generated_time": notification.time_text,
                     "decision": decision or {}}, at=now)

@@ -182,3 +182,15 @@ def test_a_later_notification_of_the_same_subject_waits_for_the_earlier(box):
     assert third.notification_id == stopped  # the retry, still before STARTED
     box.finish(third, "delivered", status=202, remote_id="u")
     assert box.claim(["masakari"], 30).notification_id == started
+
+
+def test_a_repeat_after_an_opposite_event_is_queued_not_merged(box):
+    first = box.put(host("STOPPED"), source="t", drivers=["masakari"])
+    box.put(host("STARTED"), source="t", drivers=["masakari"])
+    again = box.put(host("STOPPED"), source="t", drivers=["masakari"])
+    assert again.queued and again.id != first.id  # merging it would end on STARTED
+    events = []
+    while (claim := box.claim(["masakari"], 30)) is not None:
+        events.append(claim.notification.payload["event"])
+        box.finish(claim, "delivered", status=202, remote_id="x")
+    assert events == ["STOPPED", "STARTED", "STOPPED"]
