@@ -139,7 +139,7 @@ def cmd_outbox(args) -> int:
             return 0
         _print_table([row])
         for h in row["history"]:
-            detail = {k: v for k, v in h.items() if k not in ("at", "kind", "delivery_id")}
+            detail = {k: v for k, v in h.items() if k not in ("id", "at", "kind", "delivery_id")}
             print(f"  {_fmt_time(h['at'])}  {h['kind']:<9}  {json.dumps(detail, sort_keys=True)}")
         return 0
     if args.action == "purge":

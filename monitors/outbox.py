@@ -360,7 +360,9 @@ class Outbox:
 
     def list(self, *, state: str | None = None, since: float | None = None,
              type: str | None = None, hostname: str | None = None, after_id: int = 0,
-             limit: int = 1000) -> list[dict]:
+             limit: int = 1000, newest: bool = False) -> list[dict]:
+        """Notifications in id order; newest=True: the last ``limit`` of them (still in id
+        order)."""
         clauses, args = ["id > ?"], [after_id]
         for column, value in (("state", state), ("type", type), ("hostname", hostname)):
             if value:
@@ -370,8 +372,29 @@ class Outbox:
             clauses.append("created_at >= ?")
             args.append(since)
         rows = self._read(f"SELECT * FROM notifications WHERE {' AND '.join(clauses)} "
-                          "ORDER BY id LIMIT ?", [*args, limit])
-        return [self._describe(r) for r in rows]
+                          f"ORDER BY id {'DESC' if newest else ''} LIMIT ?", [*args, limit])
+        return [self._describe(r) for r in sorted(rows, key=lambda r: r["id"])]
+
+    def events(self, *, after_id: int = 0, type: str | None = None,
+               hostname: str | None = None, limit: int = 1000) -> list[dict]:
+        """History rows (detected, duplicate, attempt, answer, retry) after ``after_id``, with
+        their notification's type and hostname: what ``ha-monitors history --follow`` tails."""
+        clauses, args = ["h.id > ?"], [after_id]
+        for column, value in (("n.type", type), ("n.hostname", hostname)):
+            if value:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        rows = self._read(
+            "SELECT h.*, n.type, n.hostname FROM history h JOIN notifications n "
+            f"ON n.id = h.notification_id WHERE {' AND '.join(clauses)} ORDER BY h.id LIMIT ?",
+            [*args, limit])
+        return [{"id": r["id"], "notification_id": r["notification_id"], "at": r["at"],
+                 "kind": r["kind"], "delivery_id": r["delivery_id"], "type": r["type"],
+                 "hostname": r["hostname"], **json.loads(r["detail"])}
+                for r in rows]
+
+    def last_event_id(self) -> int:
+        return self._read("SELECT COALESCE(MAX(id), 0) FROM history")[0][0]
 
     def get(self, notification_id: int) -> dict | None:
         rows = self._read("SELECT * FROM notifications WHERE id = ?", (notification_id,))
@@ -379,7 +402,7 @@ class Outbox:
             return None
         out = self._describe(rows[0])
         out["history"] = [
-            {"at": r["at"], "kind": r["kind"], "delivery_id": r["delivery_id"],
+            {"id": r["id"], "at": r["at"], "kind": r["kind"], "delivery_id": r["delivery_id"],
              **json.loads(r["detail"])}
             for r in self._read("SELECT * FROM history WHERE notification_id = ? ORDER BY id",
                                 (notification_id,))]

@@ -28,7 +28,7 @@ from oslo_service.backend.base import ServiceBase
 from monitors import config, drivers as drivers_mod, log
 from monitors.delivery import DeliveryWorker
 from monitors.notification import InvalidNotification, Notification
-from monitors.outbox import Outbox, PutResult
+from monitors.outbox import Outbox, PutResult, process_identity
 from monitors.sdnotify import Notifier
 
 LOG = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class MonitorService(ServiceBase):
                 LOG.exception("source %s failed to start; the others keep running",
                               source.name)
         self.notifier.ready(self.status_line())
+        self._write_state("running")
         LOG.info("%s started: %s", self.name, self.status_line())
         self._status_thread = threading.Thread(target=self._status_loop, name="status",
                                                daemon=True)
@@ -187,7 +188,8 @@ class MonitorService(ServiceBase):
     def _write_state(self, state: str) -> None:
         """What `ha-monitors status` reads: one small JSON file per daemon."""
         last = [e.last_event for e in self.emitters.values() if e.last_event]
-        doc = {"daemon": self.name, "pid": os.getpid(), "state": state,
+        doc = {"daemon": self.name, "pid": os.getpid(), "owner": process_identity(),
+               "state": state,
                "updated_at": time.time(), "status": self.status_line(),
                "last_event": max(last) if last else None,
                "sources": {n: dataclasses.asdict(h) for n, h in self.health().items()}}
