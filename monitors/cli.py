@@ -2,6 +2,8 @@
 
   notify        hand a failure over (validated, durable first; --wait delivers it now)
   outbox        list | show ID | retry ID | purge --delivered-before T
+  history       alerts with their source, decision, attempts and answers (--follow, --json)
+  status        each daemon, its sources and the outbox; Nagios exit codes
   deliver       run only the delivery worker, as a daemon
   check-config  validate the configuration and every file it names
 
@@ -157,6 +159,44 @@ def cmd_outbox(args) -> int:
     return 2
 
 
+def cmd_history(args) -> int:
+    from monitors import history
+
+    conf = _load_conf(args)
+    try:
+        since = history.parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"ha-monitors history: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return history.run(_outbox(conf), since=since, type=args.type, hostname=args.host,
+                           state=args.state, limit=args.limit, as_json=args.json,
+                           brief=args.brief, follow_=args.follow)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_status(args) -> int:
+    from monitors import status
+
+    conf = _load_conf(args)
+    th = status.Thresholds(stale_after=args.stale_after, pending_warn=args.pending_warn,
+                           pending_crit=args.pending_crit, window=args.window)
+    box = None
+    if os.path.exists(config.outbox_path(conf)):
+        try:
+            box = _outbox(conf)
+        except Exception as exc:  # noqa: BLE001 - reported as UNKNOWN below
+            print(f"UNKNOWN: outbox {config.outbox_path(conf)} unreadable: {exc}")
+            return status.UNKNOWN
+    result = status.collect(conf.state_path, box, args.daemon, th)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        status.render(result, sys.stdout)
+    return result["exit_code"]
+
+
 def unknown_options(conf, files: list[str]) -> list[str]:
     """Options in the files that nothing registered: typos an operator wants to hear of."""
     import configparser
@@ -271,6 +311,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delivered-before", help="purge: ISO 8601 time (UTC if naive)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_outbox)
+
+    p = sub.add_parser("history", help="alerts: detection, decision, every delivery attempt "
+                                       "and the API's answer")
+    p.add_argument("--since", help="30s, 10m, 2h, 1d, 1w ago, or an ISO 8601 time (local if "
+                                   "naive)")
+    p.add_argument("--type", choices=("VM", "PROCESS", "COMPUTE_HOST"))
+    p.add_argument("--host", help="the notification's hostname")
+    p.add_argument("--state", choices=("pending", "delivered", "rejected", "expired"))
+    p.add_argument("--limit", type=int, default=50, help="the last N alerts (default 50)")
+    p.add_argument("--brief", action="store_true", help="one line per alert")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="then print new detections, attempts and answers as they happen")
+    p.add_argument("--json", action="store_true",
+                   help="a JSON array (with --follow: one JSON object per line)")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("status", help="each daemon's state, sources and the outbox; exit 0 OK, "
+                                      "1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios/Sensu)")
+    p.add_argument("--daemon", action="append",
+                   choices=("instancemonitor", "processmonitor", "hostmonitor", "delivery"),
+                   help="expected daemon (repeat); default: every daemon that wrote a status "
+                        "file")
+    p.add_argument("--stale-after", type=float, default=30.0,
+                   help="seconds without a status update before a daemon counts as hung")
+    p.add_argument("--pending-warn", type=float, default=60.0,
+                   help="oldest pending notification age for WARNING (seconds)")
+    p.add_argument("--pending-crit", type=float, default=600.0,
+                   help="oldest pending notification age for CRITICAL (seconds)")
+    p.add_argument("--window", type=float, default=86400.0,
+                   help="rejected/expired notifications younger than this need attention")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("deliver", help="run only the delivery worker (drains the outbox; "
                                        "for hosts where only alert agents or scripts enqueue)")

@@ -114,8 +114,8 @@ class MonitorService(ServiceBase):
             except Exception:  # noqa: BLE001 - one failing source never takes the rest down
                 LOG.exception("source %s failed to start; the others keep running",
                               source.name)
-        self.notifier.ready(self.status_line())
         self._write_state("running")
+        self.notifier.ready(self.status_line())
         LOG.info("%s started: %s", self.name, self.status_line())
         self._status_thread = threading.Thread(target=self._status_loop, name="status",
                                                daemon=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
+from tests.helpers import cli
 from tests.processmonitor.conftest import (fail, process_notifications, spawn, stamps,
                                            wait_for, wait_log, wait_notification)
 
@@ -64,6 +65,16 @@ def test_failed_restart_sends_stopped_then_started(pm, standins, tmp_path, masak
     rows = wait_notification(masakari_api, host, "STARTED")
     assert rows[0]["payload"] == {"event": "STARTED", "process_name": "nova-compute"}
     assert len(process_notifications(masakari_api, host, "STOPPED")) == 1
+    # what the operator reads: the decision (every restart attempt and why it failed) and the
+    # API's notification_uuid for both alerts
+    r = cli(daemon.conf, "history", "--type", "PROCESS")
+    assert r.returncode == 0, r.stderr
+    stopped = r.stdout.split(" STOPPED ", 1)[1].split(" STARTED ", 1)[0]
+    assert "source    processmonitor/" in stopped
+    assert stopped.count("exited with status 1; stderr: cannot restart nova") == 3
+    assert f"notification_uuid {rows[0]['notification_uuid']}" not in stopped
+    assert f"notification_uuid {process_notifications(masakari_api, host, 'STOPPED')[0]['notification_uuid']}" in stopped
+    assert f"notification_uuid {rows[0]['notification_uuid']}" in r.stdout
 
 
 def test_parallel_restarts_and_a_hanging_one_delays_nobody(pm, standins, tmp_path,

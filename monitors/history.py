@@ -1,0 +1,208 @@
+"""``ha-monitors history``: what happened and what was done, read from the outbox.
+
+Every alert is a notification row with its detection source, the decision that produced it
+(filter row, matrix row, restart attempts, ...) and its history (duplicates, every delivery
+attempt and the recipient's answer, the API's notification_uuid). Nothing here keeps state of
+its own: the outbox is the record, this module only renders it (table or JSON), and
+``--follow`` tails the outbox's history table.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sys
+import time
+from typing import Callable, TextIO
+
+from monitors.outbox import Outbox
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """``10m``, ``2h``, ``1d`` ago, or an ISO 8601 time (local time if naive, like
+    ``journalctl --since``). Raises ValueError naming the accepted forms."""
+    now = time.time() if now is None else now
+    match = _DURATION.match(text)
+    if match:
+        return now - float(match.group(1)) * _UNIT[match.group(2)]
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--since {text!r}: expected a duration (30s, 10m, 2h, 1d, 1w) or an "
+                         "ISO 8601 time (2026-11-24T10:00, local time if no offset)") from None
+    return moment.timestamp()  # naive → local time
+
+
+def _when(ts: float | None, precise: bool = False) -> str:
+    if not ts:
+        return "-"
+    moment = dt.datetime.fromtimestamp(ts)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + (f".{moment.microsecond // 1000:03d}"
+                                                     if precise else "")
+
+
+def subject(notification: dict) -> str:
+    """What the alert is about: the VM, the process, or the host."""
+    payload = notification["payload"]
+    if notification["type"] == "VM":
+        return payload.get("instance_uuid", "?")
+    if notification["type"] == "PROCESS":
+        return payload.get("process_name", "?")
+    return notification["hostname"]
+
+
+def event(notification: dict) -> str:
+    payload = notification["payload"]
+    parts = [payload.get("event", "?")]
+    for key in ("vir_domain_event", "host_status", "cluster_status"):
+        if payload.get(key):
+            parts.append(payload[key])
+    return "/".join(parts)
+
+
+def _compact(value, limit: int = 300) -> str:
+    """A decision dict as ``key=value`` pairs, one line, bounded."""
+    if isinstance(value, dict):
+        text = " ".join(f"{k}={_compact(v, limit) if isinstance(v, (dict, list)) else v}"
+                        for k, v in value.items())
+    else:
+        text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_event(entry: dict) -> str:
+    """One history row in words: what the operator needs from it."""
+    kind = entry["kind"]
+    if kind == "detected":
+        return f"detected by {entry.get('source', '?')}; to {', '.join(entry.get('drivers', []))}"
+    if kind == "duplicate":
+        return (f"detected again by {entry.get('source', '?')} (generated_time "
+                f"{entry.get('generated_time', '?')}): not queued twice")
+    if kind == "attempt":
+        return f"{entry.get('driver')}: attempt {entry.get('attempt')} (by pid {str(entry.get('by', '?')).split(':')[0]})"
+    if kind == "answer":
+        status = entry.get("status")
+        text = (f"{entry.get('driver')}: {entry.get('outcome')} "
+                f"({status if status is not None else 'no answer'})")
+        if entry.get("remote_id"):
+            text += f" notification_uuid {entry['remote_id']}"
+        if entry.get("outcome") not in ("delivered", "duplicate") and entry.get("message"):
+            text += f": {entry['message'][:200]}"
+        if entry.get("state") == "pending" and "retry_in" in entry:
+            text += f"; retry in {entry['retry_in']}s"
+        elif entry.get("state") in ("rejected", "expired"):
+            text += f" -> {entry['state'].upper()}"
+        return text
+    if kind == "retry":
+        return f"operator retry: {entry.get('deliveries')} delivery(ies) queued again"
+    return _compact({k: v for k, v in entry.items() if k not in ("id", "at", "kind")})
+
+
+def _api_column(row: dict) -> str:
+    out = []
+    for d in row["deliveries"]:
+        text = f"{d['driver']}:{d['state']}"
+        if d["last_status"]:
+            text += f"({d['last_status']})"
+        if d["remote_id"]:
+            text += f" {d['remote_id']}"
+        out.append(text)
+    return " ".join(out)
+
+
+HEADER = ("ID", "DETECTED", "TYPE", "HOST", "SUBJECT", "EVENT", "STATE", "DELIVERY")
+
+
+def _summary(row: dict) -> tuple[str, ...]:
+    n = row["notification"]
+    return (f"#{row['id']}", _when(row["created_at"]), n["type"], n["hostname"], subject(n),
+            event(n), row["state"], _api_column(row))
+
+
+def render_table(rows: list[dict], out: TextIO, brief: bool = False) -> None:
+    """A table, and under each alert (unless brief) its source, decision and timeline."""
+    if not rows:
+        print("no alerts", file=out)
+        return
+    lines = [HEADER, *(_summary(r) for r in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER) - 1)]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths + [0])).rstrip()
+
+    print(fmt(HEADER), file=out)
+    for row, line in zip(rows, lines[1:]):
+        print(fmt(line), file=out)
+        if brief:
+            continue
+        print(f"      source    {row['source']}", file=out)
+        if row["decision"]:
+            print(f"      decision  {_compact(row['decision'])}", file=out)
+        for entry in row.get("history", []):
+            print(f"      {_when(entry['at'], precise=True)[11:]}  {describe_event(entry)}",
+                  file=out)
+
+
+def _follow_line(entry: dict, rows_by_id: dict[int, dict]) -> str:
+    nid = entry["notification_id"]
+    if entry["kind"] == "detected" and nid in rows_by_id:
+        row = rows_by_id[nid]
+        n = row["notification"]
+        head = (f"{n['type']} {n['hostname']} {subject(n)} {event(n)}; "
+                f"{describe_event(entry)}")
+        if row["decision"]:
+            head += f"; decision {_compact(row['decision'], 200)}"
+        return f"{_when(entry['at'], precise=True)}  #{nid}  {head}"
+    return f"{_when(entry['at'], precise=True)}  #{nid}  {describe_event(entry)}"
+
+
+def follow(box: Outbox, *, after_id: int, type: str | None, hostname: str | None,
+           as_json: bool, out: TextIO, interval: float = 0.5,
+           stop: Callable[[], bool] = lambda: False) -> None:
+    """Tail the outbox's history. Other processes write it, so this polls the file (a read
+    of one index every ``interval``); it is a viewer, never on a detection path."""
+    while not stop():
+        entries = box.events(after_id=after_id, type=type, hostname=hostname)
+        for entry in entries:
+            after_id = entry["id"]
+            if as_json:
+                row = box.get(entry["notification_id"]) if entry["kind"] == "detected" else None
+                doc = dict(entry)
+                if row:
+                    doc.update(notification=row["notification"], source=row["source"],
+                               decision=row["decision"])
+                print(json.dumps(doc, sort_keys=True), file=out)
+            else:
+                rows = {}
+                if entry["kind"] == "detected":
+                    row = box.get(entry["notification_id"])
+                    if row:
+                        rows[row["id"]] = row
+                print(_follow_line(entry, rows), file=out)
+        out.flush()
+        if not entries:
+            time.sleep(interval)
+
+
+def run(box: Outbox, *, since: float | None, type: str | None, hostname: str | None,
+        state: str | None, limit: int, as_json: bool, brief: bool, follow_: bool,
+        out: TextIO = sys.stdout) -> int:
+    start_id = box.last_event_id()  # --follow prints what comes after the listing
+    listed = box.list(since=since, type=type, hostname=hostname, state=state, limit=limit,
+                      newest=True)
+    rows = [box.get(r["id"]) or r for r in listed]
+    if as_json and not follow_:
+        print(json.dumps(rows, indent=2, sort_keys=True), file=out)
+        return 0
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, sort_keys=True), file=out)
+    else:
+        render_table(rows, out, brief=brief)
+    if follow_:
+        out.flush()
+        follow(box, after_id=start_id, type=type, hostname=hostname, as_json=as_json, out=out)
+    return 0
