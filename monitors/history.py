@@ -90,7 +90,7 @@ def describe_event(entry: dict) -> str:
         if entry.get("remote_id"):
             text += f" notification_uuid {entry['remote_id']}"
         if entry.get("outcome") not in ("delivered", "duplicate") and entry.get("message"):
-            text += f": {entry['message'][:200]}"
+            text += f": {entry['message'][:120]}"
         if entry.get("state") == "pending" and "retry_in" in entry:
             text += f"; retry in {entry['retry_in']}s"
         elif entry.get("state") in ("rejected", "expired"):

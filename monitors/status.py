@@ -76,8 +76,7 @@ def daemon_report(state_path: str, name: str, th: Thresholds, now: float,
     if state == "unreadable":
         problems.append(Problem(UNKNOWN, f"{name}: status file unreadable: {doc['error']}"))
     elif state == "stopped":
-        problems.append(Problem(CRITICAL, f"{name}: stopped at {_ago(doc.get('updated_at'), now)}"
-                                          ": failures of its kind are not detected"))
+        problems.append(Problem(CRITICAL, f"{name}: stopped at {_ago(doc.get('updated_at'), now)}"))
     elif not _alive(doc):
         state = "dead"
         problems.append(Problem(CRITICAL, f"{name}: not running (pid {doc.get('pid')} is gone; "
