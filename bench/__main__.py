@@ -1,11 +1,14 @@
 """`make bench`: run every benchmark (bench/bench_*.py), then assemble docs/benchmarks.md
-from the fragments they write to docs/benchmarks.d/. `--assemble` only assembles."""
+from the fragments they write to docs/benchmarks.d/ (a markdown section and a summary
+row set each), and print the one summary table. `--assemble` only assembles."""
 from __future__ import annotations
 
 import argparse
 import subprocess
 import sys
 from pathlib import Path
+
+from bench import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAGMENTS = ROOT / "docs" / "benchmarks.d"
@@ -21,6 +24,12 @@ the same feature. The machine is a noisy 2-core VM: compare the ratios measured 
 rather than absolute times. `make bench` runs them all and rewrites this file; each section
 names the command that reproduces it.
 
+## Summary: ours beside masakari-monitors
+
+Lower is better in every row; the last column is how many times lower ours is (below 1×:
+masakari-monitors is faster there). Rows where masakari-monitors has no such feature say
+what it does instead. Details, conditions and commands in the sections below.
+
 """
 
 
@@ -28,7 +37,8 @@ def assemble() -> Path:
     parts = sorted(FRAGMENTS.glob("*.md"),
                    key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 99, p.stem))
     out = ROOT / "docs" / "benchmarks.md"
-    out.write_text(HEADER + "\n\n".join(p.read_text().strip() for p in parts) + "\n")
+    out.write_text(HEADER + summary.table(ORDER) + "\n\n"
+                   + "\n\n".join(p.read_text().strip() for p in parts) + "\n")
     return out
 
 
@@ -44,6 +54,7 @@ def main(argv=None) -> int:
             if r.returncode:
                 failed.append(script.stem)
     out = assemble()
+    print(summary.table(ORDER))
     print(f"wrote {out}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -24,6 +24,7 @@ import psutil
 
 from tests.fixtures.hm_topology import Topology
 from tests.helpers import Daemon, write_conf
+from bench import summary  # noqa: E402
 from bench.stats import pct  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,6 +156,13 @@ def main(argv=None) -> int:
               "kernel at once. Times start before the first of the two `ip link set` commands "
               "(a few ms each, included). Figures vary with machine load (2 cores shared "
               "with other test runs when measured).", ""]
+    summary.record("hostmonitor-links", "hostmonitor (links)", [
+        summary.row(f"{label} → stored, p50", "ms",
+                    statistics.median([r[1] for r in results[mode]]) * 1000,
+                    note=f"no link monitoring (cluster polled every {MM_POLL_INTERVAL:.0f} s)")
+        for mode, label in (("admin", "admin down"), ("carrier", "carrier loss"))] + [
+        summary.row("idle CPU", "% core", cpu, note="—"),
+        summary.row("idle RSS", "MiB", rss, note="—")])
     FRAGMENT.parent.mkdir(parents=True, exist_ok=True)
     FRAGMENT.write_text("\n".join(lines))
     print(f"wrote {FRAGMENT}")

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from tests.fixtures.libvirtd import Libvirtd  # noqa: E402
 from tests.fixtures.masakari_api import MasakariAPI  # noqa: E402
 from tests.helpers import NotifySocket  # noqa: E402
+from bench import summary  # noqa: E402
 from bench.stats import pct  # noqa: E402
 
 MM_VENV = Path(os.environ.get("MM_VENV", ROOT / ".venv-mm"))
@@ -319,6 +320,14 @@ durability (a synchronous SQLite commit per event, a claim and a finish per deli
 the history rows); latency is dominated by the API's own POST in both.
 """
     if not args.no_write:
+        summary.record("instancemonitor", "instancemonitor", [
+            summary.row("libvirt event → stored, p50", "ms", pct(o["lat"], 50), pct(m["lat"], 50)),
+            summary.row("libvirt event → stored, p99", "ms", pct(o["lat"], 99), pct(m["lat"], 99)),
+            summary.row(f"storm of {args.storm} destroyed domains, all stored", "s",
+                        so["seconds"], sm["seconds"]),
+            summary.row("storm: CPU seconds", "s", so["cpu_s"], sm["cpu_s"]),
+            summary.row("storm: peak RSS", "MiB", so["peak_rss_mib"], sm["peak_rss_mib"]),
+            summary.row("storm: peak threads", "", so["peak_threads"], sm["peak_threads"])])
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(md)
         print(f"wrote {OUT}")

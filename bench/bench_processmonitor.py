@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fixtures.masakari_api import MasakariAPI  # noqa: E402
 from tests.helpers import NotifySocket, write_conf  # noqa: E402
+from bench import summary  # noqa: E402
 from bench.stats import pct  # noqa: E402
 
 STANDIN = ROOT / "tests/processmonitor/bin/fake-nova-compute"
@@ -302,6 +303,13 @@ the API's own POST and our delivery worker's hand-off from the outbox.
 
 Reproduce (~5 min): `.venv/bin/python -m bench.bench_processmonitor --idle {args.idle:g} --processes {args.processes} --kills {args.kills} --mm-kills {args.mm_kills}`
 """
+    summary.record("processmonitor", "processmonitor", [
+        summary.row("kill -9 → restart command started, p50", "ms",
+                    pct(ours["restart"], 50) * 1000, pct(theirs["restart"], 50) * 1000),
+        summary.row("kill -9 → PROCESS STOPPED stored, p50", "ms",
+                    pct(ours["stored"], 50) * 1000, pct(theirs["stored"], 50) * 1000),
+        summary.row(f"idle CPU, {args.processes} processes", "% core", ours["cpu"], theirs["cpu"]),
+        summary.row("idle RSS", "MiB", ours["rss"], theirs["rss"])])
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(text)
     print(text)
