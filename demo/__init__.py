@@ -1,1 +1,2 @@
-"""`make demo`: the main job on an embedded default, against a real masakari-api."""
+"""`make demo`: a compute node in a network namespace with the three daemons, three injected
+failures, and the notifications as a real masakari-api stored them."""

@@ -1,104 +1,112 @@
-"""make demo: start a real masakari-api on loopback, hand a host failure to the core the
-way a detector does, deliver it, and show it as the API stored it and as the outbox
-recorded it. Everything it starts is stopped at the end; nothing outside a temp dir is
-touched."""
+"""make demo: a compute node with the three daemons, three failures, and what Masakari got.
+
+The compute node is a network namespace (its management, tenant and storage links are veth
+pairs); the rest of the cloud, with a real masakari-api, is a second namespace reached over
+the management link. A private libvirtd serves test-driver domains and a stand-in plays
+nova-compute. ha-instancemonitor, ha-processmonitor and ha-hostmonitor run as real
+processes on the node from one config file. The demo then destroys a VM, crashes
+nova-compute (its restart fails: STOPPED; repaired: STARTED) and takes the storage link
+down, waits (bounded) for each notification to be stored by the API, and prints them as
+the API stored them and as `ha-monitors history` tells it. Everything it started is
+stopped at the end, also on Ctrl-C. Exit status 0 only if every notification arrived.
+"""
 from __future__ import annotations
 
-import json
-import shutil
-import socket
+import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures.masakari_api import MasakariAPI  # noqa: E402
-from tests.helpers import write_conf  # noqa: E402
+from demo.lab import DAEMONS, Lab  # noqa: E402
+from demo.show import Steps, api_table, history, matches, wait_stored  # noqa: E402
+from tests.helpers import BIN  # noqa: E402
 
-BIN = Path(sys.executable).parent
-
-
-def step(text: str) -> None:
-    print(f"\n==> {text}", flush=True)
+STOPPED_HOST = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORMAL"}
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    print("$ " + " ".join(Path(args[0]).name if i == 0 else a for i, a in enumerate(args)),
-          flush=True)
-    r = subprocess.run(args, capture_output=True, text=True)
-    sys.stdout.write(r.stdout)
-    if r.returncode not in (0,):
-        sys.stdout.write(r.stderr)
-    return r
+def run(lab: Lab, steps: Steps) -> int:
+    with steps("starting masakari-api in the cloud namespace, and the compute node's "
+               "namespace with its links") as s:
+        endpoint = lab.start_cloud()
+        s.notes += [f"API at {endpoint}", f"compute node = netns {lab.topo.d.name}, "
+                    f"cloud = netns {lab.topo.a.name}", f"work dir {lab.work}"]
+    with steps(f"registering a segment and host {lab.hostname!r} in Masakari") as s:
+        host_uuid = lab.register_host()
+        s.notes.append(f"host uuid {host_uuid}")
+    with steps("starting a private libvirtd with test-driver domain demo-vm-1") as s:
+        vm, = lab.start_libvirtd("demo-vm-1")
+        s.notes.append(lab.libvirtd.uri)
+    with steps("starting the nova-compute stand-in") as s:
+        s.notes.append(f"process_name {lab.start_nova_compute()!r}")
+    with steps("writing one config file for the three daemons; ha-monitors check-config") as s:
+        conf = lab.write_config(endpoint)
+        check = subprocess.run(lab.on_node([str(BIN / "ha-monitors"), "--config-file",
+                                            str(conf), "check-config"]),
+                               capture_output=True, text=True, timeout=60)
+        if check.returncode != 0:
+            raise RuntimeError(f"check-config refused {conf}:\n{check.stdout}{check.stderr}")
+        s.notes.append(str(conf))
+    for name in DAEMONS:
+        with steps(f"starting ha-{name} on the compute node") as s:
+            d = lab.start_daemon(name)
+            s.notes.append(f"pid {d.proc.pid}, log {d.log.name}")
+
+    logs = {name: d.log for name, d in lab.daemons.items()}
+    expected = [("VM", {"event": "LIFECYCLE", "instance_uuid": vm.UUIDString(),
+                        "vir_domain_event": "STOPPED_DESTROYED"}, "instancemonitor"),
+                ("PROCESS", {"event": "STOPPED", "process_name": "nova-compute"},
+                 "processmonitor"),
+                ("PROCESS", {"event": "STARTED", "process_name": "nova-compute"},
+                 "processmonitor"),
+                ("COMPUTE_HOST", STOPPED_HOST, "hostmonitor")]
+    injections = [
+        "VM failure: virsh destroy demo-vm-1",
+        "nova-compute crash: SIGKILL; its restart command fails (2 attempts)",
+        "nova-compute repaired by hand: the demo starts it again",
+        f"storage link down: ip -n {lab.topo.d.name} link set brs down"]
+    actions = [vm.destroy, lab.crash_nova_compute, lab.start_nova_compute,
+               lab.storage_link_down]
+    for text, act, (type_, payload, daemon) in zip(injections, actions, expected):
+        with steps(f"{text}; waiting for {type_} {payload['event']} in the API") as s:
+            act()
+            s.ok = wait_stored(lab, type_, payload, logs[daemon])
+
+    stored = lab.api_notifications()
+    print("\nNotifications as masakari-api stored them (GET /v1/notifications):")
+    api_table(stored, lab.hostname, host_uuid)
+    print("\nWhat the compute node recorded (ha-monitors history):")
+    history(conf)
+    missing = [f"{t} {p['event']}" for t, p, _ in expected
+               if not any(matches(n, t, p) for n in stored)]
+    if missing:
+        print(f"\nFAILED: not stored by masakari-api: {', '.join(missing)}")
+        return 1
+    print(f"\nOK: all {len(expected)} expected notifications stored by masakari-api")
+    return 0
 
 
 def main() -> int:
-    work = Path(tempfile.mkdtemp(prefix="ha-monitors-demo-"))
-    hostname = socket.gethostname().split(".")[0] or "compute-1"
-    step(f"starting a real masakari-api (noauth2, SQLite) in {work}")
-    api = MasakariAPI(work / "masakari").start()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` cleans up
+    steps = Steps()
+    lab = Lab()
     try:
-        api.ensure_host(hostname)
-        print(f"masakari-api at {api.endpoint}; host {hostname!r} registered in a segment")
-        conf = write_conf(work / "monitors.conf", hostname=hostname,
-                          state_path=work / "state", endpoint=api.endpoint)
-        plist = work / "process_list.yaml"
-        plist.write_text("- process_name: /usr/sbin/libvirtd\n"
-                         "  restart_command: systemctl restart libvirtd\n")
-        conf.write_text(conf.read_text().replace("debug = true", "debug = false")
-                        + f"[process]\nprocess_list_path = {plist}\n")
-        step("configuration (masakari-monitors' [api] options: auth_type none + endpoint)")
-        print(conf.read_text())
-        run(str(BIN / "ha-monitors"), "--config-file", str(conf), "check-config")
-
-        step("a detector hands a host failure over: durable in the outbox first, then delivered")
-        run(str(BIN / "ha-monitors"), "--config-file", str(conf), "notify",
-            "--type", "COMPUTE_HOST", "--payload",
-            '{"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORMAL"}',
-            "--wait")
-
-        step("an invalid notification is refused before it is stored, naming the field")
-        run(str(BIN / "ha-monitors"), "--config-file", str(conf), "notify", "--type", "VM",
-            "--payload", '{"event": "LIFECYCLE", "instance_uuid": "not-a-uuid", '
-                         '"vir_domain_event": "STOPPED_FAILED"}')
-
-        step("the API is down: the failure stays in the outbox (nothing lost)")
-        api.kill()
-        run(str(BIN / "ha-monitors"), "--config-file", str(conf), "notify", "--type", "PROCESS",
-            "--payload", '{"event": "STOPPED", "process_name": "nova-compute"}',
-            "--wait", "--timeout", "2")
-        step("the API is back: the delivery worker drains the outbox")
-        api.start()
-        deliver = subprocess.Popen([str(BIN / "ha-monitors"), "--config-file", str(conf),
-                                    "deliver"], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
-        try:
-            import time
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and len(api.notifications(hostname=hostname)) < 2:
-                time.sleep(0.1)
-        finally:
-            deliver.terminate()
-            deliver.wait(15)
-
-        step("what the outbox recorded (ha-monitors outbox list / show)")
-        run(str(BIN / "ha-monitors"), "--config-file", str(conf), "outbox", "list")
-        run(str(BIN / "ha-monitors"), "--config-file", str(conf), "outbox", "show", "2")
-
-        step("what the API stored (GET /v1/notifications)")
-        stored = api.notifications(hostname=hostname)
-        for n in stored:
-            print(json.dumps({k: n[k] for k in ("notification_uuid", "type", "generated_time",
-                                                "payload", "status")}, sort_keys=True))
-        ok = len(stored) == 2
-        print(f"\n{'OK' if ok else 'FAILED'}: {len(stored)} notification(s) stored by masakari-api")
-        return 0 if ok else 1
+        return run(lab, steps)
+    except KeyboardInterrupt:
+        print("\ninterrupted", flush=True)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - reported, then everything is cleaned up
+        print(f"\ndemo failed: {exc}", flush=True)
+        return 1
     finally:
-        api.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with steps("cleaning up: daemons, stand-in, libvirtd, masakari-api, namespaces, "
+                   "work dir"):
+            lab.close()
 
 
 if __name__ == "__main__":

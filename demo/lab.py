@@ -1,0 +1,121 @@
+"""The demo's compute node and cloud, built from the test fixtures (one way to run each real
+component): network namespace D is the compute node (management, tenant and storage links
+are veth pairs), namespace A is the rest of the cloud with a real masakari-api, and a
+private libvirtd serves test-driver domains. Everything started here is stopped by
+`close()`, which is safe to call at any point of a half-built lab."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from tests.fixtures.hm_topology import Topology
+from tests.fixtures.libvirtd import Libvirtd
+from tests.helpers import Daemon, write_conf
+# Standins is the processmonitor tests' stand-in service (a python process that runs until
+# killed, with a tag in its command line); it lives in that package's conftest.
+from tests.processmonitor.conftest import BIN as STANDIN_BIN
+from tests.processmonitor.conftest import Standins
+
+NOVA = "fake-nova-compute"
+DAEMONS = ("instancemonitor", "processmonitor", "hostmonitor")
+
+
+class Lab:
+    def __init__(self, hostname: str = "compute-1"):
+        self.hostname = hostname
+        self.work = Path(tempfile.mkdtemp(prefix="ha-monitors-demo-"))
+        self.topo: Topology | None = None
+        self.libvirtd: Libvirtd | None = None
+        self.standins = Standins()
+        self.daemons: dict[str, Daemon] = {}
+        self.conf = self.work / "monitors.conf"
+
+    # -- the cloud -----------------------------------------------------------------------
+    def start_cloud(self) -> str:
+        """Namespaces, veth links and masakari-api in A; returns the endpoint seen from D."""
+        self.topo = Topology(self.work / "masakari")
+        return self.topo.endpoint
+
+    def register_host(self) -> str:
+        """A segment and this host in Masakari, as an operator does before enabling HA."""
+        return self.topo.a.run(self.topo.api.ensure_host, self.hostname)
+
+    def api_notifications(self) -> list[dict]:
+        """GET /v1/notifications (all pages, oldest first) as the API stored them."""
+        return self.topo.a.run(self.topo.api.notifications, hostname=self.hostname)
+
+    # -- what runs on the compute node -----------------------------------------------------
+    def start_libvirtd(self, *domains: str) -> list:
+        self.libvirtd = Libvirtd(self.work / "libvirtd")
+        self.libvirtd.workdir.mkdir()
+        self.libvirtd.start()
+        return [self.libvirtd.create(name) for name in domains]
+
+    def start_nova_compute(self) -> str:
+        """The nova-compute stand-in; returns the process_name that matches it."""
+        self.standins.start(NOVA)
+        return self.standins.name(NOVA)
+
+    def write_config(self, endpoint: str) -> Path:
+        """One file for the three daemons, as on a real compute node."""
+        plist = self.work / "process_list.yaml"
+        # The restart command always fails (the stand-in's "package is broken"), so the
+        # processmonitor gives up and reports STOPPED; the demo then repairs it by hand.
+        plist.write_text(f"- process_name: '{self.standins.name(NOVA)}'\n"
+                         f"  notify_name: nova-compute\n"
+                         f"  restart_retries: 1\n  restart_interval: 0.2\n"
+                         f"  restart_command: {STANDIN_BIN / 'fail'} {self.work / 'restarts'}"
+                         f" nova-compute\n")
+        state = self.work / "state"
+        state.mkdir()
+        return write_conf(self.conf, hostname=self.hostname, state_path=state,
+                          endpoint=endpoint, sections={
+                              "libvirt": {"connection_uri": self.libvirtd.uri},
+                              "process": {"process_list_path": plist, "check_interval": 1},
+                              "processmonitor": {"command_timeout": 5, "restart_grace": 1},
+                              "hostmonitor": {
+                                  "management_interfaces": "m0",
+                                  "tenant_interfaces": "t0,t1",
+                                  "storage_interfaces": "brs",
+                                  # nova-compute is processmonitor's job here; otherwise its
+                                  # crash would also be a "compute down" row of the matrix.
+                                  "compute_processes": "",
+                                  "evaluation_interval": 1},
+                              # One node, no cluster engine: peer monitoring is off.
+                              "host": {"monitoring_samples": 1, "monitoring_driver": "none"}})
+
+    def on_node(self, argv: list[str]) -> list[str]:
+        """argv run inside the compute node's namespace."""
+        return [*self.topo.d.prefix(), *argv]
+
+    def start_daemon(self, name: str) -> Daemon:
+        """ha-<name> from .venv/bin inside namespace D; returns once it said READY."""
+        (self.work / "logs").mkdir(exist_ok=True)
+        d = Daemon(name, self.conf, log=self.work / "logs" / f"{name}.log",
+                   argv_prefix=self.topo.d.prefix())
+        self.daemons[name] = d
+        return d.start()
+
+    # -- failures ------------------------------------------------------------------------
+    def crash_nova_compute(self) -> list[int]:
+        return self.standins.kill(NOVA)
+
+    def storage_link_down(self) -> None:
+        self.topo.admin("brs", "down")
+
+    # -- cleanup -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop daemons, stand-ins, libvirtd, the API; delete the namespaces and temp dir."""
+        for d in self.daemons.values():
+            try:
+                d.stop()
+            finally:
+                d.notify.close()
+                shutil.rmtree(d.notify.dir, ignore_errors=True)
+        self.standins.cleanup()
+        if self.libvirtd is not None:
+            self.libvirtd.stop()
+        if self.topo is not None:
+            self.topo.close()
+        shutil.rmtree(self.work, ignore_errors=True)

@@ -1,0 +1,64 @@
+"""`make demo` as an operator runs it: `python -m demo` brings up the real components, injects
+the three failures, prints what the real masakari-api stored and leaves nothing behind."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.masakari_api import available
+
+ROOT = Path(__file__).resolve().parents[1]
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def live_cmdlines() -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.slow
+def test_demo_shows_every_notification_as_the_api_stored_it_and_cleans_up():
+    if not available():
+        pytest.fail("masakari-api is not installed (set MASAKARI_VENV)")
+    run = subprocess.run([sys.executable, "-m", "demo"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    out = run.stdout
+    assert run.returncode == 0, out + run.stderr
+
+    api_part = out.split("as masakari-api stored them")[1].split("ha-monitors history")[0]
+    rows = re.findall(rf"^\s+(VM|PROCESS|COMPUTE_HOST)\s+(\S+)\s+(\{{.*\}})\s+(\w+)\s+({UUID})$",
+                      api_part, re.M)
+    got = {(t, payload) for t, _, payload, _, _ in rows}
+    assert got == {
+        ("VM", re.search(r'\{"event":"LIFECYCLE","instance_uuid":"' + UUID +
+                         r'","vir_domain_event":"STOPPED_DESTROYED"\}', api_part)[0]),
+        ("PROCESS", '{"event":"STOPPED","process_name":"nova-compute"}'),
+        ("PROCESS", '{"event":"STARTED","process_name":"nova-compute"}'),
+        ("COMPUTE_HOST",
+         '{"cluster_status":"OFFLINE","event":"STOPPED","host_status":"NORMAL"}'),
+    }, api_part
+    assert {host for _, host, _, _, _ in rows} == {"compute-1"}
+    history = out.split("ha-monitors history")[1]
+    for *_, uuid in rows:  # the node's record carries the API's answer for each one
+        assert uuid in history, history
+
+    # Nothing left behind: namespaces, work dir, daemons, libvirtd, the API, the stand-in.
+    names = re.search(r"compute node = netns (\S+), cloud = netns (\S+);", out).groups()
+    work = re.search(r"work dir (\S+)\)", out)[1]
+    tag = re.search(r"process_name 'fake-nova-compute (\S+)'", out)[1]
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not [n for n in names if re.search(rf"^{n}\b", netns, re.M)], netns
+    assert not Path(work).exists()
+    assert not [c for c in live_cmdlines() if work in c or tag in c]
