@@ -329,8 +329,10 @@ class LibvirtSource:
                 return
             why = self.rules.ignored(uuid, name, dom)
             if why:
-                LOG.info("libvirt event %s %s of %s (%s) ignored: %s", event_id, name_,
-                         name, uuid, why)
+                log.event(LOG, logging.INFO, "libvirt event %s %s of %s (%s) ignored: %s",
+                          event_id, name_, name, uuid, why,
+                          fields={"INSTANCE_UUID": uuid, "EVENT": event_id,
+                                  "VIR_DOMAIN_EVENT": name_, "DECISION": "ignored"})
                 return
             self._emit(event_id, name_, uuid, now, {"filter_row": row, "domain": name})
         except Exception:  # noqa: BLE001 - never let an exception into libvirt's loop
