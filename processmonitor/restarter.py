@@ -91,8 +91,10 @@ class EntryWorker:
                 return
             if self.state == UP:
                 self.state = RESTARTING
-                LOG.warning("process %s is not running (%s, last pid %s): restarting",
-                            self.entry.process_name, how, pid)
+                log.event(LOG, logging.WARNING, "process %s is not running (%s, last pid %s): "
+                          "restarting", self.entry.process_name, how, pid,
+                          fields={"PROCESS_NAME": self.entry.payload_name, "PID": pid,
+                                  "DETECTED_BY": how, "DECISION": "restart"})
                 self._tasks.put(("restart", pid, how))
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -169,7 +171,7 @@ class EntryWorker:
                 log.event(LOG, logging.ERROR, "process %s (%s:%s): %s %r failed: %s",
                           entry.process_name, "process list", entry.line, key,
                           " ".join(argv), detail,
-                          fields={"PROCESS_NAME": entry.process_name})
+                          fields={"PROCESS_NAME": entry.payload_name, "COMMAND": key})
                 return False, f"{key}: {detail}"
         return True, "ok"
 
@@ -210,10 +212,12 @@ class EntryWorker:
                 ok, detail = False, (f"commands succeeded but no matching process ran "
                                      f"within {settings['restart_grace']:g}s")
                 self.last_error = detail
-                LOG.error("process %s: %s", entry.process_name, detail)
+                log.event(LOG, logging.ERROR, "process %s: %s", entry.process_name, detail,
+                          fields={"PROCESS_NAME": entry.payload_name})
             if ok:
-                LOG.info("process %s restarted (attempt %s of %s)", entry.process_name,
-                         attempt + 1, retries + 1)
+                log.event(LOG, logging.INFO, "process %s restarted (attempt %s of %s)",
+                          entry.process_name, attempt + 1, retries + 1,
+                          fields={"PROCESS_NAME": entry.payload_name, "DECISION": "restarted"})
                 with self._lock:
                     self.state = UP
                 return

@@ -114,7 +114,8 @@ def pm(tmp_path, masakari_api, host, standins):
     `standins` so the daemon is stopped before the stand-ins are cleaned up."""
     daemons = []
 
-    def run(entries, process=None, processmonitor=None, raw_list: str | None = None):
+    def run(entries, process=None, processmonitor=None, raw_list: str | None = None,
+            sections=None, argv_prefix=None):
         plist = tmp_path / "process_list.yaml"
         if raw_list is not None:
             plist.write_text(raw_list)
@@ -127,8 +128,8 @@ def pm(tmp_path, masakari_api, host, standins):
                                   "restart_retries": 0, "restart_interval": 0,
                                   **(process or {})},
                       "processmonitor": {"command_timeout": 5, "restart_grace": 2,
-                                         **(processmonitor or {})}})
-        daemon = Daemon("processmonitor", conf).start()
+                                         **(processmonitor or {})}, **(sections or {})})
+        daemon = Daemon("processmonitor", conf, argv_prefix=argv_prefix).start()
         daemon.plist = plist
         daemons.append(daemon)
         return daemon
