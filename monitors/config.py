@@ -163,6 +163,16 @@ webhook_opts = [
     cfg.BoolOpt("insecure", default=False, help="Do not verify the TLS certificate."),
 ]
 
+metrics_opts = [
+    cfg.StrOpt("bind", default="",
+               help="HOST:PORT (IPv6: [::1]:9461) of this daemon's Prometheus endpoint "
+                    "(/metrics); empty = off. Needs the 'metrics' extra (prometheus-client). "
+                    "Each daemon needs its own port (e.g. 9461 instancemonitor, 9462 "
+                    "processmonitor, 9463 hostmonitor; set it in a per-daemon config file). "
+                    "Plain HTTP without authentication: bind it to loopback or a "
+                    "management address."),
+]
+
 
 def _groups():
     return [
@@ -177,6 +187,7 @@ def _groups():
         ("kubernetes", kubernetes_opts),
         ("delivery", delivery_opts),
         ("webhook", webhook_opts),
+        ("metrics", metrics_opts),
     ]
 
 
@@ -247,6 +258,7 @@ def problems(conf: cfg.ConfigOpts) -> list[str]:
                 getattr(target, name)
             except (cfg.Error, ValueError) as exc:
                 out.append(f"[{group or 'DEFAULT'}] {name}: {exc}")
+    out += _metrics_problems(conf)
     if any(line.startswith(("[delivery] drivers", "[webhook] url")) for line in out):
         return out
     available = drivers_mod.available()
@@ -257,3 +269,19 @@ def problems(conf: cfg.ConfigOpts) -> list[str]:
     if "webhook" in conf.delivery.drivers and not conf.webhook.url:
         out.append("[webhook] url: required because [delivery] drivers names webhook")
     return out
+
+
+def _metrics_problems(conf: cfg.ConfigOpts) -> list[str]:
+    """A bad bind, or a bind without prometheus-client, refused up front (not at serve)."""
+    from monitors import metrics
+
+    if not conf.metrics.bind:
+        return []
+    try:
+        metrics.parse_bind(conf.metrics.bind)
+    except ValueError as exc:
+        return [f"[metrics] bind: {exc}"]
+    if not metrics.AVAILABLE:
+        return ["[metrics] bind: set, but prometheus-client is not installed (install the "
+                "'metrics' extra, or leave [metrics] bind empty)"]
+    return []
