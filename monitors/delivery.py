@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from monitors import config, log
+from monitors import config, log, metrics
 from monitors.drivers import AUTH, DELIVERED, DUPLICATE, REJECTED, Answer, Driver
 from monitors.outbox import Claim, Outbox, backoff
 
@@ -48,6 +48,7 @@ class DeliveryWorker:
             claim, "retry" if outcome == AUTH else outcome, status=answer.status,
             remote_id=answer.remote_id, message=answer.message, retry_in=retry_in,
             max_age=self.conf.delivery.max_age)
+        metrics.delivery_answered(claim.driver, outcome, answer.status, claim.created_at)
         fields = {**claim.notification.subject(), "NOTIFICATION_ID": claim.notification_id,
                   "DELIVERY_STATE": state, "DRIVER": claim.driver}
         if outcome in (DELIVERED, DUPLICATE):

@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 from oslo_config import cfg
 from oslo_service.backend.base import ServiceBase
 
-from monitors import config, drivers as drivers_mod, log
+from monitors import config, drivers as drivers_mod, log, metrics
 from monitors.delivery import DeliveryWorker
 from monitors.notification import InvalidNotification, Notification
 from monitors.outbox import Outbox, PutResult, process_identity
@@ -66,6 +66,7 @@ class Emitter:
                                  drivers=drivers or self.conf.delivery.drivers,
                                  decision=decision)
         self.last_event = time.time()
+        metrics.event_detected(self.source, notification.type, result.queued)
         fields = {**notification.subject(), "NOTIFICATION_ID": result.id,
                   "DELIVERY_STATE": "pending", "SOURCE": self.source}
         if result.queued:
@@ -95,12 +96,14 @@ class MonitorService(ServiceBase):
         self.emitters: dict[str, Emitter] = {}
         self.outbox: Outbox | None = None
         self.worker: DeliveryWorker | None = None
+        self.metrics: metrics.Endpoint | None = None
         self._stopped = threading.Event()
         self._status_thread: threading.Thread | None = None
 
     # -- oslo.service interface -------------------------------------------------------------
     def start(self) -> None:
         self.outbox = Outbox(config.outbox_path(self.conf))
+        self.metrics = metrics.serve(self.conf.metrics.bind, self)
         self.worker = DeliveryWorker(self.conf, self.outbox,
                                      drivers_mod.load(self.conf, self.conf.delivery.drivers),
                                      threads=self.conf.delivery.workers)
@@ -133,6 +136,8 @@ class MonitorService(ServiceBase):
                 LOG.exception("source %s failed to stop", source.name)
         if self.worker:
             self.worker.stop(timeout=self.conf.delivery.http_timeout + 2)
+        if self.metrics:
+            self.metrics.close()
         self._stopped.set()
         self._write_state("stopped")
         LOG.info("%s stopped; %s notification(s) left pending in the outbox", self.name,
@@ -159,6 +164,7 @@ class MonitorService(ServiceBase):
         for emitter in self.emitters.values():
             emitter.conf = new_conf
         self.conf = new_conf
+        self.metrics = metrics.reload(self.metrics, new_conf.metrics.bind, self)
         self.notifier.send(READY=1, STATUS=self.status_line())
 
     # -- status -----------------------------------------------------------------------------
