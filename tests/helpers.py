@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -48,6 +50,8 @@ class NotifySocket:
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="notify-")
+        # removed when closed, collected or at exit, whichever comes first
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.dir, True)
         self.path = os.path.join(self.dir, "notify.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
@@ -71,6 +75,7 @@ class NotifySocket:
 
     def close(self):
         self.sock.close()
+        self._cleanup()
 
 
 class Daemon:
