@@ -185,7 +185,8 @@ class LocalHostSource:
                 self.flaps[role] = self.flaps.get(role, 0) + 1
                 log.event(LOG, logging.WARNING if state != UP else logging.INFO,
                           "%s: %s -> %s", role, old, state,
-                          fields={"ROLE": role, "ROLE_STATE": state})
+                          fields={"ROLE": role, "ROLE_STATE": state,
+                                  "HOSTNAME": self.conf.hostname})
         self.row = row
         with self._lock:
             actions, rule = self.matrix.lookup(row)
@@ -245,11 +246,13 @@ class LocalHostSource:
         if self.row.get("management") == DOWN:
             log.event(LOG, logging.WARNING, "%s: management network down: notification %s "
                       "held in the outbox until it returns (%d held)", what, result.id,
-                      self._held(), fields={"NOTIFICATION_ID": result.id, "ACTION": what})
+                      self._held(), fields={**notification.subject(),
+                                            "NOTIFICATION_ID": result.id, "ACTION": what})
         else:
             log.event(LOG, logging.WARNING, "%s for %s: notification %s (row %s)", what,
                       self.conf.hostname, result.id, decision["row"],
-                      fields={"NOTIFICATION_ID": result.id, "ACTION": what})
+                      fields={**notification.subject(), "NOTIFICATION_ID": result.id,
+                              "ACTION": what, "RULE": decision.get("rule")})
         return result.id
 
     def _held(self) -> int:

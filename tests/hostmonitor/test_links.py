@@ -13,7 +13,7 @@ STOPPED = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORM
 STARTED = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}
 
 
-def start(topo, tmp_path, host, sections=None, **hm):
+def start(topo, tmp_path, host, sections=None, argv_prefix=(), **hm):
     opts = {"management_interfaces": "m0", "tenant_interfaces": "t0,t1",
             "storage_interfaces": "brs", "compute_processes": "",
             "evaluation_interval": 0.5, **hm}
@@ -21,7 +21,7 @@ def start(topo, tmp_path, host, sections=None, **hm):
     conf = write_conf(tmp_path / "hm.conf", hostname=host, state_path=tmp_path,
                       endpoint=topo.endpoint, sections={"hostmonitor": opts,
                                                         "host": host_opts, **(sections or {})})
-    return Daemon("hostmonitor", conf, argv_prefix=topo.d.prefix()).start()
+    return Daemon("hostmonitor", conf, argv_prefix=[*argv_prefix, *topo.d.prefix()]).start()
 
 
 def payloads(topo, host):
