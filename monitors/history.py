@@ -63,14 +63,27 @@ def event(notification: dict) -> str:
     return "/".join(parts)
 
 
+# What decided comes first, so a bounded line never cuts it off.
+_FIRST = ("row", "rule", "filter_row", "action", "actions", "attempts", "driver", "fencing",
+          "reporter")
+
+
 def _compact(value, limit: int = 300) -> str:
     """A decision dict as ``key=value`` pairs, one line, bounded."""
     if isinstance(value, dict):
-        text = " ".join(f"{k}={_compact(v, limit) if isinstance(v, (dict, list)) else v}"
-                        for k, v in value.items())
+        keys = sorted(value, key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST)))
+        text = " ".join(f"{k}={_nested(value[k], limit)}" for k in keys)
     else:
         text = json.dumps(value, sort_keys=True)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _nested(value, limit: int) -> str:
+    if isinstance(value, dict):
+        return "{" + _compact(value, limit) + "}"
+    if isinstance(value, list):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
 
 
 def describe_event(entry: dict) -> str:
