@@ -51,6 +51,8 @@ def parse_bind(value: str) -> tuple[str, int]:
 
 # -- event streams, counted in process ------------------------------------------------------
 if AVAILABLE:
+    # The *_created series double the output and tell nothing process_start_time doesn't.
+    prometheus_client.disable_created_metrics()
     # registry=None: each daemon's registry (built in serve()) adopts them.
     EVENTS = prometheus_client.Counter(
         PREFIX + "events_detected", "Detections handed to the outbox, by daemon, source, "
