@@ -253,12 +253,8 @@ def cmd_check_config(args) -> int:
     except cfg.Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    files = list(conf.config_file or [])
-    for directory in conf.config_dir or []:
-        if os.path.isdir(directory):
-            files += sorted(os.path.join(directory, f) for f in os.listdir(directory)
-                            if f.endswith(".conf"))
-    warnings = unknown_options(conf, files)
+    files = config.config_files(conf)
+    warnings = unknown_options(conf, files) + config.ignored_settings(conf)
     problems = check_conf(conf)
     for line in warnings:
         print(line, file=sys.stderr)

@@ -2,8 +2,10 @@
 
 An operator's existing masakarimonitors.conf must work as it is, so every option of
 masakari-monitors 22.0.0 is registered here with its name, type and default. Options that
-only make sense for its polling design are accepted and listed as ignored in
-docs/migration.md. Our own options live in our own groups ([delivery], [webhook], ...).
+only made sense for its polling design are accepted without effect: they are built with
+``ignored()``, which records why in ``IGNORED``, and ``ignored_settings()`` warns of those a
+file sets (``ha-monitors check-config`` and every daemon at start); docs/migration.md
+lists them. Our own options live in our own groups ([delivery], [webhook], ...).
 Daemon-specific groups are registered by each daemon package (its ``opts.py``).
 """
 from __future__ import annotations
@@ -20,6 +22,35 @@ DEFAULT_CONFIG_DIR = "/etc/compute-ha-monitors/monitors.conf.d"
 
 CONF = cfg.CONF
 
+# --- accepted for compatibility, without effect ------------------------------------------
+
+IGNORED: dict[tuple[str, str], str] = {}
+"""(group, option) -> why it is ignored and what replaces it. The one list of such options:
+ignored_settings() warns from it, their help (so the generated reference) says it, and
+tests/monitors/test_migration.py checks docs/migration.md against it.
+
+Not oslo.config's ``deprecated_for_removal``: that logs only when a value is first read (once
+per process), says the value "may be silently ignored in the future" (it is ignored now),
+names no file or line, and marks the option DEPRECATED in the sample."""
+
+
+def ignored(group: str, opt_cls: type[cfg.Opt], name: str, why: str, **kwargs) -> cfg.Opt:
+    """A masakari-monitors option accepted so an existing file works, and never read."""
+    IGNORED[(group, name)] = why
+    return opt_cls(name, help=f"Accepted for compatibility; ignored: {why}.", **kwargs)
+
+
+_NO_DROP = "nothing is dropped; see [delivery] max_age"
+_NO_RETRY_LOOP = ("delivery retries with capped backoff; see [delivery] "
+                  "retry_initial_interval, retry_max_interval")
+_NO_IPMI = ("no ipmitool is run: fencing is confirmed by Pacemaker's fencer (alert agent, "
+            "stonith_admin --history); see [host] stonith_wait")
+_NO_TCPDUMP = ("no tcpdump: the cluster view comes from Pacemaker (crm_mon, alerts) or "
+               "etcd leases")
+_NO_CONSUL = ("no Consul driver: this node's networks are watched by netlink; see "
+              "[hostmonitor] management_interfaces, tenant_interfaces, storage_interfaces")
+_MANAGER = "each daemon is its own program; there are no manager classes to choose"
+
 # --- masakari-monitors compatible groups -------------------------------------------------
 
 default_opts = [
@@ -29,15 +60,17 @@ default_opts = [
     cfg.StrOpt("state_path", default="/var/lib/compute-ha-monitors",
                help="Directory holding all durable state: the outbox and the sources' "
                     "last known state."),
-    # Accepted for compatibility with masakari-monitors; they have no effect here.
-    cfg.StrOpt("tempdir", help="Accepted for compatibility; ignored."),
-    cfg.BoolOpt("monkey_patch", default=False, help="Accepted for compatibility; ignored."),
-    cfg.ListOpt("monkey_patch_modules", default=[], help="Accepted for compatibility; ignored."),
-    cfg.StrOpt("instancemonitor_manager", help="Accepted for compatibility; ignored."),
-    cfg.StrOpt("introspectiveinstancemonitor_manager",
-               help="Accepted for compatibility; ignored."),
-    cfg.StrOpt("processmonitor_manager", help="Accepted for compatibility; ignored."),
-    cfg.StrOpt("hostmonitor_manager", help="Accepted for compatibility; ignored."),
+    ignored("DEFAULT", cfg.StrOpt, "tempdir",
+            "no temporary files are written; durable state is in [DEFAULT] state_path"),
+    ignored("DEFAULT", cfg.BoolOpt, "monkey_patch",
+            "no eventlet, nothing is monkey-patched", default=False),
+    ignored("DEFAULT", cfg.ListOpt, "monkey_patch_modules",
+            "no eventlet, nothing is monkey-patched", default=[]),
+    ignored("DEFAULT", cfg.StrOpt, "instancemonitor_manager", _MANAGER),
+    ignored("DEFAULT", cfg.StrOpt, "introspectiveinstancemonitor_manager",
+            _MANAGER + " (the guest-agent check is [instancemonitor] guest_agent_heartbeat)"),
+    ignored("DEFAULT", cfg.StrOpt, "processmonitor_manager", _MANAGER),
+    ignored("DEFAULT", cfg.StrOpt, "hostmonitor_manager", _MANAGER),
 ]
 
 api_group = cfg.OptGroup("api", title="Recovery API",
@@ -51,10 +84,7 @@ api_opts = [
 ]
 
 callback_opts = [
-    cfg.IntOpt("retry_max", default=12,
-               help="masakari-monitors dropped a VM notification after this many retries. "
-                    "Here nothing is dropped: accepted for compatibility, ignored (see "
-                    "[delivery] max_age)."),
+    ignored("callback", cfg.IntOpt, "retry_max", _NO_DROP, default=12),
     cfg.IntOpt("retry_interval", default=10, min=0,
                help="Seconds between retries. Used as the default cap of the delivery "
                     "backoff when [delivery] retry_max_interval is not set."),
@@ -84,8 +114,8 @@ process_opts = [
                help="Restart attempts after the first one fails."),
     cfg.IntOpt("restart_interval", default=5, min=0,
                help="Seconds between restart attempts."),
-    cfg.IntOpt("api_retry_max", default=12, help="Accepted for compatibility; ignored."),
-    cfg.IntOpt("api_retry_interval", default=10, help="Accepted for compatibility; ignored."),
+    ignored("process", cfg.IntOpt, "api_retry_max", _NO_DROP, default=12),
+    ignored("process", cfg.IntOpt, "api_retry_interval", _NO_RETRY_LOOP, default=10),
     cfg.StrOpt("process_list_path", default="/etc/masakarimonitors/process_list.yaml",
                help="YAML list of the processes to watch (masakari-monitors' format)."),
 ]
@@ -97,37 +127,39 @@ host_opts = [
                help="Seconds between polls of the cluster state (poll driver)."),
     cfg.IntOpt("monitoring_samples", default=1, min=1,
                help="Consecutive observations of the same state before acting."),
-    cfg.IntOpt("api_retry_max", default=12, help="Accepted for compatibility; ignored."),
-    cfg.IntOpt("api_retry_interval", default=10, help="Accepted for compatibility; ignored."),
+    ignored("host", cfg.IntOpt, "api_retry_max", _NO_DROP, default=12),
+    ignored("host", cfg.IntOpt, "api_retry_interval", _NO_RETRY_LOOP, default=10),
     cfg.BoolOpt("disable_ipmi_check", default=False,
                 help="Do not require fencing confirmation (host_status NORMAL always)."),
     cfg.BoolOpt("restrict_to_remotes", default=False,
                 help="Only monitor pacemaker-remote nodes."),
-    cfg.IntOpt("ipmi_timeout", default=5, help="Accepted for compatibility; ignored."),
-    cfg.IntOpt("ipmi_retry_max", default=3, help="Accepted for compatibility; ignored."),
-    cfg.IntOpt("ipmi_retry_interval", default=10, help="Accepted for compatibility; ignored."),
+    ignored("host", cfg.IntOpt, "ipmi_timeout", _NO_IPMI, default=5),
+    ignored("host", cfg.IntOpt, "ipmi_retry_max", _NO_IPMI, default=3),
+    ignored("host", cfg.IntOpt, "ipmi_retry_interval", _NO_IPMI, default=10),
     cfg.IntOpt("stonith_wait", default=30,
                help="Seconds to wait for a fencing confirmation."),
-    cfg.IntOpt("tcpdump_timeout", default=5, help="Accepted for compatibility; ignored."),
-    cfg.ListOpt("corosync_multicast_interfaces", help="Accepted for compatibility; ignored."),
-    cfg.ListOpt("corosync_multicast_ports", item_type=types.Port(),
-                help="Accepted for compatibility; ignored."),
+    ignored("host", cfg.IntOpt, "tcpdump_timeout", _NO_TCPDUMP, default=5),
+    ignored("host", cfg.ListOpt, "corosync_multicast_interfaces", _NO_TCPDUMP),
+    ignored("host", cfg.ListOpt, "corosync_multicast_ports", _NO_TCPDUMP,
+            item_type=types.Port()),
     cfg.StrOpt("pacemaker_node_type", default="autodetect",
                choices=("autodetect", "cluster", "remote"),
                help="Which Pacemaker stack this node runs."),
 ]
 
 consul_opts = [
-    cfg.StrOpt("agent_manage", help="Accepted for compatibility; ignored (no Consul)."),
-    cfg.StrOpt("agent_tenant", help="Accepted for compatibility; ignored (no Consul)."),
-    cfg.StrOpt("agent_storage", help="Accepted for compatibility; ignored (no Consul)."),
+    ignored("consul", cfg.StrOpt, "agent_manage", _NO_CONSUL),
+    ignored("consul", cfg.StrOpt, "agent_tenant", _NO_CONSUL),
+    ignored("consul", cfg.StrOpt, "agent_storage", _NO_CONSUL),
     cfg.StrOpt("matrix_config_file",
                help="Consul health/action matrix; used as [hostmonitor] matrix_file when "
                     "that is not set."),
 ]
 
 kubernetes_opts = [
-    cfg.StrOpt("monitoring_node_labels", default="", help="Accepted for compatibility; ignored."),
+    ignored("kubernetes", cfg.StrOpt, "monitoring_node_labels",
+            "no Kubernetes driver: peers are watched through Pacemaker or etcd; see [host] "
+            "monitoring_driver", default=""),
 ]
 
 # --- our own groups ----------------------------------------------------------------------
@@ -231,6 +263,49 @@ def load(conf: cfg.ConfigOpts, args: list[str] | None, prog: str) -> cfg.ConfigO
     conf(args=args, project=PROJECT, prog=prog, default_config_files=default_files,
          default_config_dirs=default_dirs)
     return conf
+
+
+def config_files(conf: cfg.ConfigOpts) -> list[str]:
+    """The files a parsed configuration was read from, in oslo.config's order."""
+    files = list(conf.config_file or [])
+    for directory in conf.config_dir or []:
+        if os.path.isdir(directory):
+            files += sorted(os.path.join(directory, f) for f in os.listdir(directory)
+                            if f.endswith(".conf"))
+    return files
+
+
+def file_settings(path: str):
+    """(line number, group, option) of every value set in an ini file, for messages that
+    name the line (oslo.config keeps only the file)."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return  # oslo.config already refused an unreadable file
+    group = "DEFAULT"
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text[0] in "#;" or line[0].isspace():
+            continue  # blank, comment or a continuation line
+        if text.startswith("["):
+            group = text.strip("[]").strip()
+            continue
+        cut = min((i for i in (text.find("="), text.find(":")) if i > 0), default=-1)
+        if cut > 0:
+            yield number, group, text[:cut].strip()
+
+
+def ignored_settings(conf: cfg.ConfigOpts) -> list[str]:
+    """A warning for every option of IGNORED that a configuration file sets, naming the file,
+    line, group and option, why it has no effect and what replaces it."""
+    out = []
+    for path in config_files(conf):
+        for number, group, name in file_settings(path):
+            why = IGNORED.get((group, name))
+            if why:
+                out.append(f"{path}:{number}: warning: [{group}] {name}: ignored, {why}")
+    return out
 
 
 def retry_max_interval(conf: cfg.ConfigOpts) -> float:

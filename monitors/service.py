@@ -260,6 +260,8 @@ def run(name: str, build_sources: SourceFactory, argv=None, register=None,
         print(f"ha-{name}: configuration error: {exc}", file=sys.stderr)
         return 2
     log.setup(conf, f"ha-{name}")
+    for warning in config.ignored_settings(conf):
+        LOG.warning("%s", warning)
     notifier = Notifier()
     svc = MonitorService(conf, name, build_sources, notifier)
     term, hup = threading.Event(), threading.Event()
