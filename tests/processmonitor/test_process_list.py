@@ -117,7 +117,15 @@ def test_check_config_reports_the_list(tmp_path):
     conf = write_conf(tmp_path / "m.conf", hostname="h1", state_path=tmp_path, endpoint=None,
                       sections={"process": {"process_list_path": path}})
     out = cli(conf, "check-config")
-    assert f"{path}:1: entry 1: process_name is required" in out.stdout + out.stderr
+    assert out.returncode == 1
+    assert f"error: {path}:1: entry 1: process_name is required" in out.stderr
+    # a warning (an unknown key, e.g. a typo) is shown but does not fail the configuration
+    path.write_text("- process_name: nova-compute\n  restart_command: /bin/true\n"
+                    "  restrat_interval: 3\n")
+    out = cli(conf, "check-config")
+    assert out.returncode == 0, out.stderr
+    assert f"warning: {path}:3: entry 1 ('nova-compute'): restrat_interval: unknown key" \
+        in out.stderr and "error:" not in out.stderr
 
 
 def test_own_pid_is_own():
