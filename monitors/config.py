@@ -257,9 +257,12 @@ def new_conf() -> cfg.ConfigOpts:
 
 
 def load(conf: cfg.ConfigOpts, args: list[str] | None, prog: str) -> cfg.ConfigOpts:
-    """Parse the command line and the config files; the default file only if it exists."""
+    """Parse the command line and the config files. Without options: monitors.conf, then
+    monitors.conf.d/*.conf, then the daemon's own <daemon>.conf.d/*.conf (e.g. its metrics
+    port), each only if it exists — the same files the systemd units name."""
     default_files = [DEFAULT_CONFIG_FILE] if os.path.exists(DEFAULT_CONFIG_FILE) else []
-    default_dirs = [DEFAULT_CONFIG_DIR] if os.path.isdir(DEFAULT_CONFIG_DIR) else []
+    own = os.path.join(os.path.dirname(DEFAULT_CONFIG_DIR), f"{prog.removeprefix('ha-')}.conf.d")
+    default_dirs = [d for d in dict.fromkeys((DEFAULT_CONFIG_DIR, own)) if os.path.isdir(d)]
     conf(args=args, project=PROJECT, prog=prog, default_config_files=default_files,
          default_config_dirs=default_dirs)
     return conf

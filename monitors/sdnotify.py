@@ -37,7 +37,9 @@ class Notifier:
             return False
 
     def ready(self, status: str) -> bool:
-        return self.send(READY=1, STATUS=status, MAINPID=os.getpid())
+        """READY with a first watchdog ping: systemd's watchdog runs from the start, so a
+        slow start-up must not leave the first ping a whole interval after READY."""
+        return self.send(READY=1, STATUS=status, MAINPID=os.getpid(), WATCHDOG=1)
 
     def status(self, status: str) -> bool:
         return self.send(STATUS=status)

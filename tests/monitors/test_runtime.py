@@ -94,6 +94,7 @@ def test_sd_notify_ready_status_watchdog_stopping(tmp_path, conf):
     try:
         ready = d.notify.wait_for("READY")
         assert ready["READY"] == "1" and int(ready["MAINPID"]) == d.proc.pid
+        assert ready["WATCHDOG"] == "1"  # the first ping comes with READY
         assert "outbox 0 pending" in ready["STATUS"]
         wait_for(lambda: sum("WATCHDOG" in m for m in d.notify.drain()) >= 3, 10,
                  what="watchdog pings")

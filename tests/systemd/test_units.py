@@ -110,3 +110,20 @@ def test_capabilities_per_daemon():
     pm = _service(next(u for u in UNITS if u.name == "ha-processmonitor.service"))
     assert pm["KillMode"] == "process"  # restarted services outlive the monitor
     assert "PrivateTmp" not in pm and "ProtectSystem" not in pm
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_unit_reads_the_shared_then_its_own_config_dir_and_systemd_creates_them(unit):
+    """A per-daemon setting (its metrics port) needs a file only that daemon reads; oslo.config
+    refuses a missing --config-dir, so every one named must be a ConfigurationDirectory."""
+    parser = configparser.RawConfigParser(strict=False)
+    parser.optionxform = str
+    parser.read(unit)
+    service = parser["Service"]
+    daemon = unit.stem.removeprefix("ha-")
+    argv = service["ExecStart"].split()
+    dirs = [argv[i + 1] for i, a in enumerate(argv) if a == "--config-dir"]
+    assert dirs == ["/etc/compute-ha-monitors/monitors.conf.d",
+                    f"/etc/compute-ha-monitors/{daemon}.conf.d"]
+    created = {f"/etc/{d}" for d in service["ConfigurationDirectory"].split()}
+    assert set(dirs) <= created
