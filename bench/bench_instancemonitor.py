@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fixtures.libvirtd import Libvirtd  # noqa: E402
 from tests.fixtures.masakari_api import MasakariAPI  # noqa: E402
-from tests.helpers import NotifySocket  # noqa: E402
+from tests.helpers import NotifySocket, stop_process  # noqa: E402
 from bench import summary  # noqa: E402
 from bench.stats import pct  # noqa: E402
 
@@ -106,13 +106,7 @@ class Run:
             raise SystemExit(f"{self.label} exited:\n{self.log.read_text()[-2000:]}")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def tree(self):
         try:

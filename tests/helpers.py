@@ -45,6 +45,20 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str
         time.sleep(interval)
 
 
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> int | None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``; the exit status."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class NotifySocket:
     """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
 
@@ -111,14 +125,7 @@ class Daemon:
         self.proc.send_signal(signo)
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode if self.proc else None
+        return stop_process(self.proc, timeout)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
