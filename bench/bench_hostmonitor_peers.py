@@ -48,7 +48,7 @@ FRAGMENT = ROOT / "docs/benchmarks.d/hostmonitor-peers.md"
 DELIVERY = {"idle_poll_interval": 1.0}  # pinned (the default is 0.25 s): figures stay comparable
 
 
-def summary(values):
+def distribution(values):
     return {"n": len(values), "p50": statistics.median(values), "p99": pct(values, 99),
             "max": max(values)}
 
@@ -79,7 +79,7 @@ def bench_alert(api, tmp: Path, runs: int):
             agent.append(time.monotonic() - t0)
             wait_for(lambda: stored(api, node), 20, interval=0.01)
             out.append(time.monotonic() - t0)
-    return summary(out), summary(agent)
+    return distribution(out), distribution(agent)
 
 
 def bench_poll(api, tmp: Path, interval: int, runs: int):
@@ -108,7 +108,7 @@ def bench_poll(api, tmp: Path, interval: int, runs: int):
             cib.write(state)
             wait_for(lambda: stored(api, peer), interval + 15, interval=0.01)
             out.append(time.monotonic() - t0)
-    return summary(out)
+    return distribution(out)
 
 
 def etcd_peers(cluster, api, endpoint, tmp: Path, ttl: int, tag: str):
@@ -164,7 +164,7 @@ def bench_etcd(cluster, api, endpoint, tmp: Path, ttl: int, runs: int):
                 d.stop()
             cluster.heal(victim)
             cluster.wait_healthy(20)
-    return summary(out), leader_runs
+    return distribution(out), leader_runs
 
 
 def etcd_metrics(cluster) -> dict[str, float]:
