@@ -99,6 +99,7 @@ class MonitorService(ServiceBase):
         self.metrics: metrics.Endpoint | None = None
         self._stopped = threading.Event()
         self._status_thread: threading.Thread | None = None
+        self._owner = process_identity()  # pid:starttime, for the status file
 
     # -- oslo.service interface -------------------------------------------------------------
     def start(self) -> None:
@@ -117,9 +118,9 @@ class MonitorService(ServiceBase):
             except Exception:  # noqa: BLE001 - one failing source never takes the rest down
                 LOG.exception("source %s failed to start; the others keep running",
                               source.name)
-        self._write_state("running")
-        self.notifier.ready(self.status_line())
-        LOG.info("%s started: %s", self.name, self.status_line())
+        line = self._write_state("running")
+        self.notifier.ready(line)
+        LOG.info("%s started: %s", self.name, line)
         self._status_thread = threading.Thread(target=self._status_loop, name="status",
                                                daemon=True)
         self._status_thread.start()
@@ -183,22 +184,25 @@ class MonitorService(ServiceBase):
                 out[source.name] = Health(False, f"health check failed: {exc}")
         return out
 
-    def status_line(self) -> str:
-        parts = [f"{name}: {h.detail}" for name, h in self.health().items()] or ["no sources"]
+    def status_line(self, health: dict[str, Health] | None = None) -> str:
+        health = self.health() if health is None else health
+        parts = [f"{name}: {h.detail}" for name, h in health.items()] or ["no sources"]
         parts.append(f"outbox {self._depth()} pending")
         answer = self.worker.last_answer if self.worker else None
         if answer and answer.outcome not in ("delivered", "duplicate"):
             parts.append(f"API: {answer.message[:80]}")
         return "; ".join(parts)
 
-    def _write_state(self, state: str) -> None:
-        """What `ha-monitors status` reads: one small JSON file per daemon."""
+    def _write_state(self, state: str) -> str:
+        """What `ha-monitors status` reads: one small JSON file per daemon, from the same
+        health round as the status line it returns (for sd_notify)."""
+        health = self.health()
+        line = self.status_line(health)
         last = [e.last_event for e in self.emitters.values() if e.last_event]
-        doc = {"daemon": self.name, "pid": os.getpid(), "owner": process_identity(),
-               "state": state,
-               "updated_at": time.time(), "status": self.status_line(),
+        doc = {"daemon": self.name, "pid": os.getpid(), "owner": self._owner, "state": state,
+               "updated_at": time.time(), "status": line,
                "last_event": max(last) if last else None,
-               "sources": {n: dataclasses.asdict(h) for n, h in self.health().items()}}
+               "sources": {n: dataclasses.asdict(h) for n, h in health.items()}}
         path = os.path.join(self.conf.state_path, f"{self.name}.status.json")
         tmp = path + ".tmp"
         try:
@@ -207,16 +211,18 @@ class MonitorService(ServiceBase):
             os.replace(tmp, path)
         except OSError as exc:
             LOG.warning("cannot write %s: %s", path, exc)
+        return line
 
     def _status_loop(self) -> None:
         interval = min(self.notifier.watchdog_interval or 5.0, 5.0)
         while not self._stopped.wait(interval):
-            line = self.status_line()  # reads the outbox: a hung database stops the pings
+            # One health round for the file and STATUS; it reads the outbox, so a hung
+            # database stops the pings.
+            line = self._write_state("running")
             alive = self.worker is not None and all(t.is_alive() for t in self.worker._workers)
             self.notifier.status(line)
             if alive:
                 self.notifier.watchdog()
-            self._write_state("running")
 
 
 def _parse(name: str, argv, register) -> cfg.ConfigOpts:
