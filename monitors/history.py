@@ -159,10 +159,10 @@ def render_table(rows: list[dict], out: TextIO, brief: bool = False) -> None:
                   file=out)
 
 
-def _follow_line(entry: dict, rows_by_id: dict[int, dict]) -> str:
+def _follow_line(entry: dict, row: dict | None) -> str:
+    """One tailed history row; a detection (``row``: its notification) says what and why."""
     nid = entry["notification_id"]
-    if entry["kind"] == "detected" and nid in rows_by_id:
-        row = rows_by_id[nid]
+    if row is not None:
         n = row["notification"]
         head = (f"{n['type']} {n['hostname']} {subject(n)} {event(n)}; "
                 f"{describe_event(entry)}")
@@ -181,20 +181,15 @@ def follow(box: Outbox, *, after_id: int, type: str | None, hostname: str | None
         entries = box.events(after_id=after_id, type=type, hostname=hostname)
         for entry in entries:
             after_id = entry["id"]
+            row = box.get(entry["notification_id"]) if entry["kind"] == "detected" else None
             if as_json:
-                row = box.get(entry["notification_id"]) if entry["kind"] == "detected" else None
                 doc = dict(entry)
                 if row:
                     doc.update(notification=row["notification"], source=row["source"],
                                decision=row["decision"])
                 print(json.dumps(doc, sort_keys=True), file=out)
             else:
-                rows = {}
-                if entry["kind"] == "detected":
-                    row = box.get(entry["notification_id"])
-                    if row:
-                        rows[row["id"]] = row
-                print(_follow_line(entry, rows), file=out)
+                print(_follow_line(entry, row), file=out)
         out.flush()
         if not entries:
             time.sleep(interval)
@@ -204,9 +199,8 @@ def run(box: Outbox, *, since: float | None, type: str | None, hostname: str | N
         state: str | None, limit: int, as_json: bool, brief: bool, follow_: bool,
         out: TextIO = sys.stdout) -> int:
     start_id = box.last_event_id()  # --follow prints what comes after the listing
-    listed = box.list(since=since, type=type, hostname=hostname, state=state, limit=limit,
-                      newest=True)
-    rows = [box.get(r["id"]) or r for r in listed]
+    rows = box.list(since=since, type=type, hostname=hostname, state=state, limit=limit,
+                    newest=True, with_history=as_json or not brief)
     if as_json and not follow_:
         print(json.dumps(rows, indent=2, sort_keys=True), file=out)
         return 0

@@ -83,7 +83,8 @@ def process_identity(pid: int | None = None) -> str:
     return f"{pid}:{start}"
 
 
-def _owner_alive(owner: str) -> bool:
+def owner_alive(owner: str) -> bool:
+    """Whether the process a lease or status file names (``pid:starttime``) still runs."""
     try:
         pid = int(owner.split(":", 1)[0])
     except ValueError:
@@ -238,7 +239,7 @@ class Outbox:
             "SELECT DISTINCT lease_owner FROM deliveries WHERE state = 'pending' "
             "AND lease_until > ?", (now,))]
         for owner in owners:
-            if owner != self.owner and not _owner_alive(owner):
+            if owner != self.owner and not owner_alive(owner):
                 db.execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
                            "WHERE state = 'pending' AND lease_owner = ?", (owner,))
 
@@ -360,9 +361,10 @@ class Outbox:
 
     def list(self, *, state: str | None = None, since: float | None = None,
              type: str | None = None, hostname: str | None = None, after_id: int = 0,
-             limit: int = 1000, newest: bool = False) -> list[dict]:
+             limit: int = 1000, newest: bool = False, with_history: bool = False
+             ) -> list[dict]:
         """Notifications in id order; newest=True: the last ``limit`` of them (still in id
-        order)."""
+        order); with_history: each with its history, as get() gives it."""
         clauses, args = ["id > ?"], [after_id]
         for column, value in (("state", state), ("type", type), ("hostname", hostname)):
             if value:
@@ -373,7 +375,7 @@ class Outbox:
             args.append(since)
         rows = self._read(f"SELECT * FROM notifications WHERE {' AND '.join(clauses)} "
                           f"ORDER BY id {'DESC' if newest else ''} LIMIT ?", [*args, limit])
-        return [self._describe(r) for r in sorted(rows, key=lambda r: r["id"])]
+        return [self._describe(r, with_history) for r in sorted(rows, key=lambda r: r["id"])]
 
     def events(self, *, after_id: int = 0, type: str | None = None,
                hostname: str | None = None, limit: int = 1000) -> list[dict]:
@@ -388,10 +390,8 @@ class Outbox:
             "SELECT h.*, n.type, n.hostname FROM history h JOIN notifications n "
             f"ON n.id = h.notification_id WHERE {' AND '.join(clauses)} ORDER BY h.id LIMIT ?",
             [*args, limit])
-        return [{"id": r["id"], "notification_id": r["notification_id"], "at": r["at"],
-                 "kind": r["kind"], "delivery_id": r["delivery_id"], "type": r["type"],
-                 "hostname": r["hostname"], **json.loads(r["detail"])}
-                for r in rows]
+        return [{**_history_entry(r), "notification_id": r["notification_id"],
+                 "type": r["type"], "hostname": r["hostname"]} for r in rows]
 
     def last_event_id(self) -> int:
         return self._read("SELECT COALESCE(MAX(id), 0) FROM history")[0][0]
@@ -400,23 +400,26 @@ class Outbox:
         rows = self._read("SELECT * FROM notifications WHERE id = ?", (notification_id,))
         if not rows:
             return None
-        out = self._describe(rows[0])
-        out["history"] = [
-            {"id": r["id"], "at": r["at"], "kind": r["kind"], "delivery_id": r["delivery_id"],
-             **json.loads(r["detail"])}
-            for r in self._read("SELECT * FROM history WHERE notification_id = ? ORDER BY id",
-                                (notification_id,))]
-        return out
+        return self._describe(rows[0], with_history=True)
 
-    def _describe(self, row: sqlite3.Row) -> dict:
+    def _describe(self, row: sqlite3.Row, with_history: bool = False) -> dict:
         deliveries = [
             {k: d[k] for k in ("id", "driver", "state", "attempts", "next_attempt_at",
                                "remote_id", "last_status", "last_message", "lease_owner")}
             for d in self._read("SELECT * FROM deliveries WHERE notification_id = ? "
                                 "ORDER BY id", (row["id"],))]
-        return {"id": row["id"], "created_at": row["created_at"], "state": row["state"],
-                "source": row["source"], "decision": json.loads(row["decision"]),
-                "notification": _notification(row).to_dict(), "deliveries": deliveries}
+        out = {"id": row["id"], "created_at": row["created_at"], "state": row["state"],
+               "source": row["source"], "decision": json.loads(row["decision"]),
+               "notification": _notification(row).to_dict(), "deliveries": deliveries}
+        if with_history:
+            out["history"] = [_history_entry(r) for r in self._read(
+                "SELECT * FROM history WHERE notification_id = ? ORDER BY id", (row["id"],))]
+        return out
+
+
+def _history_entry(row: sqlite3.Row) -> dict:
+    return {"id": row["id"], "at": row["at"], "kind": row["kind"],
+            "delivery_id": row["delivery_id"], **json.loads(row["detail"])}
 
 
 def _notification(row: sqlite3.Row) -> Notification:

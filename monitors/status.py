@@ -12,7 +12,7 @@ import os
 import time
 from typing import TextIO
 
-from monitors.outbox import Outbox, _owner_alive
+from monitors.outbox import Outbox, owner_alive
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LEVELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -53,7 +53,7 @@ def _read(state_path: str, name: str) -> dict | None:
 
 def _alive(doc: dict) -> bool:
     if doc.get("owner"):
-        return _owner_alive(doc["owner"])
+        return owner_alive(doc["owner"])
     return bool(doc.get("pid")) and os.path.exists(f"/proc/{doc['pid']}")
 
 
