@@ -3,12 +3,10 @@ outbox's history. Kept apart so __main__ reads as the story."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import BIN
+from tests.helpers import cli, wait_for
 
 
 class Step:
@@ -44,11 +42,12 @@ def matches(n: dict, type_: str, payload: dict) -> bool:
 
 def wait_stored(lab, type_: str, payload: dict, log: Path, timeout: float = 30.0) -> bool:
     """Until the API stored a matching notification; False (and why) after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(matches(n, type_, payload) for n in lab.api_notifications()):
-            return True
-        time.sleep(0.2)
+    try:
+        return wait_for(lambda: any(matches(n, type_, payload)
+                                    for n in lab.api_notifications()),
+                        timeout, interval=0.2, what=f"{type_} {payload}")
+    except AssertionError:
+        pass
     print(f"\n   timed out after {timeout:.0f} s: masakari-api has no {type_} {payload}; "
           f"last lines of {log.name}:")
     tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
@@ -69,13 +68,8 @@ def api_table(rows: list[dict], hostname: str, host_uuid: str) -> None:
 
 
 def history(conf: Path) -> None:
-    """`ha-monitors history` (what was detected, decided, sent and answered); older
-    checkouts without that subcommand show `ha-monitors outbox list` instead."""
-    cli = [str(BIN / "ha-monitors"), "--config-file", str(conf)]
-    has_history = subprocess.run([*cli, "history", "--help"], capture_output=True,
-                                 timeout=60).returncode == 0
-    argv = [*cli, "history"] if has_history else [*cli, "outbox", "list"]
-    print(f"   $ ha-monitors --config-file {conf.name} {' '.join(argv[3:])}")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    """`ha-monitors history`: what was detected, decided, sent and answered."""
+    print(f"   $ ha-monitors --config-file {conf.name} history")
+    out = cli(conf, "history")
     for line in (out.stdout + out.stderr).splitlines():
         print("   " + line)
