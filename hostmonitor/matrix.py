@@ -24,6 +24,8 @@ import itertools
 
 import yaml
 
+from monitors import yamlfile
+
 UP, DEGRADED, DOWN = "up", "degraded", "down"
 INPUTS = ("management", "tenant", "storage", "compute")
 STATES = {"management": (UP, DEGRADED, DOWN), "tenant": (UP, DEGRADED, DOWN),
@@ -201,10 +203,8 @@ def load(path: str) -> Matrix:
     try:
         doc = yaml.compose(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise MatrixError(f"{path}:{line}: invalid YAML: "
-                          f"{getattr(exc, 'problem', exc)}") from None
+        line, what = yamlfile.problem(exc)
+        raise MatrixError(f"{path}:{line or 1}: invalid YAML: {what}") from None
     if not isinstance(doc, yaml.MappingNode) or "matrix" not in _mapping(doc):
         raise _fail(path, doc, "expected a mapping with a `matrix` list")
     fields = _mapping(doc)

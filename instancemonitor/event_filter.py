@@ -22,6 +22,8 @@ import dataclasses
 
 import yaml
 
+from monitors import yamlfile
+
 # libvirt's enum values, by name (from libvirt-include.h; stable ABI). Kept here so the
 # filter can be validated and tested without importing libvirt.
 EVENT_IDS = {
@@ -177,12 +179,9 @@ def _table(path, node) -> dict[str, set[str]]:
 def parse(text: str, path: str = "<string>") -> EventFilter:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise FilterFileError(path, mark.line + 1 if mark else None,
-                              f"invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
-        raise FilterFileError(path, None, f"invalid YAML: {exc}") from None
+        line, what = yamlfile.problem(exc)
+        raise FilterFileError(path, line, f"invalid YAML: {what}") from None
     if root is None:
         raise FilterFileError(path, None, "the file is empty")
     if not isinstance(root, yaml.MappingNode):

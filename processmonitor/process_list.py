@@ -15,6 +15,7 @@ import shutil
 
 import yaml
 
+from monitors import yamlfile
 from monitors.notification import PROCESS, InvalidNotification, Notification
 
 COMMAND_KEYS = ("start_command", "pre_start_command", "post_start_command",
@@ -101,10 +102,9 @@ def load(path: str, hostname: str = "localhost") -> ProcessList:
     try:
         doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ProcessListError(f"{where}: not valid YAML: {problem}") from None
+        line, what = yamlfile.problem(exc)
+        where = f"{path}:{line}" if line else path
+        raise ProcessListError(f"{where}: not valid YAML: {what}") from None
     if doc is None:
         doc = []
     if not isinstance(doc, list):
