@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
+import sqlite3
 import sys
 
 from oslo_config import cfg
@@ -53,10 +55,24 @@ def _register_daemon_opts(conf) -> None:
             config.register_groups(conf, ep.load()())
 
 
+class CLIError(Exception):
+    """A one-line error for the operator (exit code ``code``), never a traceback."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
 def _outbox(conf):
     from monitors.outbox import Outbox
 
-    return Outbox(config.outbox_path(conf))
+    path = config.outbox_path(conf)
+    try:
+        return Outbox(path)
+    except (OSError, sqlite3.Error) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise CLIError(f"outbox {path}: cannot open it: {why} (uid {os.getuid()}; the "
+                       "daemons run as root)") from None
 
 
 def _fmt_time(ts: float | None) -> str:
@@ -89,12 +105,22 @@ def cmd_notify(args) -> int:
     except json.JSONDecodeError as exc:
         print(f"ha-monitors notify: --payload: not JSON: {exc}", file=sys.stderr)
         return 2
+    except RecursionError:
+        print("ha-monitors notify: --payload: nested too deeply (a payload is one object "
+              "of strings)", file=sys.stderr)
+        return 2
     try:
         note = Notification.create(args.type, args.hostname or conf.hostname, payload,
                                    args.generated_time)
     except InvalidNotification as exc:
         print(f"ha-monitors notify: {exc}", file=sys.stderr)
         return 2
+    if args.wait:
+        # --timeout bounds the whole wait: no single HTTP call may outlast it
+        for group, name in (("delivery", "http_timeout"), ("api", "timeout")):
+            value = getattr(conf[group], name)
+            if value is None or value > args.timeout:
+                conf.set_override(name, max(args.timeout, 0.1), group=group)
     box = _outbox(conf)
     result = box.put(note, source=args.source, drivers=conf.delivery.drivers,
                      decision={"by": "ha-monitors notify"})
@@ -200,17 +226,29 @@ def cmd_status(args) -> int:
 def unknown_options(conf, files: list[str]) -> list[str]:
     """Options in the files that nothing registered: typos an operator wants to hear of.
     (oslo.config has already parsed the files, so they are well-formed here.)"""
+    import difflib
+
     problems = []
+    api_names = config.api_option_names(conf)
     for path in files:
         for number, section, name in config.file_settings(path):
             if section == "api":
-                continue  # keystoneauth registers plugin options when loading them
-            try:
-                known = name in (conf if section == "DEFAULT" else conf[section])
-            except (cfg.NoSuchOptError, KeyError):
-                known = False
+                # keystoneauth registers a plugin's options only when it loads it: compare
+                # with what the configured auth_type accepts
+                known = name.replace("-", "_") in api_names
+                choices = api_names
+            else:
+                try:
+                    group = conf if section == "DEFAULT" else conf[section]
+                    known = name in group
+                    choices = list(group)
+                except (cfg.NoSuchOptError, KeyError):
+                    known, choices = False, []
             if not known:
-                problems.append(f"{path}:{number}: warning: [{section}] {name}: unknown option")
+                close = difflib.get_close_matches(name, sorted(choices), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{path}:{number}: warning: [{section}] {name}: unknown "
+                                f"option{hint}, ignored")
     return problems
 
 
@@ -233,10 +271,14 @@ def cmd_check_config(args) -> int:
     except cfg.Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. --config-file naming a directory
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     files = config.config_files(conf)
+    checked = check_conf(conf)  # first: loading the auth plugin registers its [api] options
     warnings = unknown_options(conf, files) + config.ignored_settings(conf)
     problems = []
-    for line in check_conf(conf):  # a check's "warning: ..." lines do not fail the config
+    for line in checked:  # a check's "warning: ..." lines do not fail the config
         (warnings if line.startswith("warning: ") or ": warning: " in line else problems
          ).append(line)
     for line in warnings:
@@ -261,6 +303,16 @@ def cmd_deliver(args) -> int:
     return service.run("delivery", lambda conf: [], argv, register=_register_daemon_opts)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ha-monitors", description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", action="append",
@@ -277,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true",
                    help="deliver before returning; exit 0 = accepted, 3 = still pending, "
                         "4 = rejected, 5 = expired")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds for --wait")
+    p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds for --wait")
     p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("outbox", help="inspect and act on the outbox")
@@ -345,6 +397,22 @@ def main(argv=None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except CLIError as exc:
+        print(f"ha-monitors {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except OSError as exc:  # e.g. --config-file naming a directory
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ha-monitors {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"ha-monitors {args.command}: outbox: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback, for any input
+        if os.environ.get("HA_MONITORS_DEBUG"):
+            raise
+        print(f"ha-monitors {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(HA_MONITORS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
