@@ -24,7 +24,7 @@ import sys
 from oslo_config import cfg
 
 from monitors import config
-from monitors.notification import InvalidNotification, Notification, parse_time
+from monitors.notification import InvalidNotification, Notification
 
 CHECKS_NAMESPACE = "compute_ha_monitors.checks"
 OPTS_NAMESPACE = "oslo.config.opts"
@@ -174,12 +174,13 @@ def cmd_outbox(args) -> int:
         if not args.delivered_before:
             print("ha-monitors outbox purge: --delivered-before is required", file=sys.stderr)
             return 2
-        try:
-            before = parse_time(args.delivered_before, "--delivered-before")
-        except InvalidNotification as exc:
+        from monitors.history import parse_since
+
+        try:  # as history --since: a duration ago, or ISO 8601 (local time if naive)
+            ts = parse_since(args.delivered_before, option="--delivered-before")
+        except ValueError as exc:
             print(f"ha-monitors outbox purge: {exc}", file=sys.stderr)
             return 2
-        ts = before.replace(tzinfo=dt.timezone.utc).timestamp()
         print(f"purged {box.purge_delivered(ts)} delivered notification(s)")
         return 0
     return 2
@@ -335,11 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("outbox", help="inspect and act on the outbox")
     p.add_argument("action", choices=("list", "show", "retry", "purge"))
     p.add_argument("id", nargs="?", type=int)
-    p.add_argument("--state", choices=("pending", "delivered", "rejected", "expired"))
-    p.add_argument("--type")
+    p.add_argument("--state", type=str.lower,
+                   choices=("pending", "delivered", "rejected", "expired"))
+    p.add_argument("--type", type=str.upper, choices=("VM", "PROCESS", "COMPUTE_HOST"))
     p.add_argument("--host")
     p.add_argument("--limit", type=int, default=1000)
-    p.add_argument("--delivered-before", help="purge: ISO 8601 time (UTC if naive)")
+    p.add_argument("--delivered-before",
+                   help="purge: a duration ago (30d, 12h) or an ISO 8601 time (local time "
+                        "if naive, like history --since)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_outbox)
 
@@ -347,9 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "and the API's answer")
     p.add_argument("--since", help="30s, 10m, 2h, 1d, 1w ago, or an ISO 8601 time (local if "
                                    "naive)")
-    p.add_argument("--type", choices=("VM", "PROCESS", "COMPUTE_HOST"))
+    p.add_argument("--type", type=str.upper, choices=("VM", "PROCESS", "COMPUTE_HOST"))
     p.add_argument("--host", help="the notification's hostname")
-    p.add_argument("--state", choices=("pending", "delivered", "rejected", "expired"))
+    p.add_argument("--state", type=str.lower,
+                   choices=("pending", "delivered", "rejected", "expired"))
     p.add_argument("--limit", type=int, default=50, help="the last N alerts (default 50)")
     p.add_argument("--brief", action="store_true", help="one line per alert")
     p.add_argument("--follow", "-f", action="store_true",

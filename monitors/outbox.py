@@ -201,7 +201,8 @@ class Outbox:
         A repeat of the latest pending notification of the same subject (VM, process or
         host) is not queued twice; it is written into that row's history so flapping stays
         visible. Only the latest: after STOPPED, STARTED, a new STOPPED must be queued, or
-        the recipient would end on STARTED."""
+        the recipient would end on STARTED. And only if that row is for (at least) the same
+        drivers."""
         drivers = list(dict.fromkeys(drivers))
         if not drivers:
             raise ValueError("a notification needs at least one driver")
@@ -211,7 +212,11 @@ class Outbox:
             row = db.execute("SELECT id, dedup_key FROM notifications WHERE order_key = ? "
                              "AND state = 'pending' ORDER BY id DESC LIMIT 1",
                              (notification.order_key(),)).fetchone()
-            if row is not None and row["dedup_key"] == key:
+            if row is not None and row["dedup_key"] == key and set(drivers) <= {
+                    r[0] for r in db.execute("SELECT driver FROM deliveries WHERE "
+                                             "notification_id = ?", (row["id"],))}:
+                # Only when the pending row goes to every recipient this one is for: a
+                # Masakari-bound repeat of a webhook-only row must still reach Masakari.
                 self._history(db, row["id"], "duplicate", {
                     "source": source, "generated_time": notification.time_text,
                     "decision": decision or {}}, at=now)

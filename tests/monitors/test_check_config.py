@@ -172,3 +172,44 @@ def test_notify_wait_honours_its_timeout(tmp_path):
     assert r.returncode == 3, r.stderr
     assert "pending" in r.stdout
     assert took < 8, took  # CLI start-up (~2 s here) + 1 s, far below http_timeout 30
+
+
+def test_purge_reads_a_naive_time_as_local_like_history_and_type_is_case_insensitive(
+        tmp_path):
+    """Under TZ=Asia/Tokyo (UTC+9), "one hour ago" written as a naive local time purges
+    nothing delivered a minute ago (read as UTC, it would mean 8 h in the future and purge
+    it); history --since reads the same text the same way. --type vm means VM."""
+    import datetime as dt
+
+    from monitors.notification import VM, Notification
+    from monitors.outbox import Outbox
+    from tests.helpers import BIN
+
+    conf = write_conf(tmp_path / "m.conf", hostname="h1", state_path=tmp_path / "state",
+                      endpoint="http://127.0.0.1:9/v1")
+    box = Outbox(str(tmp_path / "state" / "outbox.sqlite"))
+    note = Notification.create(VM, "h1", {"event": "LIFECYCLE", "vir_domain_event":
+                                          "STOPPED_FAILED",
+                                          "instance_uuid": "0b8e3c59-1111-4222-8333-444455556666"})
+    nid = box.put(note, source="t", drivers=["masakari"]).id
+    claim = box.claim(["masakari"], 30)
+    box.finish(claim, "delivered", status=202, remote_id="x")
+    env = {**os.environ, "TZ": "Asia/Tokyo"}
+
+    def run(*args):
+        return subprocess.run([str(BIN / "ha-monitors"), "--config-file", str(conf), *args],
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    tokyo = dt.timezone(dt.timedelta(hours=9))
+    hour_ago = (dt.datetime.now(tokyo) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    r = run("history", "--since", hour_ago, "--json")
+    assert r.returncode == 0 and [a["id"] for a in __import__("json").loads(r.stdout)] == [nid]
+    r = run("outbox", "purge", "--delivered-before", hour_ago)
+    assert r.returncode == 0 and "purged 0 " in r.stdout, r.stdout
+    r = run("outbox", "list", "--type", "vm", "--state", "DELIVERED", "--json")
+    assert r.returncode == 0 and [row["id"] for row in __import__("json").loads(r.stdout)] == [nid]
+    r = run("outbox", "list", "--type", "vms")
+    assert r.returncode == 2 and "invalid choice: 'VMS'" in r.stderr
+    r = run("outbox", "purge", "--delivered-before", "0s")
+    assert r.returncode == 0 and "purged 1 " in r.stdout, r.stdout
+    box.close()
