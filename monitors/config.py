@@ -194,8 +194,10 @@ delivery_opts = [
 ]
 
 webhook_opts = [
-    cfg.URIOpt("url", schemes=["http", "https"],
-               help="URL the webhook driver POSTs notifications to."),
+    cfg.URIOpt("url", schemes=["http", "https"], secret=True,
+               help="URL the webhook driver POSTs notifications to. It may carry a "
+                    "credential (user:password@ or ?token=...): it is never logged as is, "
+                    "and messages that quote it show user:***@ and ?token=***."),
     cfg.StrOpt("secret", secret=True,
                help="Key of the HMAC-SHA256 signature sent in X-HA-Signature."),
     cfg.StrOpt("cafile", help="CA bundle to verify the webhook's TLS certificate."),
@@ -348,7 +350,9 @@ def where(conf: cfg.ConfigOpts, group: str | None, *names: str) -> str:
 
 
 def _value_problem(conf, group: str | None, name: str, exc: Exception) -> str:
-    text = _OSLO_NOISE.sub("", str(exc))
+    from monitors.secrets import mask_text
+
+    text = mask_text(_OSLO_NOISE.sub("", str(exc)))
     return f"{where(conf, group, name)}[{group or 'DEFAULT'}] {name}: {text}"
 
 
