@@ -184,6 +184,11 @@ delivery_opts = [
     cfg.IntOpt("max_age", default=0, min=0,
                help="Seconds after which an undelivered notification becomes 'expired' "
                     "(kept and visible). 0 = retry forever."),
+    cfg.FloatOpt("retention_days", default=30.0, min=0,
+                 help="Delivered (and superseded) notifications and their history older "
+                      "than this many days are deleted by the daemons (at start, then "
+                      "hourly), so the outbox does not grow forever. Pending, rejected and "
+                      "expired ones are never deleted this way. 0 = keep everything."),
     cfg.FloatOpt("lease_seconds", default=60.0, min=1,
                  help="How long a claimed delivery is reserved for its worker; a worker that "
                       "died releases it at once (its pid is gone), a hung one after this."),

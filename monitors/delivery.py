@@ -27,6 +27,8 @@ class DeliveryWorker:
         self._gate_lock = threading.Lock()
         self._closed_until: dict[str, float] = {}
         self._failures: dict[str, int] = {}
+        self._retention_lock = threading.Lock()
+        self._retention_due = 0.0  # monotonic: at the first loop, then hourly
 
     # -- one delivery -----------------------------------------------------------------------
     def deliver(self, claim: Claim) -> str:
@@ -126,11 +128,31 @@ class DeliveryWorker:
                                         self.gate_reopens_at())), default=time.time())
                 time.sleep(max(0.01, min(due - time.time(), deadline - time.monotonic(), 1.0)))
 
+    # -- housekeeping -------------------------------------------------------------------------
+    RETENTION_EVERY = 3600.0
+
+    def apply_retention(self) -> None:
+        """Age out finished rows ([delivery] retention_days); at most hourly, one thread."""
+        days = self.conf.delivery.retention_days
+        if not days or not self._retention_lock.acquire(blocking=False):
+            return
+        try:
+            if time.monotonic() < self._retention_due:
+                return
+            self._retention_due = time.monotonic() + self.RETENTION_EVERY
+            removed = self.outbox.apply_retention(time.time() - days * 86400)
+            if removed:
+                LOG.info("outbox: %d delivered notification(s) older than %g days removed "
+                         "with their history ([delivery] retention_days)", removed, days)
+        finally:
+            self._retention_lock.release()
+
     # -- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
         poll = self.conf.delivery.idle_poll_interval
         while not self._stop.is_set():
             try:
+                self.apply_retention()
                 if self.run_once():
                     continue
                 due = min(filter(None, (self.outbox.next_due(self.open_drivers()),

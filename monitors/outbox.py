@@ -345,6 +345,14 @@ class Outbox:
                              "created_at < ?", (before,))
         return cur.rowcount
 
+    def apply_retention(self, before: float) -> int:
+        """Delete finished notifications (delivered, superseded) created before ``before``,
+        with their deliveries and history; never pending, rejected or expired ones."""
+        with self._write() as db:
+            cur = db.execute("DELETE FROM notifications WHERE state IN ('delivered', "
+                             "'superseded') AND created_at < ?", (before,))
+        return cur.rowcount
+
     # -- reading ----------------------------------------------------------------------------
     def next_due(self, drivers: Iterable[str]) -> float | None:
         drivers = list(drivers)

@@ -194,3 +194,43 @@ def test_a_repeat_after_an_opposite_event_is_queued_not_merged(box):
         events.append(claim.notification.payload["event"])
         box.finish(claim, "delivered", status=202, remote_id="x")
     assert events == ["STOPPED", "STARTED", "STOPPED"]
+
+
+def test_retention_removes_old_finished_rows_never_pending_ones(tmp_path):
+    """A real `ha-monitors deliver` daemon on an outbox with 40-day-old rows (created_at
+    moved back in the file): delivered ones go with their history, pending, rejected and
+    recent delivered ones stay."""
+    import sqlite3
+
+    from tests.helpers import cli, deliverer, wait_for, write_conf
+
+    state = tmp_path / "state"
+    box = Outbox(str(state / "outbox.sqlite"))
+    ids = {}
+    for name, outcome in (("old-delivered", "delivered"), ("old-rejected", "rejected"),
+                          ("old-pending", None), ("new-delivered", "delivered")):
+        ids[name] = box.put(Notification.create(PROCESS, "h1", {
+            "event": "STOPPED", "process_name": name}), source="t", drivers=["masakari"]).id
+        if outcome:
+            box.finish(box.claim(["masakari"], 30, ids[name]), outcome, status=202)
+    box.close()
+    db = sqlite3.connect(state / "outbox.sqlite")
+    db.execute("UPDATE notifications SET created_at = created_at - 40 * 86400 "
+               "WHERE id IN (?, ?, ?)", (ids["old-delivered"], ids["old-rejected"],
+                                         ids["old-pending"]))
+    db.commit()
+    db.close()
+    conf = write_conf(tmp_path / "m.conf", hostname="h1", state_path=state, endpoint=None)
+    with deliverer(conf) as daemon:
+        wait_for(lambda: "1 delivered notification(s) older than 30 days removed"
+                 in daemon.log_text(), 20, what="retention applied at start")
+    box = Outbox(str(state / "outbox.sqlite"))
+    try:
+        left = {row["id"] for row in box.list()}
+        assert left == {ids["old-rejected"], ids["old-pending"], ids["new-delivered"]}
+        history = box._read("SELECT COUNT(*) FROM history WHERE notification_id = ?",
+                            (ids["old-delivered"],))[0][0]
+        assert history == 0
+        assert cli(conf, "outbox", "show", str(ids["old-delivered"])).returncode == 1
+    finally:
+        box.close()
