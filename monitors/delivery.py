@@ -92,7 +92,8 @@ class DeliveryWorker:
             if answer.status is None and answer.outcome not in (DELIVERED, DUPLICATE):
                 failures = self._failures.get(driver, 0) + 1
                 self._failures[driver] = failures
-                self._closed_until[driver] = time.time() + backoff(
+                # monotonic: a wall-clock step neither stalls nor opens the gate
+                self._closed_until[driver] = time.monotonic() + backoff(
                     failures, self.conf.delivery.retry_initial_interval,
                     config.retry_max_interval(self.conf))
             elif answer.status is not None:
@@ -100,13 +101,16 @@ class DeliveryWorker:
                 self._closed_until.pop(driver, None)
 
     def open_drivers(self) -> list[str]:
-        now = time.time()
+        now = time.monotonic()
         with self._gate_lock:
             return [d for d in self.drivers if self._closed_until.get(d, 0) <= now]
 
     def gate_reopens_at(self) -> float | None:
+        """When the first closed gate reopens, as a wall-clock time (comparable with the
+        outbox's next_due)."""
         with self._gate_lock:
-            return min(self._closed_until.values(), default=None)
+            until = min(self._closed_until.values(), default=None)
+        return None if until is None else time.time() + (until - time.monotonic())
 
     def run_once(self, notification_id: int | None = None) -> bool:
         claim = self.outbox.claim(self.open_drivers(), self.conf.delivery.lease_seconds,
