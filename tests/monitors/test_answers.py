@@ -111,7 +111,7 @@ def test_host_on_maintenance_holds_notifications_until_it_ends(tmp_path, masakar
     try:
         with caplog.at_level(logging.WARNING, logger="monitors.delivery"):
             for nid in (process, vm):
-                row = worker.deliver_now(nid, 1.5)
+                row = worker.deliver_now(nid, 6)
                 # held: pending, asked again with a capped backoff, never delivered or dropped
                 assert row["state"] == "pending"
                 delivery = row["deliveries"][0]
@@ -134,6 +134,13 @@ def test_host_on_maintenance_holds_notifications_until_it_ends(tmp_path, masakar
         assert f"notification {process} (PROCESS {host})" in held[0]["text"]
         assert not [p for p in result["problems"] if p["text"].startswith("outbox: oldest")]
         assert result["outbox"]["held"] == 2
+        import io
+
+        out = io.StringIO()
+        status_mod.render(result, out)
+        assert "outbox: 2 pending, 2 held by the recipient" in out.getvalue()
+        assert f"  WARNING: notification {process} (PROCESS {host}) held: host on " \
+            "maintenance in Masakari" in out.getvalue()
     finally:
         masakari_api.set_maintenance(host, False)
     for nid in (process, vm):
