@@ -193,3 +193,42 @@ def test_a_masakari_bound_repeat_of_a_webhook_only_row_still_reaches_masakari(
     stored = masakari_api.notifications(hostname=host)
     assert [(n["type"], n["payload"]["event"]) for n in stored] == [("PROCESS", "STARTED")]
     assert len(server.requests) == 1
+
+
+def test_held_end_to_end_through_the_daemon_and_the_cli(tmp_path, masakari_api, lone_host):
+    """As an operator meets it: `ha-monitors deliver` running, the host on maintenance in
+    Masakari, a PROCESS STARTED handed over by `notify`: the journal says HELD, `status`
+    exits 1 (WARNING) naming the row; maintenance ended, the row is delivered and status
+    is OK again."""
+    import json
+
+    from tests.helpers import cli, deliverer, wait_for, write_conf
+
+    host = lone_host
+    conf = write_conf(tmp_path / "m.conf", hostname=host, state_path=tmp_path / "state",
+                      endpoint=masakari_api.endpoint,
+                      sections={"delivery": {"held_retry_interval": 0.5}})
+    masakari_api.set_maintenance(host, True)
+    on_maintenance = True
+    try:
+        with deliverer(conf) as daemon:
+            r = cli(conf, "notify", "--type", "PROCESS", "--payload",
+                    '{"event": "STARTED", "process_name": "nova-compute"}')
+            assert r.returncode == 0, r.stderr
+            wait_for(lambda: "HELD by masakari: held: host on maintenance" in daemon.log_text(),
+                     20, what="journal line")
+            status = cli(conf, "status")
+            assert status.returncode == 1, status.stdout
+            assert status.stdout.startswith("WARNING: notification 1 (PROCESS "
+                                            f"{host}) held: host on maintenance in Masakari")
+            masakari_api.set_maintenance(host, False)
+            on_maintenance = False
+            wait_for(lambda: json.loads(cli(conf, "outbox", "list", "--json").stdout)[0]
+                     ["state"] == "delivered", 20, what="delivered after maintenance")
+            status = cli(conf, "status")
+            assert status.returncode == 0, status.stdout
+    finally:
+        if on_maintenance:
+            masakari_api.set_maintenance(host, False)
+    stored = masakari_api.notifications(hostname=host)
+    assert [(n["type"], n["payload"]["event"]) for n in stored] == [("PROCESS", "STARTED")]
