@@ -30,3 +30,12 @@ def host(masakari_api, request):
     name = f"cmp-{os.getpid()}-{next(_hosts)}"
     masakari_api.ensure_host(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory):
+    """A private RabbitMQ node (tests/fixtures/rabbitmq.py), one per session: the
+    broker between masakari-api and masakari-engine."""
+    from tests.fixtures.rabbitmq import rabbitmq_fixture
+
+    yield from rabbitmq_fixture(tmp_path_factory)
