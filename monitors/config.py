@@ -179,6 +179,11 @@ delivery_opts = [
                  help="First retry delay in seconds; doubles per attempt (with jitter)."),
     cfg.FloatOpt("retry_max_interval",
                  help="Cap of the retry delay in seconds (default: [callback] retry_interval)."),
+    cfg.FloatOpt("held_retry_interval", default=300.0, min=0.05,
+                 help="Cap of the retry delay in seconds for a notification the recipient "
+                      "holds back (Masakari 409 'host is already under maintenance', or "
+                      "another conflict that is not a duplicate). It stays pending and is "
+                      "delivered at most this long after the host leaves maintenance."),
     cfg.IntOpt("max_age", default=0, min=0,
                help="Seconds after which an undelivered notification becomes 'expired' "
                     "(kept and visible). 0 = retry forever."),

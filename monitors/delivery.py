@@ -7,7 +7,7 @@ import threading
 import time
 
 from monitors import config, log, metrics
-from monitors.drivers import AUTH, DELIVERED, DUPLICATE, REJECTED, Answer, Driver
+from monitors.drivers import AUTH, DELIVERED, DUPLICATE, HELD, REJECTED, Answer, Driver
 from monitors.outbox import Claim, Outbox, backoff
 
 LOG = logging.getLogger(__name__)
@@ -40,7 +40,12 @@ class DeliveryWorker:
         self.last_answer = answer
         outcome = answer.outcome
         retry_in = 0.0
-        if outcome not in (DELIVERED, DUPLICATE, REJECTED):
+        if outcome == HELD:
+            # The recipient will take it once an operator ends the host's maintenance:
+            # keep asking, but rarely (capped by [delivery] held_retry_interval).
+            retry_in = backoff(claim.attempt, self.conf.delivery.retry_initial_interval,
+                               self.conf.delivery.held_retry_interval)
+        elif outcome not in (DELIVERED, DUPLICATE, REJECTED):
             retry_in = backoff(claim.attempt, self.conf.delivery.retry_initial_interval,
                                config.retry_max_interval(self.conf))
         self._update_gate(claim.driver, answer)
@@ -60,6 +65,11 @@ class DeliveryWorker:
                       "outbox, not retried (ha-monitors outbox retry %s)",
                       claim.notification_id, claim.driver, answer.message,
                       claim.notification_id, fields=fields)
+        elif outcome == HELD and state != "expired":
+            log.event(LOG, logging.WARNING, "notification %s HELD by %s: %s; kept pending, "
+                      "asked again in %.1fs (delivered once the host leaves maintenance)",
+                      claim.notification_id, claim.driver, answer.message, retry_in,
+                      fields=fields)
         elif outcome == AUTH:
             log.event(LOG, logging.ERROR, "notification %s: %s refused our credentials (%s): "
                       "re-authenticating, retry in %.1fs; check the [api] options",

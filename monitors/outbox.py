@@ -362,9 +362,23 @@ class Outbox:
     def depth(self) -> int:
         return self._read("SELECT COUNT(*) FROM notifications WHERE state = 'pending'")[0][0]
 
-    def oldest_pending_age(self) -> float:
-        row = self._read("SELECT MIN(created_at) FROM notifications WHERE state = 'pending'")
+    def oldest_pending_age(self, exclude_held: bool = False) -> float:
+        """exclude_held: leave out notifications the recipient holds back (host on
+        maintenance): they wait for an operator, not for delivery, and are reported apart."""
+        sql = "SELECT MIN(created_at) FROM notifications n WHERE state = 'pending'"
+        if exclude_held:
+            sql += f" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE {_HELD})"
+        row = self._read(sql)
         return time.time() - row[0][0] if row[0][0] else 0.0
+
+    def held(self, limit: int = 20) -> list[dict]:
+        """Pending deliveries whose last answer held them back (Masakari 409 that is not a
+        duplicate: host on maintenance, or another conflict), oldest first."""
+        rows = self._read(
+            "SELECT n.id, n.type, n.hostname, n.created_at, d.driver, d.last_message, "
+            f"d.next_attempt_at FROM notifications n JOIN deliveries d ON {_HELD} "
+            "ORDER BY n.id LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         rows = self._read("SELECT state, COUNT(*) FROM notifications GROUP BY state")
@@ -496,6 +510,12 @@ def supersede_stale(db, row: sqlite3.Row, now: float) -> bool:
                     at=now)
     Outbox._refresh_state(db, row["id"])
     return True
+
+
+# A delivery held back by its recipient: pending, last answered 409 with a "held: ..." text
+# (monitors.drivers.HELD); correlated with the notifications row ``n``.
+_HELD = ("d.notification_id = n.id AND d.state = 'pending' AND d.last_status = 409 "
+         "AND d.last_message LIKE 'held:%'")
 
 
 def _history_entry(row: sqlite3.Row) -> dict:
