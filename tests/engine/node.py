@@ -121,7 +121,7 @@ class Node:
             "processmonitor": {"command_timeout": 30, "restart_grace": 1, **processmonitor}})
         return self._start("processmonitor", conf)
 
-    def hostmonitor(self, host=None, peers=None, **hostmonitor) -> Daemon:
+    def hostmonitor(self, host=None, peers=None, env=None, **hostmonitor) -> Daemon:
         """ha-hostmonitor watching this node's storage directory (always up unless a test
         removes it) and the compute processes; [hostmonitor] options as given, the rest
         defaults. ``peers`` = [hostmonitor_peers] options (the peer source runs only with
@@ -134,7 +134,7 @@ class Node:
         if peers:
             sections["hostmonitor_peers"] = peers
         conf = self.conf("hostmonitor", sections)
-        return self._start("hostmonitor", conf)
+        return self._start("hostmonitor", conf, env=env)
 
     def _start(self, name: str, conf: Path, env: dict | None = None) -> Daemon:
         daemon = Daemon(name, conf, env=env).start()
