@@ -131,7 +131,7 @@ host_opts = [
                     "verdict can fence the host, so it must have been seen by a change "
                     "and two re-evaluations ([hostmonitor] evaluation_interval, with "
                     "hold_down 30 s also in force); the Pacemaker poll driver needs 3 "
-                    "polls in a row (masakari-monitors' default is 2)."),
+                    "polls in a row (masakari-monitors' default is 1)."),
     ignored("host", cfg.IntOpt, "api_retry_max", _NO_DROP, default=12),
     ignored("host", cfg.IntOpt, "api_retry_interval", _NO_RETRY_LOOP, default=10),
     cfg.BoolOpt("disable_ipmi_check", default=False,

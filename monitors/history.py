@@ -109,6 +109,10 @@ def describe_event(entry: dict) -> str:
         elif entry.get("state") in ("rejected", "expired"):
             text += f" -> {entry['state'].upper()}"
         return text
+    if kind == "fencing":
+        text = (f"fencing ({entry.get('method')}) "
+                f"{'requested' if entry.get('ok') else 'FAILED'}: {entry.get('action') or '-'}")
+        return text + (f": {str(entry['detail'])[:160]}" if entry.get("detail") else "")
     if kind == "superseded":
         return f"SUPERSEDED, not delivered: {entry.get('why', '?')}"
     if kind == "retry":

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS notifications (
 CREATE INDEX IF NOT EXISTS notifications_created ON notifications (created_at);
 CREATE INDEX IF NOT EXISTS notifications_pending_order
     ON notifications (order_key, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS notifications_order ON notifications (order_key, id);
 CREATE TABLE IF NOT EXISTS deliveries (
     id              INTEGER PRIMARY KEY,
     notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
