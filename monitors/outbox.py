@@ -73,6 +73,30 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_notification ON history (notification_id);
 """
+# Columns added after the first release: (table, column, declaration), added to an older
+# file when it is opened.
+_ADDED_COLUMNS = (
+    # CLOCK_BOOTTIME at detection and the boot it belongs to: a row's age for [delivery]
+    # max_age, immune to wall-clock steps (NTP, an operator's date -s) within one boot.
+    ("notifications", "created_boot", "REAL"),
+    ("notifications", "boot_id", "TEXT"),
+)
+
+
+def boot_clock() -> float:
+    """Seconds since boot, counting suspend; never steps (unlike time.time())."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _read_boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+BOOT_ID = _read_boot_id()
 
 
 def process_identity(pid: int | None = None) -> str:
@@ -112,6 +136,15 @@ class Claim:
     attempt: int
     created_at: float
     notification: Notification
+    created_boot: float | None = None
+    boot_id: str | None = None
+
+    def age(self) -> float:
+        """Seconds since detection: by the boot clock when detected in this boot (a
+        wall-clock step cannot age or rejuvenate it), else by the wall clock."""
+        if self.created_boot is not None and self.boot_id == BOOT_ID:
+            return max(boot_clock() - self.created_boot, 0.0)
+        return time.time() - self.created_at
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +177,10 @@ class Outbox:
         with self._write() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
+            for table, column, decl in _ADDED_COLUMNS:
+                have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self.owner = process_identity()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -204,7 +241,8 @@ class Outbox:
         A repeat of the latest pending notification of the same subject (VM, process or
         host) is not queued twice; it is written into that row's history so flapping stays
         visible. Only the latest: after STOPPED, STARTED, a new STOPPED must be queued, or
-        the recipient would end on STARTED."""
+        the recipient would end on STARTED. And only if that row is for (at least) the same
+        drivers."""
         drivers = list(dict.fromkeys(drivers))
         if not drivers:
             raise ValueError("a notification needs at least one driver")
@@ -214,19 +252,23 @@ class Outbox:
             row = db.execute("SELECT id, dedup_key FROM notifications WHERE order_key = ? "
                              "AND state = 'pending' ORDER BY id DESC LIMIT 1",
                              (notification.order_key(),)).fetchone()
-            if row is not None and row["dedup_key"] == key:
+            if row is not None and row["dedup_key"] == key and set(drivers) <= {
+                    r[0] for r in db.execute("SELECT driver FROM deliveries WHERE "
+                                             "notification_id = ?", (row["id"],))}:
+                # Only when the pending row goes to every recipient this one is for: a
+                # Masakari-bound repeat of a webhook-only row must still reach Masakari.
                 self._history(db, row["id"], "duplicate", {
                     "source": source, "generated_time": notification.time_text,
                     "decision": decision or {}}, at=now)
                 return PutResult(row["id"], False)
             cur = db.execute(
                 "INSERT INTO notifications (created_at, type, hostname, generated_time, payload,"
-                " priority, dedup_key, order_key, source, decision, state)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " priority, dedup_key, order_key, source, decision, state, created_boot,"
+                " boot_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (now, notification.type, notification.hostname, notification.time_text,
                  json.dumps(notification.payload, sort_keys=True), notification.priority, key,
                  notification.order_key(), source, json.dumps(decision or {}, sort_keys=True),
-                 PENDING))
+                 PENDING, boot_clock(), BOOT_ID))
             nid = cur.lastrowid
             for driver in drivers:
                 db.execute("INSERT INTO deliveries (notification_id, driver, state, priority,"
@@ -253,24 +295,31 @@ class Outbox:
 
         unreachable_due: rows whose last attempt found the recipient unreachable (no HTTP
         status) count as due regardless of their own backoff; the caller gates the driver
-        instead, so when the recipient is back the backlog drains in priority order."""
+        instead, so when the recipient is back the backlog drains in priority order.
+
+        Retry times and leases are wall-clock times (shared by processes). A delivery
+        last touched "in the future" (updated_at > now) was scheduled before the clock
+        stepped back: it counts as due and unleased instead of stalling for the size of
+        the step. (A step forward only makes rows due early, or a lease end early: the
+        re-send is answered 409 duplicate, as after a crash.)"""
         drivers = list(drivers)
         if not drivers:
             return None
         now = time.time()
         marks = ",".join("?" * len(drivers))
-        due = "d.next_attempt_at <= ?"
+        due = "(d.next_attempt_at <= ? OR d.updated_at > ?)"
         if unreachable_due:
-            due = "(d.next_attempt_at <= ? OR (d.attempts > 0 AND d.last_status IS NULL))"
+            due = ("(d.next_attempt_at <= ? OR d.updated_at > ? "
+                   "OR (d.attempts > 0 AND d.last_status IS NULL))")
         # Per subject, FIFO: a STARTED never overtakes the STOPPED queued before it, even
         # with several delivery threads or processes; different subjects go in parallel.
         where = (f"d.state = 'pending' AND d.driver IN ({marks}) AND {due} "
-                 "AND (d.lease_until IS NULL OR d.lease_until <= ?) "
+                 "AND (d.lease_until IS NULL OR d.lease_until <= ? OR d.updated_at > ?) "
                  "AND NOT EXISTS (SELECT 1 FROM notifications n2 JOIN deliveries d2 "
                  "ON d2.notification_id = n2.id WHERE n2.state = 'pending' "
                  "AND n2.order_key = n.order_key AND n2.id < n.id "
                  "AND d2.driver = d.driver AND d2.state = 'pending')")
-        args: list[Any] = [*drivers, now, now]
+        args: list[Any] = [*drivers, now, now + 1.0, now, now + 1.0]
         if notification_id is not None:
             where += " AND d.notification_id = ?"
             args.append(notification_id)
@@ -293,7 +342,7 @@ class Outbox:
                                                      "attempt": attempt, "by": self.owner},
                           delivery_id=row["did"], at=now)
         return Claim(row["did"], row["id"], row["driver"], attempt, row["created_at"],
-                     _notification(row))
+                     _notification(row), row["created_boot"], row["boot_id"])
 
     def finish(self, claim: Claim, outcome: str, *, status: int | None = None,
                remote_id: str | None = None, message: str = "",
@@ -305,7 +354,7 @@ class Outbox:
             state = DELIVERED
         elif outcome == "rejected":
             state = REJECTED
-        elif max_age and now - claim.created_at >= max_age:
+        elif max_age and claim.age() >= max_age:
             state = EXPIRED
         else:
             state = PENDING
@@ -350,6 +399,14 @@ class Outbox:
         with self._write() as db:
             cur = db.execute("DELETE FROM notifications WHERE state = 'delivered' AND "
                              "created_at < ?", (before,))
+        return cur.rowcount
+
+    def apply_retention(self, before: float) -> int:
+        """Delete finished notifications (delivered, superseded) created before ``before``,
+        with their deliveries and history; never pending, rejected or expired ones."""
+        with self._write() as db:
+            cur = db.execute("DELETE FROM notifications WHERE state IN ('delivered', "
+                             "'superseded') AND created_at < ?", (before,))
         return cur.rowcount
 
     # -- reading ----------------------------------------------------------------------------

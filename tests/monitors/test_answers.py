@@ -159,3 +159,30 @@ def test_held_is_counted_in_metrics(tmp_path, masakari_api, lone_host, outbox):
     finally:
         masakari_api.set_maintenance(host, False)
     assert metrics.ANSWERS.labels("masakari", "held", "409")._value.get() == before + 1
+
+
+def test_a_masakari_bound_repeat_of_a_webhook_only_row_still_reaches_masakari(
+        tmp_path, masakari_api, host, outbox):
+    """Local dedup keys on the recipients too: the operator-only row (e.g. a decision routed
+    to the webhook alone) must not swallow the identical one that goes to Masakari."""
+    from tests.monitors.test_delivery import Receiver
+
+    server = Receiver([])
+    try:
+        conf = make_conf(tmp_path, masakari_api.endpoint)
+        conf.set_override("url", server.url, group="webhook")
+        note = Notification.create(PROCESS, host, {"event": "STARTED",
+                                                   "process_name": "/usr/bin/nova-compute"})
+        first = outbox.put(note, source="t", drivers=["webhook"])
+        second = outbox.put(note, source="t", drivers=["masakari"])
+        again = outbox.put(note, source="t", drivers=["masakari"])
+        assert first.queued and second.queued and second.id != first.id
+        assert not again.queued and again.id == second.id  # same recipients: merged
+        worker = worker_for(conf, outbox, ["masakari", "webhook"])
+        assert worker.deliver_now(first.id, 20)["state"] == "delivered"
+        assert worker.deliver_now(second.id, 20)["state"] == "delivered"
+    finally:
+        server.shutdown()
+    stored = masakari_api.notifications(hostname=host)
+    assert [(n["type"], n["payload"]["event"]) for n in stored] == [("PROCESS", "STARTED")]
+    assert len(server.requests) == 1
