@@ -1,12 +1,21 @@
-"""A real QEMU guest dies (SIGKILL of its qemu process): ha-instancemonitor reports
-LIFECYCLE STOPPED_FAILED, the real masakari-engine stops and starts the instance through
-Nova exactly once. The recording Nova's os-start starts the real domain again (what Nova's
-compute agent would do), so the guest is running at the end."""
+"""Real QEMU guests, the real ha-instancemonitor and masakari-engine.
+
+- The guest dies (SIGKILL of its qemu process): LIFECYCLE STOPPED_FAILED, the engine stops
+  and starts the instance through Nova exactly once.
+- The guest panics (a pvpanic device, triggered from QEMU's monitor: `o 0x505 1`, what the
+  guest kernel writes on panic): CRASHED_PANICKED + STOPPED_CRASHED, which the engine
+  records and ignores — unless the operator's event filter maps them to STOPPED_FAILED.
+
+The recording Nova's os-start starts the real domain again (what Nova's compute agent would
+do), so a restarted guest is running at the end."""
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import uuid as uuidlib
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +27,15 @@ pytestmark = pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86 no
 
 GUEST = """<domain type='qemu'>
   <name>{name}</name><uuid>{uuid}</uuid><memory unit='MiB'>64</memory><vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator><memballoon model='none'/></devices>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os><on_crash>destroy</on_crash>
+  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator><memballoon model='none'/>
+    <panic model='isa'><address type='isa' iobase='0x505'/></panic></devices>
 </domain>"""
+PANIC_MAP = """map:
+  LIFECYCLE:
+    CRASHED_PANICKED: STOPPED_FAILED
+    STOPPED_CRASHED: STOPPED_FAILED
+"""
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +113,64 @@ def test_qemu_killed_instance_is_restarted_exactly_once(
               if r[1]["vir_domain_event"] != "STOPPED_FAILED"]
     assert all(status == "ignored" for _, _, status in others)
     assert len(rows[0]["notifications"]) - len(others) == 1
+
+
+def panic(dom) -> None:
+    """What a guest kernel does on panic with a pvpanic device: write 1 to its port."""
+    import libvirt_qemu
+
+    libvirt_qemu.qemuMonitorCommand(dom, "o /b 0x505 1",
+                                    libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+
+
+def test_guest_panic_is_recorded_and_ignored_by_default(
+        qemu_libvirtd, guest, engine, nova, tmp_path, record):
+    host, name, dom, server = guest
+    d = instancemonitor(tmp_path, engine, host, qemu_libvirtd.uri)
+    try:
+        panic(dom)
+        rows = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(vm_rows(engine, host)),
+                        60, interval=0.3, what="CRASHED_PANICKED + STOPPED_CRASHED stored")
+        for row in rows:
+            engine.wait_final(row["notification_uuid"])
+        settle(2)
+        rec = record(engine, host, note="guest panic, default event filter")[0]
+    finally:
+        d.stop()
+        d.notify.close()
+    assert [(p["vir_domain_event"], status) for _, p, status in rec["notifications"]] == [
+        ("CRASHED_PANICKED", "ignored"), ("STOPPED_CRASHED", "ignored")]
+    assert nova.mutations(host) == []
+    assert not dom.isActive()  # nobody restarted it: what an operator must know
+
+
+def test_guest_panic_mapped_to_stopped_failed_is_restarted_once(
+        qemu_libvirtd, guest, engine, nova, tmp_path, record):
+    """[instancemonitor] event_filter_file with a map: the panic goes out as STOPPED_FAILED
+    (both of its events: the API answers the second as a duplicate), the engine restarts
+    the instance exactly once, the outbox history says what was mapped."""
+    host, name, dom, server = guest
+    filt = tmp_path / "filter.yaml"
+    filt.write_text(PANIC_MAP)
+    d = instancemonitor(tmp_path, engine, host, qemu_libvirtd.uri,
+                        instancemonitor={"event_filter_file": filt})
+    try:
+        panic(dom)
+        failed = wait_for(lambda: vm_rows(engine, host), 60, interval=0.3,
+                          what="mapped STOPPED_FAILED stored")
+        done = engine.wait_final(failed[0]["notification_uuid"])
+        wait_for(lambda: dom.isActive(), 20, what="domain running again")
+        settle(3)
+        rec = record(engine, host, note="guest panic, filter maps it to STOPPED_FAILED")[0]
+        history = subprocess.run(
+            [str(Path(sys.executable).parent / "ha-monitors"), "--config-file", str(d.conf),
+             "history", "--type", "VM"], capture_output=True, text=True, timeout=60).stdout
+    finally:
+        d.stop()
+        d.notify.close()
+    assert done["status"] == "finished"
+    assert done["payload"]["vir_domain_event"] == "STOPPED_FAILED"
+    assert [(p["vir_domain_event"], status) for _, p, status in rec["notifications"]] == [
+        ("STOPPED_FAILED", "finished")]
+    assert nova.actions(host) == [(server, "os-stop", 202), (server, "os-start", 202)]
+    assert "LIFECYCLE/CRASHED_PANICKED" in history and f"{filt}:3" in history
