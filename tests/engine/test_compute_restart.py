@@ -74,3 +74,29 @@ def test_restart_that_never_succeeds_disables_the_service_only(engine, nova, nod
     assert not any(t == "COMPUTE_HOST" and p.get("host_status") == "NORMAL"
                    for t, p, _ in rec["notifications"])
     assert [c.action or c.body.get("status") for c in nova.mutations(n.hostname)] == ["disabled"]
+
+
+def test_process_failure_cleared_during_an_api_outage_is_withdrawn(engine, nova, node, record):
+    """processmonitor gives up while the API is down, then nova-compute runs again before
+    the API is back: the queued PROCESS STOPPED is withdrawn (superseded) instead of making
+    the engine disable a compute service that works, and the history says why."""
+    n = node()
+    for s in ("nova-compute", "libvirtd"):
+        n.start_service(s)
+    pm = n.processmonitor(fails=99, retries=0, interval=1)
+    engine.api.kill()
+    try:
+        n.kill("nova-compute")
+        wait_for(lambda: "STOPPED" in n.outbox(), 30, interval=0.3, what="PROCESS STOPPED queued")
+        n.start_service("nova-compute")  # the operator (or systemd) brought it back
+        wait_for(lambda: "STARTED" in n.outbox(), 30, interval=0.3, what="PROCESS STARTED queued")
+    finally:
+        engine.api.start()
+    settle(4)  # the backlog is looked at again once the API answers
+    rec = record(engine, n.hostname, note="PROCESS STOPPED then STARTED queued during outage")
+    assert rec[0]["notifications"] == []
+    assert nova.mutations(n.hostname) == []
+    assert nova.service(n.hostname)["status"] == "enabled"
+    history = n.history("--type", "PROCESS")
+    assert "superseded" in history
+    assert pm.proc.poll() is None
