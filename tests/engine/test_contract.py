@@ -6,7 +6,6 @@ which Nova calls it makes.  The daemons' own scenarios are in the other modules.
 """
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timezone
 
 
