@@ -49,6 +49,25 @@ class _Item:
     on_stored: Callable | None
 
 
+def _mount_read_only(directory: str) -> bool:
+    """The mount holding ``directory`` is read-only, including ext4's emergency read-only
+    remount after an error (its option list still starts with ``rw``)."""
+    best, options = "", []
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 4:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                if (directory == point or directory.startswith(point.rstrip("/") + "/")) \
+                        and len(point) >= len(best):
+                    best, options = point, fields[3].split(",")
+    except OSError:
+        return False
+    return "ro" in options or "emergency_ro" in options
+
+
 def describe(exc: BaseException, path: str) -> str:
     """What an operator must fix, e.g. ``outbox not writable: disk full on /var/lib/x``."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -57,11 +76,21 @@ def describe(exc: BaseException, path: str) -> str:
     readonly = full = False
     try:
         st = os.statvfs(directory)
-        readonly = bool(st.f_flag & os.ST_RDONLY)
+        readonly = bool(st.f_flag & os.ST_RDONLY) or _mount_read_only(directory)
         full = st.f_bavail == 0 or (st.f_favail == 0 and st.f_files > 0)
     except OSError:
         pass
     low = text.lower()
+    if not readonly and not full:
+        # SQLite says "disk I/O error" for EROFS in WAL mode, and statvfs misses an ext4
+        # emergency read-only remount (/proc/mounts still says rw): ask the kernel.
+        probe = os.path.join(directory, f".outbox-probe-{os.getpid()}")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        except OSError as err:
+            code = err.errno if err.errno in (errno.EROFS, errno.ENOSPC, errno.EIO) else code
+            readonly = err.errno == errno.EROFS
     if readonly or code == errno.EROFS or "readonly" in low or "read-only" in low:
         cause = "read-only file system"
     elif full or code == errno.ENOSPC or "full" in low:
@@ -158,7 +187,7 @@ class Backlog:
                                       item.notification.payload)
                         self._items.remove(item)
                         continue
-                    self._failed(exc, outbox.path)
+                    self._failed(exc, outbox.path, held=len(self._items))
                     break
                 self._items.remove(item)
                 done[item.seq] = result
@@ -180,7 +209,7 @@ class Backlog:
             except Exception:  # noqa: BLE001
                 LOG.exception("after storing %s", item.notification.payload)
 
-    def _failed(self, exc: BaseException, path: str) -> None:
+    def _failed(self, exc: BaseException, path: str, held: int | None = None) -> None:
         error = describe(exc, path)
         now = time.monotonic()
         first = self.error is None
@@ -191,7 +220,7 @@ class Backlog:
             self._last_log, self._logged = now, error
             LOG.error("%s; %d detection(s) held in memory, retried every second (nothing "
                       "is dropped while the daemon runs; free space or fix the mount)",
-                      error, len(self._items) + 1)
+                      error, len(self._items) + 1 if held is None else held)
 
     def state(self) -> dict:
         with self._lock:

@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import sqlite3
 import sys
 
 from oslo_config import cfg
@@ -191,14 +192,15 @@ def cmd_status(args) -> int:
     conf = _load_conf(args)
     th = status.Thresholds(stale_after=args.stale_after, pending_warn=args.pending_warn,
                            pending_crit=args.pending_crit, window=args.window)
-    box = None
+    box, broken = None, None
     if os.path.exists(config.outbox_path(conf)):
         try:
             box = _outbox(conf)
-        except Exception as exc:  # noqa: BLE001 - reported as UNKNOWN below
-            print(f"UNKNOWN: outbox {config.outbox_path(conf)} unreadable: {exc}")
-            return status.UNKNOWN
-    result = status.collect(conf.state_path, box, args.daemon, th)
+        except Exception as exc:  # noqa: BLE001 - reported with the daemons below
+            from monitors.backlog import describe
+            broken = describe(exc, config.outbox_path(conf)) \
+                if isinstance(exc, (OSError, sqlite3.Error)) else f"outbox unreadable: {exc}"
+    result = status.collect(conf.state_path, box, args.daemon, th, outbox_error=broken)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:

@@ -137,7 +137,13 @@ def write_status_file(path: str, doc: dict) -> None:
             os.close(fd)
     except OSError:
         pass
-    LOG.warning("cannot write %s: %s", path, error)
+    now = time.monotonic()
+    if now - _status_warned.get(path, -1e9) >= 60.0:  # once a minute, not every round
+        _status_warned[path] = now
+        LOG.warning("cannot write %s: %s", path, error)
+
+
+_status_warned: dict[str, float] = {}
 
 
 class MonitorService(ServiceBase):

@@ -153,7 +153,8 @@ def outbox_report(box: Outbox, th: Thresholds, now: float) -> tuple[dict, list[P
 
 
 def collect(state_path: str, box: Outbox | None, daemons: list[str] | None,
-            th: Thresholds, now: float | None = None) -> dict:
+            th: Thresholds, now: float | None = None, outbox_error: str | None = None
+            ) -> dict:
     now = time.time() if now is None else now
     names = daemons or known_daemons(state_path)
     problems: list[Problem] = []
@@ -165,6 +166,8 @@ def collect(state_path: str, box: Outbox | None, daemons: list[str] | None,
     if not names:
         problems.append(Problem(UNKNOWN, f"no daemon has written a status file in {state_path}"))
     outbox = None
+    if outbox_error:  # e.g. read-only or full: the daemons hold detections in memory
+        problems.insert(0, Problem(CRITICAL, outbox_error))
     if box is not None:
         try:
             outbox, found = outbox_report(box, th, now)

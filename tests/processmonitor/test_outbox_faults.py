@@ -91,3 +91,62 @@ def test_disk_full_detection_held_then_delivered_when_space_returns(
         r = cli(daemon.conf, "outbox", "show", "1", "--json")
         assert json.loads(r.stdout)["decision"]["held_in_memory_s"] > 3
         daemon.stop()
+
+
+@contextlib.contextmanager
+def ext4(path, size_mb: int = 16):
+    """A real ext4 on a loop device that the kernel remounts read-only on an error."""
+    path.mkdir(parents=True, exist_ok=True)
+    image = path.with_suffix(".img")
+    subprocess.run(["truncate", "-s", f"{size_mb}M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(path)],
+                   check=True)
+    device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(path)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    os.chmod(path, 0o700)
+    try:
+        yield path, device
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+        subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+        image.unlink(missing_ok=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="loop devices need root")
+def test_read_only_remount_is_named_and_the_held_detection_is_not_silently_lost(
+        pm, standins, tmp_path, masakari_api, host):
+    """ext4 errors=remount-ro after a real (triggered) file-system error: /proc/mounts still
+    says rw (emergency_ro), every write fails EROFS. Nothing can be written on that disk, so
+    the cause goes out through STATUS= and the log; the held detection is logged in full when
+    the daemon stops, for a replay."""
+    with ext4(tmp_path / f"ro-{os.getpid()}") as (state, device):
+        standins.start(NOVA)
+        daemon = pm([{"process_name": standins.name(NOVA), "notify_name": "nova-compute",
+                      "restart_command": fail(tmp_path / "stamps", "nova")}],
+                    sections={"DEFAULT": {"state_path": state}})
+        with open(f"/sys/fs/ext4/{os.path.basename(device)}/trigger_fs_error", "w") as f:
+            f.write("1")
+        wait_for(lambda: "emergency_ro" in open("/proc/mounts").read(), 10,
+                 what="the kernel's read-only remount")
+        daemon.notify.drain()
+        standins.kill(NOVA, sig=signal.SIGTERM)
+        wait_for(lambda: "outbox not writable: read-only file system on " + str(state)
+                 in daemon.log_text(), 20, what="the cause in the log")
+
+        def degraded():
+            return next((m["STATUS"] for m in daemon.notify.drain()
+                         if "read-only file system" in m.get("STATUS", "")), None)
+        line = wait_for(degraded, 15, what="STATUS= naming the read-only outbox")
+        assert "DEGRADED: outbox not writable: read-only file system" in line
+        assert "1 detection(s) held in memory" in line
+        r = cli(daemon.conf, "status", "--daemon", "processmonitor", "--stale-after", "1")
+        assert r.returncode == 2, r.stdout  # the status file cannot be updated: stale
+        assert f"outbox not writable: read-only file system on {state}" in r.stdout
+        assert daemon.proc.poll() is None
+        daemon.signal(signal.SIGTERM)
+        daemon.proc.wait(20)
+        log = daemon.log_text()
+        assert "stopping with a detection the outbox never took" in log
+        assert "'process_name': 'nova-compute'" in log.split("never took", 1)[1]
+        assert process_notifications(masakari_api, host) == []
