@@ -140,6 +140,7 @@ class Outbox:
         self._lock = threading.RLock()
         self._changed = threading.Condition(threading.Lock())
         self.recovered: str | None = None  # what the last recovery did, for the operator
+        self._reopening = False
         self.owner = process_identity()
         self._open()
 
@@ -205,10 +206,11 @@ class Outbox:
                     os.replace(self.path + suffix, aside + suffix)
             rows = _salvage_file(aside)
             self._connect()
-        self.recovered = (f"outbox file was not a readable database ({exc}): moved aside to "
-                          f"{aside}, a fresh outbox started; {len(rows)} pending "
-                          "notification(s) could be read from it")
-        LOG.error("outbox %s: %s", self.path, self.recovered)
+        text = (f"outbox file was not a readable database ({exc}): moved aside to {aside}, "
+                f"a fresh outbox started; {len(rows)} pending notification(s) could be read "
+                "from it")
+        LOG.error("outbox %s: %s", self.path, text)
+        self.recovered = f"{self.recovered}; {text}" if self._reopening else text
         return rows
 
     def _import(self, rows: list[dict]) -> int:
@@ -243,11 +245,16 @@ class Outbox:
             except sqlite3.Error as exc:
                 LOG.error("outbox: reading the %s file failed: %s", what, exc)
                 rows = []
-            with contextlib.suppress(sqlite3.Error):
-                old.close()
+            with _keep_names(self.path):  # closing must not unlink the new file's WAL/shm
+                with contextlib.suppress(sqlite3.Error):
+                    old.close()
             del self._db
             self.recovered = f"outbox {self.path} was {what} while running: reopened"
-            self._open(carried=rows)
+            self._reopening = True
+            try:
+                self._open(carried=rows)
+            finally:
+                self._reopening = False
             if not rows:
                 LOG.error("%s; no pending notification to carry over", self.recovered)
         self.wake()
@@ -578,6 +585,31 @@ def _corrupt(exc: BaseException) -> bool:
     full, read-only, locked or I/O (OperationalError: the file itself is fine)."""
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
         exc, sqlite3.OperationalError)
+
+
+@contextlib.contextmanager
+def _keep_names(path: str):
+    """SQLite deletes ``<db>-wal`` and ``<db>-shm`` *by name* when the last connection of a
+    database closes. Closing our connection to a deleted/replaced file would so unlink the
+    live WAL of whatever file now has that name (other daemons write it): keep those names
+    with a hard link and put them back afterwards."""
+    kept = []
+    for suffix in ("-wal", "-shm"):
+        keep = f"{path}{suffix}.keep-{os.getpid()}"
+        try:
+            os.link(path + suffix, keep)
+            kept.append((keep, path + suffix))
+        except OSError:
+            pass
+    try:
+        yield
+    finally:
+        for keep, name in kept:
+            try:
+                os.rename(keep, name)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(keep)
 
 
 def _salvage(db: sqlite3.Connection, origin: str) -> list[dict]:
