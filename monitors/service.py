@@ -536,7 +536,9 @@ def run(name: str, build_sources: SourceFactory, argv=None, register=None,
             svc.record_reload(not refused, "; ".join(refused), not_applied)
     if svc.start_error:
         print(f"ha-{name}: cannot start: {svc.start_error}", file=sys.stderr)
-        return 1
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(1)  # oslo's launcher thread (waiting for a stop) would keep us alive
     stopper = threading.Thread(target=launcher.stop, daemon=True)
     stopper.start()
     stopper.join(conf.graceful_shutdown_timeout or None)
