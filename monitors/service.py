@@ -314,7 +314,7 @@ class MonitorService(ServiceBase):
     def record_reload(self, ok: bool, error: str = "", not_applied=()) -> None:
         """The verdict `ha-monitors reload` waits for, written at once into the status file.
         Not ok: the file on disk would not start cleanly; status says WARNING until it is
-        fixed (rechecked every 30 s) or a reload succeeds."""
+        fixed (rechecked every 5 s) or a reload succeeds."""
         self.reload_state = {"seq": self.reload_state.get("seq", 0) + 1, "ok": ok,
                              "error": error, "not_applied": list(not_applied),
                              "at": time.time()}
@@ -432,7 +432,7 @@ class MonitorService(ServiceBase):
             if alive and answered and sources_ok:
                 self.notifier.watchdog()
             if not self.reload_state.get("ok", True) and time.monotonic() >= recheck:
-                recheck = time.monotonic() + 30.0
+                recheck = time.monotonic() + 5.0
                 self._recheck_refused_config()
 
     def _recheck_refused_config(self) -> None:
