@@ -263,13 +263,23 @@ def cmd_check_config(args) -> int:
 def cmd_reload(args) -> int:
     """SIGHUP the daemon and wait for the verdict it writes into its status file, so that
     `systemctl reload` fails when the daemon refuses the new configuration."""
+    import contextlib
     import signal
     import time
 
     from monitors import status as st
     from monitors.outbox import owner_alive
 
-    conf = _load_conf(args)
+    try:
+        conf = _load_conf(args)
+    except cfg.Error as exc:
+        # The daemon will refuse it too; let it record that (status WARNING), and fail.
+        if args.pid:
+            with contextlib.suppress(OSError):
+                os.kill(args.pid, signal.SIGHUP)
+        print(f"ha-monitors reload: {args.daemon} refuses the new configuration, the old "
+              f"one stays in force: {exc}", file=sys.stderr)
+        return 1
     path = os.path.join(conf.state_path, args.daemon + st.SUFFIX)
 
     def read() -> dict | None:
