@@ -107,6 +107,7 @@ class Emitter:
 SourceFactory = Callable[[cfg.ConfigOpts], list]
 
 STATUS_BLOCK = 4096
+RESTART_ONLY = ("debug", "log_file", "log_dir", "use_journal", "use_syslog", "log_config_append")
 
 
 def write_status_file(path: str, doc: dict) -> None:
@@ -282,6 +283,14 @@ class MonitorService(ServiceBase):
         if new_conf.state_path != self.conf.state_path:
             not_applied.append(f"[DEFAULT] state_path: the outbox stays {self.outbox.path} "
                                "until the next restart")
+        for option in RESTART_ONLY:  # logging is set up once, at start
+            try:
+                changed = getattr(new_conf, option) != getattr(self.conf, option)
+            except (cfg.NoSuchOptError, AttributeError):
+                continue
+            if changed:
+                not_applied.append(f"[DEFAULT] {option}: logging is set up at start; it "
+                                   "applies at the next restart")
         refused += self._reload_delivery(new_conf)
         for emitter in self.emitters.values():
             emitter.conf = new_conf
