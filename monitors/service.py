@@ -168,6 +168,7 @@ class MonitorService(ServiceBase):
         self._stopped = threading.Event()
         self._status_thread: threading.Thread | None = None
         self._backlog_wake = threading.Event()
+        self._state_lock = threading.Lock()  # one writer of the status file at a time
         self._owner = process_identity()  # pid:starttime, for the status file
         self._supervised = bool(os.environ.get("NOTIFY_SOCKET")
                                 or os.environ.get("INVOCATION_ID"))
@@ -320,13 +321,14 @@ class MonitorService(ServiceBase):
                  ", ".join(drivers))
         return []
 
-    def record_reload(self, ok: bool, error: str = "", not_applied=()) -> None:
+    def record_reload(self, ok: bool, error: str = "", not_applied=(),
+                      partial: bool = False) -> None:
         """The verdict `ha-monitors reload` waits for, written at once into the status file.
         Not ok: the file on disk would not start cleanly; status says WARNING until it is
         fixed (rechecked every 5 s) or a reload succeeds."""
         self.reload_state = {"seq": self.reload_state.get("seq", 0) + 1, "ok": ok,
                              "error": error, "not_applied": list(not_applied),
-                             "at": time.time()}
+                             "partial": partial, "at": time.time()}
         self._write_state("running")
 
     # -- status -----------------------------------------------------------------------------
@@ -389,6 +391,10 @@ class MonitorService(ServiceBase):
     def _write_state(self, state: str) -> str:
         """What `ha-monitors status` reads: one small JSON file per daemon, from the same
         health round as the status line it returns (for sd_notify)."""
+        with self._state_lock:  # the status loop and a reload verdict: never an older doc last
+            return self._write_state_locked(state)
+
+    def _write_state_locked(self, state: str) -> str:
         health = self.health()
         line = self.status_line(health)
         last = [e.last_event for e in self.emitters.values() if e.last_event]
@@ -543,7 +549,7 @@ def run(name: str, build_sources: SourceFactory, argv=None, register=None,
                 LOG.exception("SIGHUP: reload failed")
                 svc.record_reload(False, f"{type(exc).__name__}: {exc}")
                 continue
-            svc.record_reload(not refused, "; ".join(refused), not_applied)
+            svc.record_reload(not refused, "; ".join(refused), not_applied, partial=True)
     if svc.start_error:
         print(f"ha-{name}: cannot start: {svc.start_error}", file=sys.stderr)
         sys.stderr.flush()
