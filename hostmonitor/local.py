@@ -249,14 +249,15 @@ class LocalHostSource:
             self._unstored += 1
         result = self.emit(notification, decision={**decision, "action": what},
                            drivers=drivers, on_stored=self._stored)
+        shown = result.id if result.id is not None else "(held in memory: outbox not writable)"
         if self.row.get("management") == DOWN:
             log.event(LOG, logging.WARNING, "%s: management network down: notification %s "
-                      "held in the outbox until it returns (%d held)", what, result.id,
+                      "held in the outbox until it returns (%d held)", what, shown,
                       self._held(), fields={**notification.subject(),
                                             "NOTIFICATION_ID": result.id, "ACTION": what})
         else:
             log.event(LOG, logging.WARNING, "%s for %s: notification %s (row %s)", what,
-                      self.conf.hostname, result.id, decision["row"],
+                      self.conf.hostname, shown, decision["row"],
                       fields={**notification.subject(), "NOTIFICATION_ID": result.id,
                               "ACTION": what, "RULE": decision.get("rule")})
         return result.id
