@@ -59,9 +59,14 @@ def test_disk_full_detection_held_then_delivered_when_space_returns(
         pm, standins, tmp_path, masakari_api, host):
     with tmpfs(tmp_path / f"state-{os.getpid()}", "3M") as state:
         standins.start(NOVA)
+        from tests.fixtures.masakari_api import free_port
+        from tests.monitors.test_metrics import scrape, value
+        port = free_port()
         daemon = pm([{"process_name": standins.name(NOVA), "notify_name": "nova-compute",
                       "restart_command": fail(tmp_path / "stamps", "nova")}],
-                    sections={"DEFAULT": {"state_path": state}})
+                    sections={"DEFAULT": {"state_path": state},
+                              "metrics": {"bind": f"127.0.0.1:{port}"}})
+        assert value(scrape(port), "ha_monitors_outbox_writable") == 1
         daemon.notify.drain()
         filler = fill(state)
         standins.kill(NOVA, sig=signal.SIGTERM)  # restart fails -> STOPPED, outbox full
@@ -77,6 +82,10 @@ def test_disk_full_detection_held_then_delivered_when_space_returns(
         assert any(f"DEGRADED: outbox not writable: disk full on {state}" in m
                    for m in status_msgs), status_msgs[-3:]
         assert process_notifications(masakari_api, host) == []
+        samples = scrape(port)
+        assert value(samples, "ha_monitors_outbox_writable") == 0
+        assert value(samples, "ha_monitors_detections_held") == 1
+        assert value(samples, "ha_monitors_events_detected_total", outcome="held") == 1
         # the journal is not flooded: one line, then a reminder a minute at most
         time.sleep(4)
         log = daemon.log_text()
@@ -89,6 +98,7 @@ def test_disk_full_detection_held_then_delivered_when_space_returns(
         assert "outbox writable again" in daemon.log_text()
         wait_for(lambda: "outbox not writable" not in status(daemon.conf)[1], 15,
                  what="status recovers")
+        assert value(scrape(port), "ha_monitors_detections_held") == 0
         r = cli(daemon.conf, "outbox", "show", "1", "--json")
         assert json.loads(r.stdout)["decision"]["held_in_memory_s"] > 3
         daemon.stop()
