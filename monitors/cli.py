@@ -54,9 +54,7 @@ def _register_daemon_opts(conf) -> None:
 
 
 def _outbox(conf):
-    from monitors.outbox import Outbox
-
-    return Outbox(config.outbox_path(conf))
+    return config.open_outbox(conf)
 
 
 def _fmt_time(ts: float | None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg, types
@@ -60,6 +61,13 @@ default_opts = [
     cfg.StrOpt("state_path", default="/var/lib/compute-ha-monitors",
                help="Directory holding all durable state: the outbox and the sources' "
                     "last known state."),
+    cfg.StrOpt("state_group", default="",
+               help="Group whose members may hand notifications to the outbox, e.g. "
+                    "haclient so Pacemaker's alert agent (run as hacluster) can: state_path "
+                    "is then kept setgid 2770 in this group and the outbox files 0660. "
+                    "Empty = root only (0700, 0600). The units need the ha-state-group.conf "
+                    "drop-in (Group=, StateDirectoryMode=2770); secrets then go in a file of "
+                    "monitors.conf.d the group cannot read (docs/systemd.md)."),
     ignored("DEFAULT", cfg.StrOpt, "tempdir",
             "no temporary files are written; durable state is in [DEFAULT] state_path"),
     ignored("DEFAULT", cfg.BoolOpt, "monkey_patch",
@@ -263,9 +271,34 @@ def load(conf: cfg.ConfigOpts, args: list[str] | None, prog: str) -> cfg.ConfigO
     default_files = [DEFAULT_CONFIG_FILE] if os.path.exists(DEFAULT_CONFIG_FILE) else []
     own = os.path.join(os.path.dirname(DEFAULT_CONFIG_DIR), f"{prog.removeprefix('ha-')}.conf.d")
     default_dirs = [d for d in dict.fromkeys((DEFAULT_CONFIG_DIR, own)) if os.path.isdir(d)]
+    args = list(sys.argv[1:] if args is None else args)
+    if os.geteuid() != 0 and default_dirs and not any(
+            a == "--config-dir" or a.startswith("--config-dir=") for a in args):
+        args, default_dirs = _without_secret_files(args, default_files, default_dirs)
     conf(args=args, project=PROJECT, prog=prog, default_config_files=default_files,
          default_config_dirs=default_dirs)
     return conf
+
+
+def _without_secret_files(args: list[str], default_files: list[str],
+                          default_dirs: list[str]) -> tuple[list[str], list[str]]:
+    """A non-root reader (the alert agent as hacluster, `ha-monitors notify` by a group
+    member) reads the files of the default config dirs it may read, and leaves out those it
+    may not: with ``state_group`` the secrets ([api] password) live in a root-only file of
+    monitors.conf.d, which the daemons (root) read and the group must not. oslo.config would
+    refuse the whole directory for one unreadable file, so the readable ones are passed as
+    files, after the main file, in the order oslo.config reads a directory."""
+    readable = []
+    for d in default_dirs:
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue  # a directory the group may not list holds nothing for it
+        readable += [os.path.join(d, f) for f in names
+                     if f.endswith(".conf") and os.access(os.path.join(d, f), os.R_OK)]
+    if not any(a == "--config-file" or a.startswith("--config-file=") for a in args):
+        args = [arg for f in default_files for arg in ("--config-file", f)] + args
+    return args + [arg for f in readable for arg in ("--config-file", f)], []
 
 
 def config_files(conf: cfg.ConfigOpts) -> list[str]:
@@ -318,6 +351,13 @@ def retry_max_interval(conf: cfg.ConfigOpts) -> float:
 
 def outbox_path(conf: cfg.ConfigOpts) -> str:
     return os.path.join(conf.state_path, "outbox.sqlite")
+
+
+def open_outbox(conf: cfg.ConfigOpts):
+    """The shared outbox, shared with [DEFAULT] state_group when one is set."""
+    from monitors.outbox import Outbox
+
+    return Outbox(outbox_path(conf), group=conf.state_group or None)
 
 
 def problems(conf: cfg.ConfigOpts) -> list[str]:

@@ -103,7 +103,7 @@ class MonitorService(ServiceBase):
 
     # -- oslo.service interface -------------------------------------------------------------
     def start(self) -> None:
-        self.outbox = Outbox(config.outbox_path(self.conf))
+        self.outbox = config.open_outbox(self.conf)
         self.metrics = metrics.serve(self.conf.metrics.bind, self)
         self.worker = DeliveryWorker(self.conf, self.outbox,
                                      drivers_mod.load(self.conf, self.conf.delivery.drivers),
