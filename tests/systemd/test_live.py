@@ -66,10 +66,11 @@ monitoring_driver = none
 def system(tmp_path_factory, masakari_api):
     house = systemd_pid1.wheelhouse()
     pid1 = systemd_pid1.Pid1(tmp_path_factory.mktemp("pid1"))
-    pid1.start()
+    cache = systemd_pid1.opt_cache(house)
+    pid1.start(seed_opt=cache)
     TIMINGS["boot"] = pid1.boot_seconds
     try:
-        TIMINGS["install"] = pid1.install(house)
+        TIMINGS["install"] = pid1.install(house, save_opt=cache)
         pid1.hostname = f"cmp-sd-{uuid.uuid4().hex[:8]}"
         masakari_api.ensure_host(pid1.hostname)
         pid1.endpoint = masakari_api.endpoint
