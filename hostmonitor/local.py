@@ -107,7 +107,7 @@ class LocalHostSource:
             parts.append(f"pending {','.join(self.candidate) or 'none'} "
                          f"({self.candidate_count}/{self.conf.host.monitoring_samples})")
         if self.row.get("management") == DOWN:
-            parts.append(f"management down: {self._held()} notifications held")
+            parts.append(f"management down: {self._held()} pending in the outbox")
         flaps = sum(self.flaps.values())
         if flaps:
             parts.append(f"{flaps} role changes")
@@ -244,8 +244,11 @@ class LocalHostSource:
         result = self.emit(notification, decision={**decision, "action": what},
                            drivers=drivers)
         if self.row.get("management") == DOWN:
+            # Nothing holds it: the worker sends it as soon as the API answers, which may be
+            # at once when the API is reachable by another route (seen under systemd).
             log.event(LOG, logging.WARNING, "%s: management network down: notification %s "
-                      "held in the outbox until it returns (%d held)", what, result.id,
+                      "queued; delivery is retried until the recovery API answers (%d "
+                      "pending in the outbox)", what, result.id,
                       self._held(), fields={**notification.subject(),
                                             "NOTIFICATION_ID": result.id, "ACTION": what})
         else:

@@ -68,12 +68,12 @@ def test_management_down_holds_notification_until_link_returns(links_up, tmp_pat
     d = start(topo, tmp_path, host)
     try:
         topo.carrier("m0", "down")  # the API is only reachable over m0
-        wait_for(lambda: any("management down: 1 notifications held" in m.get("STATUS", "")
+        wait_for(lambda: any("management down: 1 pending in the outbox" in m.get("STATUS", "")
                              for m in d.notify.drain()), 15, what="STATUS held")
         assert payloads(topo, host) == []
         topo.carrier("m0", "up")
         wait_payloads(topo, host, [STOPPED, STARTED], timeout=20)
-        assert "held in the outbox until it returns" in d.log_text()
+        assert "delivery is retried until the recovery API answers" in d.log_text()
     finally:
         d.stop()
 
