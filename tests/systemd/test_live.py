@@ -7,6 +7,7 @@ journal queried with `journalctl -u UNIT FIELD=value`, the notifications as Masa
 them, `systemd-analyze security` scores."""
 from __future__ import annotations
 
+import glob
 import json
 import re
 import time
@@ -377,3 +378,28 @@ def test_hacluster_alert_agent_hands_over_through_state_group(units, masakari_ap
                   "/etc/compute-ha-monitors/monitors.conf.d/secrets.conf")
         units.write(CONF, good, 0o640)
         units.run("chgrp", "root", CONF)
+
+
+# -- docs/install.md: the venv's interpreter -------------------------------------------------------
+
+def test_installed_venv_runs_under_protecthome_and_a_pyenv_one_would_not(units):
+    """docs/install.md builds the venv with /usr/bin/python3. A venv made by an interpreter
+    under /root (pyenv, as on this machine) cannot be executed with ProtectHome=yes: the unit
+    fails with 203/EXEC — what every unit did when the doc said `python3`."""
+    real = units.run("readlink", "-f", f"{systemd_pid1.VENV}/bin/python3").stdout.strip()
+    assert real.startswith("/usr/bin/python3"), real
+    pyenv = sorted(glob.glob("/root/.pyenv/versions/*/bin/python3"))
+    if not pyenv:
+        pytest.skip("no interpreter under /root on this machine to show the failure with")
+    units.run(pyenv[-1], "-m", "venv", "--without-pip", "/opt/ha-test-pyenv-venv")
+    unit = "ha-test-pyenv"
+    units.write(f"/etc/systemd/system/{unit}.service", "[Service]\nType=oneshot\n"
+                "ProtectHome=yes\nExecStart=/opt/ha-test-pyenv-venv/bin/python3 -c pass\n")
+    units.systemctl("daemon-reload")
+    try:
+        r = units.systemctl("start", unit, check=False)
+        assert r.returncode != 0
+        props = units.show(unit, "ExecMainStatus", "Result")
+        assert props == {"ExecMainStatus": "203", "Result": "exit-code"}, props
+    finally:
+        units.systemctl("reset-failed", unit, check=False)
