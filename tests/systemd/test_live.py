@@ -304,20 +304,36 @@ def test_journal_fields_per_unit(units, masakari_api):
 # -- systemd-analyze security -----------------------------------------------------------------------
 
 LIVE_EXPOSURE = {"ha-instancemonitor": 2.0, "ha-hostmonitor": 2.5, "ha-processmonitor": 9.0}
+LIVE_SYSTEMCTL_ONLY = 2.5  # ha-processmonitor with ha-processmonitor-systemctl-only.conf
+
+
+def _exposure(system, unit: str) -> float:
+    out = system.run("systemd-analyze", "security", "--no-pager", f"{unit}.service").stdout
+    return float(re.search(r"Overall exposure level for \S+: (\d+\.\d)", out).group(1))
 
 
 def test_live_security_scores_stay_below_thresholds(units):
     """`systemd-analyze security` against the running manager (the scores quoted in
-    docs/systemd.md)."""
-    scores = {}
-    for unit in UNITS:
-        out = units.run("systemd-analyze", "security", "--no-pager", f"{unit}.service").stdout
-        scores[unit] = float(re.search(r"Overall exposure level for \S+: (\d+\.\d)", out)
-                             .group(1))
-    TIMINGS.update({f"exposure {u}": s for u, s in scores.items()})
-    print("live exposure:", scores)
+    docs/systemd.md), as shipped, with the systemctl-only drop-in for processmonitor, and
+    with the state-group drop-in on all three (which must not weaken them)."""
+    scores = {u: _exposure(units, u) for u in UNITS}
     for unit, score in scores.items():
         assert score <= LIVE_EXPOSURE[unit], (unit, score)
+    src = f"{systemd_pid1.INSIDE}/src/systemd"
+    units.run("install", "-D", "-m", "0644", f"{src}/ha-processmonitor-systemctl-only.conf",
+              "/etc/systemd/system/ha-processmonitor.service.d/test.conf")
+    units.systemctl("daemon-reload")
+    scores["ha-processmonitor + systemctl-only"] = _exposure(units, "ha-processmonitor")
+    assert scores["ha-processmonitor + systemctl-only"] <= LIVE_SYSTEMCTL_ONLY
+    for unit in UNITS:
+        units.run("install", "-D", "-m", "0644", f"{src}/ha-state-group.conf",
+                  f"/etc/systemd/system/{unit}.service.d/test.conf")
+    units.systemctl("daemon-reload")
+    for unit in UNITS:
+        scores[f"{unit} + state-group"] = score = _exposure(units, unit)
+        assert score <= LIVE_EXPOSURE[unit], (unit, score)
+    TIMINGS.update({f"exposure {u}": s for u, s in scores.items()})
+    print("live exposure:", scores)
 
 
 # -- hacluster hands over through the state_group ----------------------------------------------------
