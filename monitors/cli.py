@@ -234,7 +234,7 @@ def cmd_check_config(args) -> int:
     files = config.config_files(conf)
     warnings = unknown_options(conf, files) + config.ignored_settings(conf)
     problems = []
-    for line in check_conf(conf):  # a check's "warning: ..." lines do not fail the config
+    for line in check_conf(conf) + config.state_group_findings(conf):  # a check's "warning: ..." lines do not fail the config
         (warnings if line.startswith("warning: ") or ": warning: " in line else problems
          ).append(line)
     for line in warnings:

@@ -344,6 +344,60 @@ def ignored_settings(conf: cfg.ConfigOpts) -> list[str]:
     return out
 
 
+def state_group_findings(conf: cfg.ConfigOpts) -> list[str]:
+    """With [DEFAULT] state_group: the group must exist, must be able to read the main file
+    (the alert agent reads it), and must not be able to read a secret (``secret=True``
+    options such as [api] password belong in a root-only file of monitors.conf.d).
+    Lines with ": warning: " are warnings, others problems."""
+    import grp
+    import stat
+
+    group = conf.state_group
+    if not group:
+        return []
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return [f"[DEFAULT] state_group: no group named {group!r}"]
+    out = []
+    files = config_files(conf)
+    for index, path in enumerate(files):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        readable = bool(st.st_mode & stat.S_IROTH or (st.st_gid == gid and st.st_mode & stat.S_IRGRP))
+        if index == 0 and not readable:
+            out.append(f"{path}: warning: group {group} ([DEFAULT] state_group) cannot read "
+                       "it; the Pacemaker alert agent (hacluster) needs it: chgrp "
+                       f"{group} and chmod 0640")
+        if not readable:
+            continue
+        for number, section, name in file_settings(path):
+            if _is_secret(conf, section, name):
+                out.append(f"{path}:{number}: warning: [{section}] {name} is a secret in a file "
+                           f"group {group} ([DEFAULT] state_group) can read: move it to a "
+                           "0600 root:root file of monitors.conf.d")
+    return out
+
+
+def _is_secret(conf: cfg.ConfigOpts, section: str, name: str) -> bool:
+    """Whether an option is marked secret; [api]'s auth plugin options (password, ...) are
+    registered only when the plugin loads, so they are looked up in the plugin."""
+    try:
+        opt = conf._get_opt_info(name, None if section == "DEFAULT" else section)["opt"]
+        return bool(getattr(opt, "secret", False))
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError, KeyError):
+        pass
+    if section != api_group.name:
+        return False
+    try:
+        plugin_opts = ks_loading.get_auth_plugin_conf_options(conf.api.auth_type or "password")
+    except Exception:  # noqa: BLE001 - an unknown plugin is reported elsewhere
+        plugin_opts = ks_loading.get_auth_plugin_conf_options("password")
+    return any(o.dest == name.replace("-", "_") and o.secret for o in plugin_opts)
+
+
 def retry_max_interval(conf: cfg.ConfigOpts) -> float:
     value = conf.delivery.retry_max_interval
     return float(value if value is not None else max(conf.callback.retry_interval, 1))

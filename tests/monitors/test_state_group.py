@@ -61,3 +61,36 @@ def test_open_outbox_follows_the_option(tmp_path):
     assert conf.state_group == ""
     config.open_outbox(conf).close()
     assert stat.S_IMODE(os.stat(tmp_path / "s").st_mode) == 0o700
+
+
+@needs_group
+def test_check_config_names_a_secret_the_group_can_read_and_an_unreadable_main_file(tmp_path):
+    from tests.helpers import cli
+
+    main = tmp_path / "monitors.conf"
+    (tmp_path / "pl.yaml").write_text("[]\n")
+    common = (f"[DEFAULT]\nstate_group = {GROUP}\nstate_path = {tmp_path}/s\n"
+              f"[process]\nprocess_list_path = {tmp_path}/pl.yaml\n")
+    main.write_text(common + "[api]\nauth_type = password\npassword = s3cret\n")
+    os.chmod(main, 0o640)  # root:root: the group cannot read it
+    r = cli(main, "check-config")
+    assert "group haclient ([DEFAULT] state_group) cannot read it" in r.stderr, r.stderr
+    os.chown(main, 0, grp.getgrnam(GROUP).gr_gid)
+    r = cli(main, "check-config")
+    assert f"{main}:8: warning: [api] password is a secret in a file group haclient" in r.stderr
+    assert "s3cret" not in r.stdout + r.stderr
+    secrets = tmp_path / "secrets.conf"
+    main.write_text(common)
+    secrets.write_text("[api]\nauth_type = password\npassword = s3cret\n")
+    os.chmod(secrets, 0o600)
+    r = cli(main, "--config-file", str(secrets), "check-config")
+    assert "state_group" not in r.stderr, r.stderr
+
+
+def test_check_config_names_an_unknown_state_group(tmp_path):
+    from tests.helpers import cli
+
+    main = tmp_path / "monitors.conf"
+    main.write_text(f"[DEFAULT]\nstate_group = no-such-grp\nstate_path = {tmp_path}/s\n")
+    r = cli(main, "check-config")
+    assert r.returncode == 1 and "state_group: no group named 'no-such-grp'" in r.stderr
