@@ -71,6 +71,10 @@ class LocalHostSource:
         self.candidate_since = 0.0
         self.state_file = os.path.join(conf.state_path, "hostmonitor-local.json")
         self.state = self._load_state()
+        # Detections the outbox has not taken yet (disk full...): until they are durable the
+        # applied actions are not saved, so a restart meanwhile sends them again.
+        self._unstored = 0
+        self._save_lock = threading.Lock()
 
     # -- Source interface -------------------------------------------------------------------
     def start(self, emit) -> None:
@@ -241,8 +245,10 @@ class LocalHostSource:
 
     def _send(self, payload, drivers, decision, what) -> int:
         notification = Notification.create(COMPUTE_HOST, self.conf.hostname, payload)
+        with self._save_lock:
+            self._unstored += 1
         result = self.emit(notification, decision={**decision, "action": what},
-                           drivers=drivers)
+                           drivers=drivers, on_stored=self._stored)
         if self.row.get("management") == DOWN:
             # Nothing holds it: the worker sends it as soon as the API answers, which may be
             # at once when the API is reachable by another route (seen under systemd).
@@ -257,6 +263,19 @@ class LocalHostSource:
                       fields={**notification.subject(), "NOTIFICATION_ID": result.id,
                               "ACTION": what, "RULE": decision.get("rule")})
         return result.id
+
+    def _stored(self) -> None:
+        with self._save_lock:
+            self._unstored -= 1
+            late = self._unstored == 0 and self._save_deferred
+        if late:
+            self._save_state()
+
+    _save_deferred = False
+
+    def threads(self) -> list[threading.Thread]:
+        """The evaluation and storage loops must stay alive (watchdog)."""
+        return list(self._threads)
 
     def _held(self) -> int:
         outbox = getattr(self.emit, "outbox", None)
@@ -275,6 +294,12 @@ class LocalHostSource:
             return {"applied": [], "sent": {}}
 
     def _save_state(self) -> None:
+        with self._save_lock:
+            self._save_deferred = self._unstored > 0
+            if self._save_deferred:
+                LOG.warning("applied actions not saved until the outbox has taken the "
+                            "notification (a restart meanwhile sends it again)")
+                return
         tmp = self.state_file + ".tmp"
         try:
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:

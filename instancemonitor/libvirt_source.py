@@ -23,6 +23,8 @@ LOG = logging.getLogger(__name__)
 
 _loop_lock = threading.Lock()
 _loop_thread: threading.Thread | None = None
+_loop_tick = time.monotonic()  # a 1 s libvirt timer moves it: the loop turns
+TICK_STALE = 30.0  # no turn for this long: the loop is stuck (a callback blocked?)
 
 
 def start_event_loop() -> None:
@@ -35,6 +37,12 @@ def start_event_loop() -> None:
         libvirt.virEventRegisterDefaultImpl()
         # libvirt prints errors to stderr by default; ours are logged where they happen.
         libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+        def tick(_timer, _opaque):
+            global _loop_tick
+            _loop_tick = time.monotonic()
+
+        libvirt.virEventAddTimeout(1000, tick, None)
 
         def run():
             while True:
@@ -74,6 +82,11 @@ class LibvirtSource:
         self.events_seen = 0
         self.reconnects = 0
         self.guest_agent = None
+        # Per domain, state changes waiting for a detection the outbox has not taken yet
+        # (disk full...): the last known state never runs ahead of what is durable, so a
+        # restart meanwhile reports the event again instead of losing it.
+        self._order_lock = threading.RLock()
+        self._deferred: dict[str, list[list]] = {}
 
     # -- Source interface -------------------------------------------------------------------
     def start(self, emit) -> None:
@@ -116,6 +129,17 @@ class LibvirtSource:
 
     def health(self) -> Health:
         return Health(self._connected, self._status)
+
+    def threads(self) -> list[threading.Thread]:
+        """The loops that must stay alive (checked by the runtime before each watchdog
+        ping)."""
+        return [t for t in (_loop_thread, *self._threads) if t is not None]
+
+    def ticked(self) -> str | None:
+        idle = time.monotonic() - _loop_tick
+        if idle > TICK_STALE:
+            return f"libvirt event loop stuck for {idle:.0f}s (a callback blocked?)"
+        return None
 
     # -- connection -------------------------------------------------------------------------
     def _connector(self) -> None:
@@ -255,22 +279,68 @@ class LibvirtSource:
                           "while unobserved: reporting the missed LIFECYCLE %s", m.name,
                           m.uuid, m.before, m.now, m.vir_domain_event,
                           fields={"INSTANCE_UUID": m.uuid, "EVENT": "LIFECYCLE"})
-                self._emit("LIFECYCLE", m.vir_domain_event, m.uuid, started, {
-                    "reconciled": True, "filter_row": row, "before": m.before,
-                    "now": m.now, "domain": m.name})
-        # The listing is now the truth; keep the records of vanished domains as gone.
+                self._in_order(m.uuid, self._set_state_fn(m.uuid, m.name, listing), emit=(
+                    lambda stored, m=m, row=row: self._emit(
+                        "LIFECYCLE", m.vir_domain_event, m.uuid, started, {
+                            "reconciled": True, "filter_row": row, "before": m.before,
+                            "now": m.now, "domain": m.name}, on_stored=stored)))
+        # The listing is now the truth; keep the records of vanished domains as gone
+        # (after any detection of theirs still waiting for the outbox).
         for uuid, (name, state, reason) in listing.items():
-            prev = known.get(uuid)
-            new = reconcile.STATE_NAMES.get(state, f"state{state}")
-            if not prev or prev.get("state") != new:
-                self.states.set(uuid, name, new)
+            self._in_order(uuid, self._set_state_fn(uuid, name, listing))
         for uuid, rec in known.items():
             if uuid not in listing:
-                self.states.forget(uuid)
+                self._in_order(uuid, lambda uuid=uuid: self.states.forget(uuid))
         self.states.save()
         LOG.info("reconciled %d domains with %d last known states in %.0f ms",
                  len(listing), len(known), (time.time() - started) * 1000)
         return len(listing)
+
+    def _set_state_fn(self, uuid, name, listing):
+        def apply():
+            state = listing[uuid][1]
+            new = reconcile.STATE_NAMES.get(state, f"state{state}")
+            prev = self.states.get(uuid)
+            if not prev or prev.get("state") != new:
+                self.states.set(uuid, name, new)
+        return apply
+
+    def _in_order(self, uuid: str, change, emit=None) -> None:
+        """Apply ``change`` (a state update) only once every detection of this domain before
+        it is in the outbox. With ``emit`` (called with an on_stored callback), ``change``
+        waits for that detection too."""
+        with self._order_lock:
+            queue = self._deferred.get(uuid)
+            if emit is None:
+                if queue:
+                    queue.append([True, change])
+                else:
+                    change()
+                return
+            entry = [False, change]
+            self._deferred.setdefault(uuid, []).append(entry)
+        try:
+            handed = emit(lambda: self._stored(uuid, entry))
+        except BaseException:
+            self._stored(uuid, entry)
+            raise
+        if handed is False:  # could not even be built (logged): do not block the domain
+            self._stored(uuid, entry)
+
+    def _stored(self, uuid: str, entry: list) -> None:
+        with self._order_lock:
+            entry[0] = True
+            queue = self._deferred.get(uuid, [])
+            while queue and queue[0][0]:
+                try:
+                    queue.pop(0)[1]()
+                except Exception:  # noqa: BLE001
+                    LOG.exception("domain %s: state update failed", uuid)
+            if not queue:
+                self._deferred.pop(uuid, None)
+
+    def held_domains(self) -> int:
+        return len(self._deferred)
 
     def _recently_reported(self) -> set[tuple[str, str]]:
         """(uuid, vir_domain_event) already in the outbox since the state file was last
@@ -315,9 +385,12 @@ class LibvirtSource:
                           event_id, exc)
                 return
             name_ = event_filter.vir_domain_event(event_id, event, detail)
-            if event_id == "LIFECYCLE":
-                self._track(uuid, name, event, name_)
+            track = (lambda: self._track(uuid, name, event, name_)) \
+                if event_id == "LIFECYCLE" else (lambda: None)
             row = self.filter.match(event_id, name_)
+            why = self.rules.ignored(uuid, name, dom) if row else None
+            if not row or why:
+                self._in_order(uuid, track)  # nothing to report: the state moves on
             if not row and "UNKNOWN_" in name_:
                 LOG.warning("libvirt %s event with an unknown type/detail (event=%s "
                             "detail=%s) for %s (%s): not in the filter, not sent", event_id,
@@ -327,14 +400,16 @@ class LibvirtSource:
                 LOG.debug("libvirt event %s %s of %s (%s): not in the filter", event_id,
                           name_, name, uuid)
                 return
-            why = self.rules.ignored(uuid, name, dom)
             if why:
                 log.event(LOG, logging.INFO, "libvirt event %s %s of %s (%s) ignored: %s",
                           event_id, name_, name, uuid, why,
                           fields={"INSTANCE_UUID": uuid, "EVENT": event_id,
                                   "VIR_DOMAIN_EVENT": name_, "DECISION": "ignored"})
                 return
-            self._emit(event_id, name_, uuid, now, {"filter_row": row, "domain": name})
+            # The state advances only once the detection is in the outbox.
+            self._in_order(uuid, track, emit=lambda stored: self._emit(
+                event_id, name_, uuid, now, {"filter_row": row, "domain": name},
+                on_stored=stored))
         except Exception:  # noqa: BLE001 - never let an exception into libvirt's loop
             LOG.exception("libvirt %s event (event=%s detail=%s) could not be handled",
                           event_id, event, detail)
@@ -352,7 +427,8 @@ class LibvirtSource:
             return
         self.states.set(uuid, name, state, last_event=name_)
 
-    def _emit(self, event_id, vir_domain_event, uuid, when: float, decision: dict) -> None:
+    def _emit(self, event_id, vir_domain_event, uuid, when: float, decision: dict,
+              on_stored=None) -> bool:
         try:
             n = Notification.create(VM, self.hostname, {
                 "event": event_id, "instance_uuid": uuid,
@@ -361,8 +437,9 @@ class LibvirtSource:
             log.event(LOG, logging.ERROR, "libvirt event %s %s of %s cannot be sent: %s",
                       event_id, vir_domain_event, uuid, exc,
                       fields={"INSTANCE_UUID": uuid, "EVENT": event_id})
-            return
-        self.emit(n, decision=decision)
+            return False
+        self.emit(n, decision=decision, on_stored=on_stored)
+        return True
 
     # -- state flusher ----------------------------------------------------------------------
     def _flusher(self) -> None:

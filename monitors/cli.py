@@ -1,10 +1,11 @@
 """``ha-monitors``: the operator's command line.
 
   notify        hand a failure over (validated, durable first; --wait delivers it now)
-  outbox        list | show ID | retry ID | purge --delivered-before T
+  outbox        list | show ID | retry ID | ack ID | purge --delivered-before T
   history       alerts with their source, decision, attempts and answers (--follow, --json)
   status        each daemon, its sources and the outbox; Nagios exit codes
   deliver       run only the delivery worker, as a daemon
+  reload        SIGHUP a daemon and wait for its verdict (systemd's ExecReload)
   check-config  validate the configuration and every file it names
 
 Daemon packages contribute options and file checks through entry points
@@ -17,6 +18,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import sqlite3
 import sys
 
 from oslo_config import cfg
@@ -122,7 +124,7 @@ def cmd_outbox(args) -> int:
         else:
             _print_table(rows)
         return 0
-    if args.action in ("show", "retry"):
+    if args.action in ("show", "retry", "ack"):
         if args.id is None:
             print(f"ha-monitors outbox {args.action}: an ID is required", file=sys.stderr)
             return 2
@@ -133,6 +135,14 @@ def cmd_outbox(args) -> int:
         if args.action == "retry":
             n = box.retry(args.id)
             print(f"notification {args.id}: {n} delivery(ies) queued again")
+            return 0
+        if args.action == "ack":
+            if not box.acknowledge(args.id, args.note or ""):
+                print(f"ha-monitors outbox ack: notification {args.id} is {row['state']}; "
+                      "only rejected or expired ones are acknowledged", file=sys.stderr)
+                return 1
+            print(f"notification {args.id} ({row['state']}) acknowledged: kept with its "
+                  "history, no longer reported by status")
             return 0
         if args.json:
             print(json.dumps(row, indent=2, sort_keys=True))
@@ -180,14 +190,15 @@ def cmd_status(args) -> int:
     conf = _load_conf(args)
     th = status.Thresholds(stale_after=args.stale_after, pending_warn=args.pending_warn,
                            pending_crit=args.pending_crit, window=args.window)
-    box = None
+    box, broken = None, None
     if os.path.exists(config.outbox_path(conf)):
         try:
             box = _outbox(conf)
-        except Exception as exc:  # noqa: BLE001 - reported as UNKNOWN below
-            print(f"UNKNOWN: outbox {config.outbox_path(conf)} unreadable: {exc}")
-            return status.UNKNOWN
-    result = status.collect(conf.state_path, box, args.daemon, th)
+        except Exception as exc:  # noqa: BLE001 - reported with the daemons below
+            from monitors.backlog import describe
+            broken = describe(exc, config.outbox_path(conf)) \
+                if isinstance(exc, (OSError, sqlite3.Error)) else f"outbox unreadable: {exc}"
+    result = status.collect(conf.state_path, box, args.daemon, th, outbox_error=broken)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
@@ -247,6 +258,77 @@ def cmd_check_config(args) -> int:
     return 0
 
 
+def cmd_reload(args) -> int:
+    """SIGHUP the daemon and wait for the verdict it writes into its status file, so that
+    `systemctl reload` fails when the daemon refuses the new configuration."""
+    import contextlib
+    import signal
+    import time
+
+    from monitors import status as st
+    from monitors.outbox import owner_alive
+
+    try:
+        conf = _load_conf(args)
+    except cfg.Error as exc:
+        # The daemon will refuse it too; let it record that (status WARNING), and fail.
+        if args.pid:
+            with contextlib.suppress(OSError):
+                os.kill(args.pid, signal.SIGHUP)
+        print(f"ha-monitors reload: {args.daemon} refuses the new configuration, the old "
+              f"one stays in force: {exc}", file=sys.stderr)
+        return 1
+    path = os.path.join(conf.state_path, args.daemon + st.SUFFIX)
+
+    def read() -> dict | None:
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    doc = read()
+    if doc is None or doc.get("state") != "running":
+        print(f"ha-monitors reload: {args.daemon} is not running (no running status in "
+              f"{path})", file=sys.stderr)
+        return 1
+    pid = args.pid or doc.get("pid")
+    if not args.pid and not owner_alive(doc.get("owner", "")):
+        print(f"ha-monitors reload: {args.daemon} (pid {pid}) is gone", file=sys.stderr)
+        return 1
+    seq = (doc.get("reload") or {}).get("seq", 0)
+    try:
+        os.kill(int(pid), signal.SIGHUP)
+    except (OSError, TypeError, ValueError) as exc:
+        print(f"ha-monitors reload: cannot signal {args.daemon} (pid {pid}): {exc}",
+              file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        doc = read() or {}
+        verdict = doc.get("reload") or {}
+        if verdict.get("seq", 0) > seq:
+            break
+        if doc.get("state") == "stopped" or not os.path.exists(f"/proc/{pid}"):
+            print(f"ha-monitors reload: {args.daemon} stopped during the reload",
+                  file=sys.stderr)
+            return 1
+    else:
+        print(f"ha-monitors reload: {args.daemon} gave no verdict within {args.timeout:g}s",
+              file=sys.stderr)
+        return 1
+    if not verdict.get("ok"):
+        print(f"ha-monitors reload: {args.daemon} refused the new configuration, the old one "
+              f"stays in force: {verdict.get('error')}", file=sys.stderr)
+        return 1
+    for line in verdict.get("not_applied") or []:
+        print(f"ha-monitors reload: {args.daemon}: not applied until restart: {line}",
+              file=sys.stderr)
+    print(f"{args.daemon} reloaded")
+    return 0
+
+
 def cmd_deliver(args) -> int:
     """Run only the delivery worker, as a daemon (sd_notify, SIGTERM, SIGHUP)."""
     from monitors import service
@@ -279,13 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("outbox", help="inspect and act on the outbox")
-    p.add_argument("action", choices=("list", "show", "retry", "purge"))
+    p.add_argument("action", choices=("list", "show", "retry", "ack", "purge"))
     p.add_argument("id", nargs="?", type=int)
     p.add_argument("--state", choices=("pending", "delivered", "rejected", "expired"))
     p.add_argument("--type")
     p.add_argument("--host")
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--delivered-before", help="purge: ISO 8601 time (UTC if naive)")
+    p.add_argument("--note", help="ack: why (kept in the history)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_outbox)
 
@@ -324,6 +407,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deliver", help="run only the delivery worker (drains the outbox; "
                                        "for hosts where only alert agents or scripts enqueue)")
     p.set_defaults(func=cmd_deliver)
+
+    p = sub.add_parser("reload", help="reload a daemon (SIGHUP) and wait for its verdict: "
+                                      "exit 0 applied, 1 refused or not running")
+    p.add_argument("--daemon", required=True,
+                   choices=("instancemonitor", "processmonitor", "hostmonitor", "delivery"))
+    p.add_argument("--pid", type=int, help="the daemon's pid (systemd: $MAINPID); default: "
+                                           "from its status file")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds to wait for the verdict")
+    p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("check-config", help="validate the configuration and its files")
     p.set_defaults(func=cmd_check_config)

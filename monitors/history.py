@@ -111,6 +111,9 @@ def describe_event(entry: dict) -> str:
         return text
     if kind == "retry":
         return f"operator retry: {entry.get('deliveries')} delivery(ies) queued again"
+    if kind == "acknowledged":
+        note = f": {entry['note']}" if entry.get("note") else ""
+        return f"acknowledged by the operator ({entry.get('state')}, not retried){note}"
     return _compact({k: v for k, v in entry.items() if k not in ("id", "at", "kind")})
 
 

@@ -68,11 +68,13 @@ if AVAILABLE:
         buckets=LATENCY_BUCKETS, registry=None)
 
 
-def event_detected(source: str, type_: str, queued: bool) -> None:
-    """``source`` is the outbox's ``daemon/source``, split into the labels source_up has."""
+def event_detected(source: str, type_: str, queued) -> None:
+    """``source`` is the outbox's ``daemon/source``, split into the labels source_up has.
+    queued: True, False (duplicate) or an outcome name (``held``, ``refused``)."""
     if AVAILABLE:
         daemon, _, name = source.rpartition("/")
-        EVENTS.labels(daemon, name, type_, "queued" if queued else "duplicate").inc()
+        outcome = queued if isinstance(queued, str) else "queued" if queued else "duplicate"
+        EVENTS.labels(daemon, name, type_, outcome).inc()
 
 
 def delivery_answered(driver: str, outcome: str, status: int | None,
@@ -94,6 +96,14 @@ class ServiceCollector:
     def collect(self):
         svc = self.service
         yield from self._outbox(svc.outbox)
+        held = svc.backlog.state()
+        yield GaugeMetricFamily(PREFIX + "outbox_writable", "1 if this daemon's last write "
+                                "into the outbox succeeded, 0 while it holds detections in "
+                                "memory because the outbox cannot take them (disk full, "
+                                "read-only, I/O error).", value=1.0 if held["writable"] else 0.0)
+        yield GaugeMetricFamily(PREFIX + "detections_held", "Detections waiting in this "
+                                "daemon's memory for the outbox to take them (0 normally).",
+                                value=held["held"])
         up = GaugeMetricFamily(PREFIX + "source_up", "1 if the source is connected to what "
                                "it watches (libvirt, netlink, etcd, ...) and working, else 0.",
                                labels=["daemon", "source"])

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import grp
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -24,6 +26,8 @@ import time
 from typing import Any, Iterable, Iterator
 
 from monitors.notification import Notification
+
+LOG = logging.getLogger(__name__)
 
 PENDING, DELIVERED, REJECTED, EXPIRED = "pending", "delivered", "rejected", "expired"
 STATES = (PENDING, DELIVERED, REJECTED, EXPIRED)
@@ -73,6 +77,10 @@ CREATE TABLE IF NOT EXISTS history (
     detail          TEXT    NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS history_notification ON history (notification_id);
+CREATE TABLE IF NOT EXISTS probe (
+    daemon TEXT PRIMARY KEY,
+    at     REAL NOT NULL
+);
 """
 
 
@@ -164,25 +172,156 @@ def backoff(attempt: int, initial: float, cap: float, rng=random.random) -> floa
 class Outbox:
     def __init__(self, path: str, busy_timeout: float = 30.0, group: str | None = None):
         self.path = path
+        self.busy_timeout = busy_timeout
         directory = os.path.dirname(os.path.abspath(path))
+        self.group = group
         if group:
             _share_with_group(directory, path, group)
         else:
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            # Create the file 0600 ourselves: SQLite gives -wal and -shm the same mode.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._lock = threading.RLock()
         self._changed = threading.Condition(threading.Lock())
-        self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._write() as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
+        self.recovered: str | None = None  # what the last recovery did, for the operator
+        self._reopening = False
         self.owner = process_identity()
+        self._open()
+
+    # -- opening, and what to do when the file is not what it should be ---------------------
+    def _connect(self) -> None:
+        if self.group:  # 0660 in the group (also a fresh file after a quarantine)
+            _share_with_group(os.path.dirname(os.path.abspath(self.path)), self.path,
+                              self.group)
+        else:
+            # Create the file 0600 ourselves: SQLite gives -wal and -shm the same mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+                db.execute("SELECT COUNT(*) FROM notifications").fetchone()
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except BaseException:
+            db.close()
+            raise
+        st = os.stat(self.path)
+        self._db, self._identity = db, (st.st_dev, st.st_ino)
+
+    def _open(self, carried: list[dict] | None = None) -> None:
+        """Open (or create) the file; a file that is not a readable SQLite database is
+        moved aside with a timestamp, a fresh outbox started, and every row that can still
+        be read from it queued again. Storage errors (full, read-only, locked) are raised:
+        they are not the file's fault."""
+        try:
+            self._connect()
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise
+            carried = (carried or []) + self._quarantine(exc)
+            if not hasattr(self, "_db"):
+                self._connect()
+        if carried:
+            n = self._import(carried)
+            self.recovered = (self.recovered or "") + f"; {n} pending notification(s) " \
+                                                      "carried over"
+            LOG.error("outbox %s: %s", self.path, self.recovered.lstrip("; "))
+
+    def _quarantine(self, exc: BaseException) -> list[dict]:
+        """Move the corrupt file aside (under a lock, so two processes finding it at once
+        move it only once) and salvage its pending rows."""
+        mode = 0o660 if self.group else 0o600
+        with open(os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, mode)) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:  # another process may have replaced it meanwhile
+                self._connect()
+                return []
+            except sqlite3.DatabaseError as again:
+                if not _corrupt(again):
+                    raise
+            aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path + suffix, aside + suffix)
+            rows = _salvage_file(aside)
+            self._connect()
+        text = (f"outbox file was not a readable database ({exc}): moved aside to {aside}, "
+                f"a fresh outbox started; {len(rows)} pending notification(s) could be read "
+                "from it")
+        LOG.error("outbox %s: %s", self.path, text)
+        self.recovered = f"{self.recovered}; {text}" if self._reopening else text
+        return rows
+
+    def _import(self, rows: list[dict]) -> int:
+        n = 0
+        for row in rows:
+            try:
+                result = self.put(_notification(row), source=row["source"],
+                                  drivers=row["drivers"],
+                                  decision={**row["decision"], "carried_over": row["from"]})
+            except Exception as exc:  # noqa: BLE001 - one bad row must not stop the rest
+                LOG.error("outbox: row %s could not be carried over: %s", row.get("id"), exc)
+                continue
+            n += result.queued
+        return n
+
+    def check_file(self) -> str | None:
+        """Is the file at ``path`` still the one this connection writes? When it was
+        deleted or replaced while we run (the two would never meet again), carry our pending
+        rows over to what is at ``path`` now (a new outbox if nothing is) and use that.
+        Returns what was done, for the log and status; None when nothing happened."""
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                return None
+            what = "replaced"
+        except FileNotFoundError:
+            what = "deleted"
+        with self._lock:
+            old = self._db
+            try:
+                rows = _salvage(old, f"the {what} file")
+            except sqlite3.Error as exc:
+                LOG.error("outbox: reading the %s file failed: %s", what, exc)
+                rows = []
+            with _keep_names(self.path):  # closing must not unlink the new file's WAL/shm
+                with contextlib.suppress(sqlite3.Error):
+                    old.close()
+            del self._db
+            self.recovered = f"outbox {self.path} was {what} while running: reopened"
+            self._reopening = True
+            try:
+                self._open(carried=rows)
+            finally:
+                self._reopening = False
+            if not rows:
+                LOG.error("%s; no pending notification to carry over", self.recovered)
+        self.wake()
+        return self.recovered
+
+    def probe(self, name: str) -> None:
+        """A write and a read (the daemon's watchdog round). A corrupt file is recovered."""
+        try:
+            with self._write() as db:
+                db.execute("INSERT INTO probe (daemon, at) VALUES (?, ?) ON CONFLICT (daemon) "
+                           "DO UPDATE SET at = excluded.at", (name, time.time()))
+            self._read("SELECT COUNT(*) FROM notifications WHERE state = 'pending'")
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise
+            with self._lock:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+                del self._db
+                self._open()
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -362,6 +501,31 @@ class Outbox:
             self._refresh_state(db, claim.notification_id)
         return state
 
+    def acknowledge(self, notification_id: int, note: str = "") -> int:
+        """Operator action: a rejected/expired notification was seen and handled some other
+        way; it stays (with its history) but no longer makes ``status`` CRITICAL."""
+        with self._write() as db:
+            row = db.execute("SELECT state FROM notifications WHERE id = ?",
+                             (notification_id,)).fetchone()
+            if row is None or row["state"] not in (REJECTED, EXPIRED):
+                return 0
+            self._history(db, notification_id, "acknowledged",
+                          {"state": row["state"], "note": note, "by": self.owner})
+        return 1
+
+    def acknowledged(self, ids: Iterable[int]) -> set[int]:
+        """Which of these notifications were acknowledged after their last answer/retry."""
+        ids = list(ids)
+        if not ids:
+            return set()
+        rows = self._read(
+            "SELECT notification_id, MAX(CASE WHEN kind = 'acknowledged' THEN id END) AS ack,"
+            " MAX(CASE WHEN kind IN ('answer', 'retry') THEN id END) AS last FROM history "
+            f"WHERE notification_id IN ({','.join('?' * len(ids))}) GROUP BY notification_id",
+            ids)
+        return {r["notification_id"] for r in rows
+                if r["ack"] is not None and r["ack"] > (r["last"] or 0)}
+
     def retry(self, notification_id: int) -> int:
         """Operator action: put rejected/expired deliveries back in the queue."""
         now = time.time()
@@ -393,7 +557,12 @@ class Outbox:
         return self._read("SELECT COUNT(*) FROM notifications WHERE state = 'pending'")[0][0]
 
     def oldest_pending_age(self) -> float:
-        row = self._read("SELECT MIN(created_at) FROM notifications WHERE state = 'pending'")
+        """Since detection, or since the operator's last ``outbox retry`` of the row: a row
+        retried after a day is not a day late."""
+        row = self._read(
+            "SELECT MIN(MAX(n.created_at, COALESCE((SELECT MAX(h.at) FROM history h WHERE "
+            "h.notification_id = n.id AND h.kind = 'retry'), 0))) FROM notifications n "
+            "WHERE n.state = 'pending'")
         return time.time() - row[0][0] if row[0][0] else 0.0
 
     def counts(self) -> dict[str, int]:
@@ -456,6 +625,79 @@ class Outbox:
             out["history"] = [_history_entry(r) for r in self._read(
                 "SELECT * FROM history WHERE notification_id = ? ORDER BY id", (row["id"],))]
         return out
+
+
+def _corrupt(exc: BaseException) -> bool:
+    """SQLITE_NOTADB / SQLITE_CORRUPT (the file's fault), not a storage error such as
+    full, read-only, locked or I/O (OperationalError: the file itself is fine)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.OperationalError)
+
+
+@contextlib.contextmanager
+def _keep_names(path: str):
+    """SQLite deletes ``<db>-wal`` and ``<db>-shm`` *by name* when the last connection of a
+    database closes. Closing our connection to a deleted/replaced file would so unlink the
+    live WAL of whatever file now has that name (other daemons write it): keep those names
+    with a hard link and put them back afterwards."""
+    kept = []
+    for suffix in ("-wal", "-shm"):
+        keep = f"{path}{suffix}.keep-{os.getpid()}"
+        try:
+            os.link(path + suffix, keep)
+            kept.append((keep, path + suffix))
+        except OSError:
+            pass
+    try:
+        yield
+    finally:
+        for keep, name in kept:
+            try:
+                os.rename(keep, name)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(keep)
+
+
+def _salvage(db: sqlite3.Connection, origin: str) -> list[dict]:
+    """The pending notifications of a database, with their drivers still to deliver, read
+    row by row so one unreadable row does not cost the others."""
+    out = []
+    try:
+        ids = [r[0] for r in db.execute(
+            "SELECT id FROM notifications WHERE state = 'pending' ORDER BY id")]
+    except sqlite3.DatabaseError:
+        ids = []
+        with contextlib.suppress(sqlite3.DatabaseError):
+            top = db.execute("SELECT MAX(id) FROM notifications").fetchone()[0] or 0
+            ids = range(1, top + 1)
+    for nid in ids:
+        try:
+            row = db.execute("SELECT * FROM notifications WHERE id = ?", (nid,)).fetchone()
+            if row is None or row["state"] != PENDING:
+                continue
+            drivers = [r[0] for r in db.execute(
+                "SELECT driver FROM deliveries WHERE notification_id = ? AND state = 'pending'",
+                (nid,))]
+            out.append({"id": nid, "type": row["type"], "hostname": row["hostname"],
+                        "generated_time": row["generated_time"], "payload": row["payload"],
+                        "source": row["source"], "decision": json.loads(row["decision"]),
+                        "drivers": drivers or ["masakari"], "from": f"{origin} #{nid}"})
+        except (sqlite3.DatabaseError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _salvage_file(path: str) -> list[dict]:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return []
+    db.row_factory = sqlite3.Row
+    try:
+        return _salvage(db, path)
+    finally:
+        db.close()
 
 
 def _history_entry(row: sqlite3.Row) -> dict:

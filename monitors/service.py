@@ -12,6 +12,7 @@ and sd_notify from a non-main pid needs NotifyAccess=all).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,6 +27,7 @@ from oslo_config import cfg
 from oslo_service.backend.base import ServiceBase
 
 from monitors import config, drivers as drivers_mod, log, metrics
+from monitors.backlog import Backlog, Held
 from monitors.delivery import DeliveryWorker
 from monitors.notification import InvalidNotification, Notification
 from monitors.outbox import Outbox, PutResult, process_identity
@@ -38,6 +40,11 @@ LOG = logging.getLogger(__name__)
 class Health:
     ok: bool
     detail: str
+    warn: bool = False  # ok, but an operator should look (e.g. an empty process list)
+
+
+class StartError(Exception):
+    """The daemon cannot do its job (no outbox, no source started): exit non-zero."""
 
 
 class Source(Protocol):
@@ -49,26 +56,42 @@ class Source(Protocol):
     def stop(self) -> None: ...
     def reload(self, conf: cfg.ConfigOpts) -> None: ...  # raise ValueError to refuse
     def health(self) -> Health: ...
+    # optional: def threads(self) -> list[threading.Thread] -- loops that must stay alive
+    # (the watchdog is pinged only while they are); def ticked(self) -> str | None -- why
+    # the source's loop is stuck, None when it ticked recently
 
 
 class Emitter:
-    """The one door from a source into the outbox: validate, record durably, log."""
+    """The one door from a source into the outbox: validate, record durably, log. When the
+    outbox cannot take it (disk full, read-only, I/O error) the detection waits in the
+    daemon's Backlog (returned as ``Held``) and ``on_stored`` runs once it is durable."""
 
-    def __init__(self, conf, outbox: Outbox, source: str):
+    def __init__(self, conf, outbox: Outbox, source: str, backlog: Backlog | None = None):
         self.conf = conf
         self.outbox = outbox
         self.source = source
+        self.backlog = backlog if backlog is not None else Backlog()
         self.last_event: float | None = None
 
     def __call__(self, notification: Notification, decision: dict | None = None,
-                 drivers: list[str] | None = None) -> PutResult:
-        result = self.outbox.put(notification, source=self.source,
-                                 drivers=drivers or self.conf.delivery.drivers,
-                                 decision=decision)
+                 drivers: list[str] | None = None, on_stored: Callable | None = None):
+        result = self.backlog.put(self.outbox, notification, source=self.source,
+                                  drivers=list(drivers or self.conf.delivery.drivers),
+                                  decision=decision, on_stored=on_stored)
         self.last_event = time.time()
+        fields = {**notification.subject(), "SOURCE": self.source}
+        if result is None or isinstance(result, Held):
+            metrics.event_detected(self.source, notification.type,
+                                   "held" if result else "refused")
+            log.event(LOG, logging.ERROR, "detected %s %s on %s: the outbox cannot take it "
+                      "(%s); %s", notification.type,
+                      json.dumps(notification.payload, sort_keys=True), notification.hostname,
+                      self.backlog.error, "held in memory and retried" if result else
+                      "memory backlog full, NOT kept", fields={**fields,
+                                                                 "DELIVERY_STATE": "held"})
+            return result if result is not None else Held(queued=False, held=False)
         metrics.event_detected(self.source, notification.type, result.queued)
-        fields = {**notification.subject(), "NOTIFICATION_ID": result.id,
-                  "DELIVERY_STATE": "pending", "SOURCE": self.source}
+        fields.update({"NOTIFICATION_ID": result.id, "DELIVERY_STATE": "pending"})
         if result.queued:
             log.event(LOG, logging.WARNING, "detected %s %s on %s: queued as notification %s",
                       notification.type, json.dumps(notification.payload, sort_keys=True),
@@ -82,6 +105,45 @@ class Emitter:
 
 
 SourceFactory = Callable[[cfg.ConfigOpts], list]
+
+STATUS_BLOCK = 4096
+
+
+def write_status_file(path: str, doc: dict) -> None:
+    """Atomically (write, rename). The file is padded with spaces to whole 4 KiB blocks
+    (JSON ignores them), so when the disk is full the fallback can still overwrite it in
+    place, inside blocks it already owns: `ha-monitors status` then reads the cause."""
+    text = json.dumps(doc)
+    size = (len(text) // STATUS_BLOCK + 1) * STATUS_BLOCK
+    data = (text + " " * (size - len(text) - 1) + "\n").encode()
+    tmp = path + ".tmp"
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return
+    except OSError as exc:
+        error = exc
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            if os.fstat(fd).st_size >= len(text) + 1:
+                room = os.fstat(fd).st_size
+                os.pwrite(fd, (text + " " * (room - len(text) - 1) + "\n").encode(), 0)
+                return
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    now = time.monotonic()
+    if now - _status_warned.get(path, -1e9) >= 60.0:  # once a minute, not every round
+        _status_warned[path] = now
+        LOG.warning("cannot write %s: %s", path, error)
+
+
+_status_warned: dict[str, float] = {}
 
 
 class MonitorService(ServiceBase):
@@ -97,33 +159,79 @@ class MonitorService(ServiceBase):
         self.outbox: Outbox | None = None
         self.worker: DeliveryWorker | None = None
         self.metrics: metrics.Endpoint | None = None
+        self.backlog = Backlog()
+        self.start_error: str | None = None
+        self.reload_state: dict = {"seq": 0}  # the last SIGHUP's verdict, for `reload`
+        self.outbox_problem: str | None = None  # the last probe's failure, if any
+        self.recovered: dict | None = None  # the outbox file's last recovery {text, at}
         self._stopped = threading.Event()
         self._status_thread: threading.Thread | None = None
+        self._backlog_wake = threading.Event()
         self._owner = process_identity()  # pid:starttime, for the status file
+        self._supervised = bool(os.environ.get("NOTIFY_SOCKET")
+                                or os.environ.get("INVOCATION_ID"))
 
     # -- oslo.service interface -------------------------------------------------------------
     def start(self) -> None:
-        self.outbox = config.open_outbox(self.conf)
+        try:
+            self._start()
+        except Exception as exc:  # noqa: BLE001 - one clear line, then exit non-zero
+            self.start_error = (str(exc) if isinstance(exc, StartError)
+                                else f"{type(exc).__name__}: {exc}")
+            LOG.error("%s cannot start: %s", self.name, self.start_error,
+                      exc_info=not isinstance(exc, StartError))
+            self._abort_start()
+            self._stopped.set()
+
+    def _start(self) -> None:
+        path = config.outbox_path(self.conf)
+        try:
+            self.outbox = config.open_outbox(self.conf)
+        except Exception as exc:  # noqa: BLE001
+            raise StartError(f"cannot open the outbox {path}: {exc}") from exc
+        if self.outbox.recovered:
+            self.recovered = {"text": self.outbox.recovered, "at": time.time()}
         self.metrics = metrics.serve(self.conf.metrics.bind, self)
         self.worker = DeliveryWorker(self.conf, self.outbox,
                                      drivers_mod.load(self.conf, self.conf.delivery.drivers),
                                      threads=self.conf.delivery.workers)
         self.worker.start()
-        self.sources = self.build_sources(self.conf)
+        try:
+            self.sources = self.build_sources(self.conf)
+        except Exception as exc:  # noqa: BLE001
+            raise StartError(f"no source could be set up: {type(exc).__name__}: {exc}") from exc
+        failed = {}
         for source in self.sources:
-            emitter = Emitter(self.conf, self.outbox, f"{self.name}/{source.name}")
+            emitter = Emitter(self.conf, self.outbox, f"{self.name}/{source.name}",
+                              self.backlog)
             self.emitters[source.name] = emitter
             try:
                 source.start(emitter)
-            except Exception:  # noqa: BLE001 - one failing source never takes the rest down
+            except Exception as exc:  # noqa: BLE001 - one failing source never takes the rest down
+                failed[source.name] = f"{type(exc).__name__}: {exc}"
                 LOG.exception("source %s failed to start; the others keep running",
                               source.name)
+        if self.sources and len(failed) == len(self.sources):
+            raise StartError("no source could start (" + "; ".join(
+                f"{n}: {e}" for n, e in failed.items()) + "): nothing to watch")
         line = self._write_state("running")
-        self.notifier.ready(line)
+        self.notifier.ready(line)  # with the first watchdog ping
         LOG.info("%s started: %s", self.name, line)
         self._status_thread = threading.Thread(target=self._status_loop, name="status",
                                                daemon=True)
         self._status_thread.start()
+        threading.Thread(target=self._backlog_loop, name="backlog", daemon=True).start()
+
+    def _abort_start(self) -> None:
+        for source in self.sources:
+            try:
+                source.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        if self.worker:
+            self.worker.stop(timeout=1)
+        if self.metrics:
+            self.metrics.close()
 
     def stop(self, graceful: bool = True) -> None:
         if self._stopped.is_set():
@@ -135,6 +243,11 @@ class MonitorService(ServiceBase):
                 source.stop()
             except Exception:  # noqa: BLE001
                 LOG.exception("source %s failed to stop", source.name)
+        if self.outbox is not None and len(self.backlog):
+            self.backlog.flush(self.outbox)
+        for line in self.backlog.dump():  # the journal keeps what memory loses
+            LOG.error("stopping with a detection the outbox never took (%s): %s; replay it "
+                      "with ha-monitors notify", self.backlog.error, line)
         if self.worker:
             self.worker.stop(timeout=self.conf.delivery.http_timeout + 2)
         if self.metrics:
@@ -152,21 +265,60 @@ class MonitorService(ServiceBase):
         pass
 
     # -- reload -----------------------------------------------------------------------------
-    def reload(self, new_conf) -> None:
-        """Hand a validated new configuration to the sources; a source refusing it keeps
-        its old one (and says why)."""
+    def reload(self, new_conf) -> tuple[list[str], list[str]]:
+        """Hand a validated new configuration to the sources and the delivery worker; a
+        source refusing it keeps its old one (and says why). Returns (refused, not_applied):
+        what a source or the delivery refused (the file would not start cleanly), and
+        settings accepted but applied only at the next restart — one line each."""
         self.notifier.send(RELOADING=1, MONOTONIC_USEC=int(time.monotonic() * 1e6))
+        refused, not_applied = [], []
         for source in self.sources:
             try:
                 source.reload(new_conf)
             except Exception as exc:  # noqa: BLE001
                 LOG.error("reload: source %s keeps its previous configuration: %s",
                           source.name, exc)
+                refused.append(f"{source.name}: {exc}")
+        if new_conf.state_path != self.conf.state_path:
+            not_applied.append(f"[DEFAULT] state_path: the outbox stays {self.outbox.path} "
+                               "until the next restart")
+        refused += self._reload_delivery(new_conf)
         for emitter in self.emitters.values():
             emitter.conf = new_conf
         self.conf = new_conf
         self.metrics = metrics.reload(self.metrics, new_conf.metrics.bind, self)
+        for line in not_applied:
+            LOG.warning("reload: not applied: %s", line)
         self.notifier.send(READY=1, STATUS=self.status_line())
+        return refused, not_applied
+
+    def _reload_delivery(self, new_conf) -> list[str]:
+        """A new worker with the new [api], [delivery], [webhook] settings and drivers; the
+        old one finishes its in-flight sends and stops. If the new drivers cannot be loaded,
+        the old worker keeps running and the reason is returned."""
+        try:
+            drivers = drivers_mod.load(new_conf, new_conf.delivery.drivers)
+        except Exception as exc:  # noqa: BLE001
+            return [f"[delivery] drivers / [api] / [webhook]: {exc}; delivery keeps the "
+                    "previous settings"]
+        old, self.worker = self.worker, DeliveryWorker(new_conf, self.outbox, drivers,
+                                                       threads=new_conf.delivery.workers)
+        self.worker.start()
+        if old is not None:
+            threading.Thread(target=old.stop, args=(new_conf.delivery.http_timeout + 2,),
+                             name="delivery-retire", daemon=True).start()
+        LOG.info("reload: delivery via %s with the new [api]/[delivery]/[webhook] settings",
+                 ", ".join(drivers))
+        return []
+
+    def record_reload(self, ok: bool, error: str = "", not_applied=()) -> None:
+        """The verdict `ha-monitors reload` waits for, written at once into the status file.
+        Not ok: the file on disk would not start cleanly; status says WARNING until it is
+        fixed (rechecked every 5 s) or a reload succeeds."""
+        self.reload_state = {"seq": self.reload_state.get("seq", 0) + 1, "ok": ok,
+                             "error": error, "not_applied": list(not_applied),
+                             "at": time.time()}
+        self._write_state("running")
 
     # -- status -----------------------------------------------------------------------------
     def _depth(self) -> int:
@@ -182,11 +334,43 @@ class MonitorService(ServiceBase):
                 out[source.name] = source.health()
             except Exception as exc:  # noqa: BLE001
                 out[source.name] = Health(False, f"health check failed: {exc}")
+            stuck = self._stuck(source)
+            if stuck:
+                out[source.name] = Health(False, stuck)
         return out
+
+    @staticmethod
+    def _stuck(source) -> str | None:
+        """Why a source's loop no longer runs: a dead thread, or no tick (see Source)."""
+        threads = getattr(source, "threads", None)
+        if threads is not None:
+            try:
+                dead = [t.name for t in threads()
+                        if t.ident is not None and not t.is_alive()]
+            except Exception as exc:  # noqa: BLE001
+                return f"cannot check its threads: {exc}"
+            if dead:
+                return f"thread(s) died: {', '.join(dead)} (restart the daemon; see the log)"
+        ticked = getattr(source, "ticked", None)
+        if ticked is not None:
+            try:
+                return ticked()
+            except Exception as exc:  # noqa: BLE001
+                return f"cannot check its loop: {exc}"
+        return None
 
     def status_line(self, health: dict[str, Health] | None = None) -> str:
         health = self.health() if health is None else health
-        parts = [f"{name}: {h.detail}" for name, h in health.items()] or ["no sources"]
+        parts = []
+        held = self.backlog.state()
+        if held["error"]:
+            parts.append(f"DEGRADED: {held['error']}; {held['held']} detection(s) held in "
+                         "memory")
+        elif self.outbox_problem:
+            parts.append(f"DEGRADED: {self.outbox_problem}")
+        if not self.reload_state.get("ok", True):
+            parts.append(f"reload refused: {self.reload_state['error'][:200]}")
+        parts += [f"{name}: {h.detail}" for name, h in health.items()] or ["no sources"]
         parts.append(f"outbox {self._depth()} pending")
         answer = self.worker.last_answer if self.worker else None
         if answer and answer.outcome not in ("delivered", "duplicate"):
@@ -202,27 +386,79 @@ class MonitorService(ServiceBase):
         doc = {"daemon": self.name, "pid": os.getpid(), "owner": self._owner, "state": state,
                "updated_at": time.time(), "status": line,
                "last_event": max(last) if last else None,
+               "supervised": self._supervised,
+               "outbox": {**self.backlog.state(), "problem": self.outbox_problem,
+                          "recovered": self.recovered},
+               "reload": self.reload_state,
                "sources": {n: dataclasses.asdict(h) for n, h in health.items()}}
         path = os.path.join(self.conf.state_path, f"{self.name}.status.json")
-        tmp = path + ".tmp"
-        try:
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-                json.dump(doc, f)
-            os.replace(tmp, path)
-        except OSError as exc:
-            LOG.warning("cannot write %s: %s", path, exc)
+        write_status_file(path, doc)
         return line
+
+    def _probe_outbox(self) -> bool:
+        """A write and a read answered since the last round (a storage error counts as an
+        answer: it is reported as DEGRADED, and a restart would not make space but would
+        lose what is held in memory). Also notices a deleted or replaced outbox file."""
+        try:
+            before = self.outbox.recovered
+            self.outbox.check_file()
+            self.outbox.probe(self.name)
+            if self.outbox.recovered and self.outbox.recovered is not before:
+                self.recovered = {"text": self.outbox.recovered, "at": time.time()}
+        except Exception as exc:  # noqa: BLE001
+            from monitors.backlog import describe, is_outbox_failure
+            if not is_outbox_failure(exc):
+                raise
+            self.outbox_problem = describe(exc, self.outbox.path)
+            return True
+        if self.outbox_problem:
+            LOG.warning("outbox answers again (was: %s)", self.outbox_problem)
+        self.outbox_problem = None
+        if len(self.backlog):
+            self._backlog_wake.set()
+        return True
 
     def _status_loop(self) -> None:
         interval = min(self.notifier.watchdog_interval or 5.0, 5.0)
+        recheck = 0.0
         while not self._stopped.wait(interval):
-            # One health round for the file and STATUS; it reads the outbox, so a hung
-            # database stops the pings.
+            # The probe writes and reads the outbox: a hung database blocks here, so the
+            # pings stop and systemd restarts the daemon.
+            answered = self._probe_outbox()
             line = self._write_state("running")
             alive = self.worker is not None and all(t.is_alive() for t in self.worker._workers)
+            sources_ok = not any(self._stuck(s) for s in self.sources)
             self.notifier.status(line)
-            if alive:
+            if alive and answered and sources_ok:
                 self.notifier.watchdog()
+            if not self.reload_state.get("ok", True) and time.monotonic() >= recheck:
+                recheck = time.monotonic() + 5.0
+                self._recheck_refused_config()
+
+    def _recheck_refused_config(self) -> None:
+        """After a refused SIGHUP: is the file on disk fixed? (It would stop the next start.)"""
+        checker = getattr(self, "validate_on_disk", None)
+        if checker is None:
+            return
+        try:
+            checker()
+        except Exception:  # noqa: BLE001 - still broken: the WARNING stays
+            return
+        LOG.info("the configuration on disk is valid again (not applied yet: reload to "
+                 "apply it)")
+        self.reload_state = {**self.reload_state, "ok": True, "error": "",
+                             "fixed_at": time.time()}
+
+    def _backlog_loop(self) -> None:
+        """Retry held detections every second until the outbox takes them."""
+        while not self._stopped.is_set():
+            self._backlog_wake.wait(1.0)
+            self._backlog_wake.clear()
+            if len(self.backlog):
+                try:
+                    self.backlog.flush(self.outbox)
+                except Exception:  # noqa: BLE001
+                    LOG.exception("retrying held detections failed")
 
 
 def _parse(name: str, argv, register) -> cfg.ConfigOpts:
@@ -274,6 +510,7 @@ def run(name: str, build_sources: SourceFactory, argv=None, register=None,
     signal.signal(signal.SIGTERM, lambda *_: term.set())
     signal.signal(signal.SIGINT, lambda *_: term.set())
     signal.signal(signal.SIGHUP, lambda *_: hup.set())
+    svc.validate_on_disk = lambda: _load_valid(name, argv, register, validate)
     launcher = oslo_service.Launcher(conf)
     launcher.launch_service(svc)
     while not term.wait(0.2):
@@ -284,12 +521,24 @@ def run(name: str, build_sources: SourceFactory, argv=None, register=None,
             LOG.info("SIGHUP: reloading the configuration")
             try:
                 new_conf = _load_valid(name, argv, register, validate)
-            except (cfg.Error, ValueError, OSError) as exc:
+            except (cfg.Error, ValueError, OSError, InvalidNotification) as exc:
                 LOG.error("SIGHUP: new configuration rejected, the old one stays in force: "
                           "%s", exc)
-                notifier.status(f"reload rejected: {exc}; " + svc.status_line())
+                svc.record_reload(False, str(exc))
+                notifier.send(READY=1, STATUS=f"reload rejected: {exc}; " + svc.status_line())
                 continue
-            svc.reload(new_conf)
+            try:
+                refused, not_applied = svc.reload(new_conf)
+            except Exception as exc:  # noqa: BLE001 - a reload must never kill the daemon
+                LOG.exception("SIGHUP: reload failed")
+                svc.record_reload(False, f"{type(exc).__name__}: {exc}")
+                continue
+            svc.record_reload(not refused, "; ".join(refused), not_applied)
+    if svc.start_error:
+        print(f"ha-{name}: cannot start: {svc.start_error}", file=sys.stderr)
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(1)  # oslo's launcher thread (waiting for a stop) would keep us alive
     stopper = threading.Thread(target=launcher.stop, daemon=True)
     stopper.start()
     stopper.join(conf.graceful_shutdown_timeout or None)

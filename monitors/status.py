@@ -25,6 +25,7 @@ class Thresholds:
     pending_warn: float = 60.0    # oldest undelivered notification
     pending_crit: float = 600.0
     window: float = 86400.0       # rejected/expired notifications this recent need an operator
+    recovered_for: float = 3600.0  # a recovered outbox file is reported this long
 
 
 @dataclasses.dataclass
@@ -42,13 +43,19 @@ def known_daemons(state_path: str) -> list[str]:
 
 
 def _read(state_path: str, name: str) -> dict | None:
-    try:
-        with open(os.path.join(state_path, name + SUFFIX)) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        return {"daemon": name, "state": "unreadable", "error": str(exc)}
+    for attempt in range(3):  # on a full disk the daemon rewrites it in place
+        try:
+            with open(os.path.join(state_path, name + SUFFIX)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            error = exc
+            time.sleep(0.05)
+        except OSError as exc:
+            error = exc
+            break
+    return {"daemon": name, "state": "unreadable", "error": str(error)}
 
 
 def _alive(doc: dict) -> bool:
@@ -75,6 +82,8 @@ def daemon_report(state_path: str, name: str, th: Thresholds, now: float,
     state = doc.get("state")
     if state == "unreadable":
         problems.append(Problem(UNKNOWN, f"{name}: status file unreadable: {doc['error']}"))
+    elif state == "stopped" and not expected and doc.get("supervised") is False:
+        pass  # a one-off run by hand (e.g. `ha-monitors deliver`) that ended: nothing to do
     elif state == "stopped":
         problems.append(Problem(CRITICAL, f"{name}: stopped at {_ago(doc.get('updated_at'), now)}"))
     elif not _alive(doc):
@@ -87,10 +96,34 @@ def daemon_report(state_path: str, name: str, th: Thresholds, now: float,
                                           f"status since {_ago(doc.get('updated_at'), now)} "
                                           "(hung?)"))
     if state == "running":
+        box = doc.get("outbox") or {}
+        if box.get("error"):
+            problems.append(Problem(CRITICAL, f"{name}: {box['error']}; {box.get('held', 0)} "
+                                              "detection(s) held in memory, retried every "
+                                              "second (free space or fix the mount)"))
+        elif box.get("problem"):
+            problems.append(Problem(CRITICAL, f"{name}: {box['problem']}"))
+        if box.get("refused"):
+            problems.append(Problem(CRITICAL, f"{name}: {box['refused']} detection(s) NOT "
+                                              "kept (memory backlog full): see the journal"))
+        recovered = box.get("recovered") or {}
+        if recovered and now - (recovered.get("at") or 0) < th.recovered_for:
+            problems.append(Problem(WARNING, f"{name}: {recovered.get('text')} (at "
+                                             f"{_ago(recovered.get('at'), now)})"))
+        reload = doc.get("reload") or {}
+        if reload.get("ok") is False:
+            problems.append(Problem(WARNING, f"{name}: reload refused at "
+                                             f"{_ago(reload.get('at'), now)}: "
+                                             f"{(reload.get('error') or '')[:200]}; the old "
+                                             "configuration runs, the file on disk would "
+                                             "not start cleanly"))
         for source, health in sorted((doc.get("sources") or {}).items()):
             if not health.get("ok"):
                 problems.append(Problem(CRITICAL, f"{name}: source {source}: "
                                                   f"{health.get('detail')}"))
+            elif health.get("warn"):
+                problems.append(Problem(WARNING, f"{name}: source {source}: "
+                                                 f"{health.get('detail')}"))
     return {**doc, "state": state}, problems
 
 
@@ -107,17 +140,21 @@ def outbox_report(box: Outbox, th: Thresholds, now: float) -> tuple[dict, list[P
         problems.append(Problem(WARNING, f"outbox: oldest undelivered notification waits for "
                                          f"{oldest:.0f}s"))
     for state in ("rejected", "expired"):
-        for row in box.list(state=state, since=now - th.window, limit=20):
+        rows = box.list(state=state, since=now - th.window, limit=1000)
+        acked = box.acknowledged(r["id"] for r in rows)
+        for row in [r for r in rows if r["id"] not in acked][:20]:
             last = next((d for d in row["deliveries"] if d["state"] == state), {})
             problems.append(Problem(CRITICAL, f"notification {row['id']} {state} by "
                                               f"{last.get('driver', '?')}: "
                                               f"{(last.get('last_message') or '')[:120]} "
-                                              f"(ha-monitors outbox show {row['id']})"))
+                                              f"(ha-monitors outbox show {row['id']}; then "
+                                              f"outbox retry or outbox ack {row['id']})"))
     return report, problems
 
 
 def collect(state_path: str, box: Outbox | None, daemons: list[str] | None,
-            th: Thresholds, now: float | None = None) -> dict:
+            th: Thresholds, now: float | None = None, outbox_error: str | None = None
+            ) -> dict:
     now = time.time() if now is None else now
     names = daemons or known_daemons(state_path)
     problems: list[Problem] = []
@@ -129,6 +166,8 @@ def collect(state_path: str, box: Outbox | None, daemons: list[str] | None,
     if not names:
         problems.append(Problem(UNKNOWN, f"no daemon has written a status file in {state_path}"))
     outbox = None
+    if outbox_error:  # e.g. read-only or full: the daemons hold detections in memory
+        problems.insert(0, Problem(CRITICAL, outbox_error))
     if box is not None:
         try:
             outbox, found = outbox_report(box, th, now)

@@ -60,6 +60,19 @@ class ProcessSource:
         LOG.info("watching %d process(es) of %s: %d pid(s); proc connector %s",
                  len(self.workers), self.plist.path, self.watcher.watched(),
                  "on" if self.watcher.proc_connector else "off (scan only)")
+        self._warn_if_empty()
+
+    def _warn_if_empty(self) -> None:
+        if not self.workers:
+            LOG.warning("the process list %s names no process: nothing is watched",
+                        self.plist.path)
+
+    def threads(self) -> list:
+        """The watcher and each entry's restart thread must stay alive (watchdog)."""
+        out = [w._thread for w in self.workers.values() if not w._stop.is_set()]
+        if self.watcher is not None and getattr(self.watcher, "_thread", None) is not None:
+            out.append(self.watcher._thread)
+        return out
 
     def stop(self) -> None:
         for worker in self.workers.values():
@@ -92,6 +105,7 @@ class ProcessSource:
         for worker in added:
             worker.start()
         LOG.info("process list reloaded: %d process(es)", len(self.workers))
+        self._warn_if_empty()
 
     def health(self) -> service.Health:
         failed = [n for n, w in self.workers.items() if w.state == FAILED]
@@ -103,4 +117,7 @@ class ProcessSource:
             detail += f"; restart failed: {', '.join(sorted(failed))}"
         if self.plist.errors:
             detail += f"; {len(self.plist.errors)} invalid list entr(ies) left out"
+        if not self.workers:
+            return service.Health(ok=True, warn=True, detail=f"the process list "
+                                  f"{self.plist.path} names no process: nothing is watched")
         return service.Health(ok=not failed and not self.plist.errors, detail=detail)

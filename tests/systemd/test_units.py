@@ -30,7 +30,10 @@ def test_unit_is_notify_with_watchdog_and_reload(unit):
     service = parser["Service"]
     assert service["Type"] == "notify"
     assert int(service["WatchdogSec"]) >= 10
-    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # a reload that waits for the daemon's verdict, with the same configuration as the daemon
+    config_args = service["ExecStart"].split(" ", 1)[1]
+    assert service["ExecReload"] == (f"/usr/bin/ha-monitors {config_args} reload --daemon "
+                                     f"{unit.stem.removeprefix('ha-')} --pid $MAINPID")
     assert service["Restart"] == "on-failure"
     assert service["NotifyAccess"] == "main"  # the daemon notifies from its main process
     assert service["StateDirectory"] == "compute-ha-monitors"
