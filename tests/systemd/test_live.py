@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.fixtures import systemd_pid1
+from tests.fixtures import cib, systemd_pid1
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 UNITS = ("ha-instancemonitor", "ha-processmonitor", "ha-hostmonitor")
 CONF = "/etc/compute-ha-monitors/monitors.conf"
 STATE = "/var/lib/compute-ha-monitors"
+CIB_DIR = "/var/lib/ha-test-cib"
 VICTIM = """[Unit]
 Description=a service processmonitor watches ({tag})
 [Service]
@@ -359,6 +360,7 @@ def test_hacluster_alert_agent_hands_over_through_state_group(units, masakari_ap
         "debug = true", "debug = true\nstate_group = haclient")
         + "\n[hostmonitor_peers]\nreporter_grace = 1\n", 0o640)
     units.run("chgrp", "haclient", CONF)
+    units.run("install", "-d", "-m", "0755", "/etc/compute-ha-monitors/monitors.conf.d")
     units.write("/etc/compute-ha-monitors/monitors.conf.d/secrets.conf",
                 f"[api]\nauth_type = none\nendpoint = {units.endpoint}\n", 0o600)
     src = f"{systemd_pid1.INSIDE}/src/systemd/ha-state-group.conf"
@@ -374,7 +376,15 @@ def test_hacluster_alert_agent_hands_over_through_state_group(units, masakari_ap
         r = units.run("setpriv", "--reuid=hacluster", "--regid=haclient", "--init-groups",
                       "cat", "/etc/compute-ha-monitors/monitors.conf.d/secrets.conf", check=False)
         assert r.returncode != 0 and "Permission denied" in r.stderr
+        # No cluster runs in this namespace: the Pacemaker CLI reads a CIB file instead
+        # (CIB_file), in which this host is the DC with quorum and the peer is offline — the
+        # view the agent would get on the surviving DC. The live cluster's own agent runs
+        # are tests/hostmonitor/peers (pacemaker-live).
+        units.run("install", "-d", "-m", "0750", "-o", "hacluster", "-g", "haclient", CIB_DIR)
+        units.write(f"{CIB_DIR}/cib.xml", cib.cib_xml({units.hostname: True, peer: False}), 0o660)
+        units.run("chown", "hacluster:haclient", f"{CIB_DIR}/cib.xml")
         env = {"CRM_alert_kind": "fencing", "CRM_alert_node": peer, "CRM_alert_task": "reboot",
+               "CIB_file": f"{CIB_DIR}/cib.xml",
                "CRM_alert_rc": "0", "CRM_alert_recipient": CONF,
                "CRM_alert_desc": f"Operation reboot of {peer} by node1 for x@node1: OK",
                "CRM_alert_timestamp_epoch": str(int(time.time())),
@@ -383,8 +393,14 @@ def test_hacluster_alert_agent_hands_over_through_state_group(units, masakari_ap
                       "env", *(f"{k}={v}" for k, v in env.items()), "ha-pacemaker-alert",
                       check=False)
         assert r.returncode == 0, r.stdout + r.stderr
-        rows = wait_for(lambda: _stored(masakari_api, peer, "COMPUTE_HOST"), 20, interval=0.2,
-                        what="the alert agent's COMPUTE_HOST stored by masakari-api")
+        try:
+            rows = wait_for(lambda: _stored(masakari_api, peer, "COMPUTE_HOST"), 20,
+                            interval=0.2, what="the alert agent's COMPUTE_HOST stored")
+        except AssertionError as exc:
+            log = units.run("sh", "-c", f"cat {STATE}/pacemaker-alert/*.log; ls -la {STATE} "
+                            f"{STATE}/pacemaker-alert", check=False)
+            raise AssertionError(f"{exc}\nagent: {r.stderr}\n{log.stdout}{log.stderr}"
+                                 f"\noutbox: {json.dumps(_outbox(units))[-2000:]}") from None
         assert len(rows) == 1
         assert rows[0]["payload"] == {"event": "STOPPED", "cluster_status": "OFFLINE",
                                       "host_status": "NORMAL"}
