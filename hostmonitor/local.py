@@ -249,17 +249,18 @@ class LocalHostSource:
             self._unstored += 1
         result = self.emit(notification, decision={**decision, "action": what},
                            drivers=drivers, on_stored=self._stored)
+        shown = result.id if result.id is not None else "(held in memory: outbox not writable)"
         if self.row.get("management") == DOWN:
             # Nothing holds it: the worker sends it as soon as the API answers, which may be
             # at once when the API is reachable by another route (seen under systemd).
             log.event(LOG, logging.WARNING, "%s: management network down: notification %s "
                       "queued; delivery is retried until the recovery API answers (%d "
-                      "pending in the outbox)", what, result.id,
+                      "pending in the outbox)", what, shown,
                       self._held(), fields={**notification.subject(),
                                             "NOTIFICATION_ID": result.id, "ACTION": what})
         else:
             log.event(LOG, logging.WARNING, "%s for %s: notification %s (row %s)", what,
-                      self.conf.hostname, result.id, decision["row"],
+                      self.conf.hostname, shown, decision["row"],
                       fields={**notification.subject(), "NOTIFICATION_ID": result.id,
                               "ACTION": what, "RULE": decision.get("rule")})
         return result.id

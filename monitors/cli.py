@@ -319,8 +319,10 @@ def cmd_reload(args) -> int:
               file=sys.stderr)
         return 1
     if not verdict.get("ok"):
-        print(f"ha-monitors reload: {args.daemon} refused the new configuration, the old one "
-              f"stays in force: {verdict.get('error')}", file=sys.stderr)
+        kept = ("what refused it keeps its previous settings, the rest is applied"
+                if verdict.get("partial") else "the old one stays in force")
+        print(f"ha-monitors reload: {args.daemon} refused the new configuration, {kept}: "
+              f"{verdict.get('error')}", file=sys.stderr)
         return 1
     for line in verdict.get("not_applied") or []:
         print(f"ha-monitors reload: {args.daemon}: not applied until restart: {line}",

@@ -119,6 +119,7 @@ class DeliveryWorker:
     # -- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
         poll = self.conf.delivery.idle_poll_interval
+        last_error, logged_at = "", 0.0
         while not self._stop.is_set():
             try:
                 if self.run_once():
@@ -127,8 +128,18 @@ class DeliveryWorker:
                                         self.gate_reopens_at())), default=None)
                 wait = poll if due is None else min(poll, max(due - time.time(), 0.01))
                 self.outbox.wait(wait)
-            except Exception:  # noqa: BLE001 - e.g. a locked or full disk: keep trying
-                LOG.exception("delivery loop error; retrying in 1s")
+            except Exception as exc:  # noqa: BLE001 - e.g. a locked or full disk: keep trying
+                # The same error once a minute (with its traceback the first time), not
+                # once a second: the runtime's status names an outbox fault anyway.
+                text = f"{type(exc).__name__}: {exc}"
+                if text != last_error:
+                    LOG.exception("delivery loop error; retrying every second")
+                elif time.monotonic() - logged_at >= 60.0:
+                    LOG.error("delivery loop error (still): %s; retrying every second", text)
+                else:
+                    self._stop.wait(1.0)
+                    continue
+                last_error, logged_at = text, time.monotonic()
                 self._stop.wait(1.0)
 
     def start(self) -> None:

@@ -31,6 +31,10 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # A datagram socket blocks when the reader's queue is full (10 datagrams by
+                # default): a notify socket nobody reads must not hang a reload or the
+                # status loop. After a second the message is dropped (STATUS repeats).
+                self._sock.settimeout(1.0)
             self._sock.sendto(message, self.address)
             return True
         except OSError:

@@ -107,6 +107,7 @@ class Emitter:
 SourceFactory = Callable[[cfg.ConfigOpts], list]
 
 STATUS_BLOCK = 4096
+RESTART_ONLY = ("debug", "log_file", "log_dir", "use_journal", "use_syslog", "log_config_append")
 
 
 def write_status_file(path: str, doc: dict) -> None:
@@ -167,6 +168,7 @@ class MonitorService(ServiceBase):
         self._stopped = threading.Event()
         self._status_thread: threading.Thread | None = None
         self._backlog_wake = threading.Event()
+        self._state_lock = threading.Lock()  # one writer of the status file at a time
         self._owner = process_identity()  # pid:starttime, for the status file
         self._supervised = bool(os.environ.get("NOTIFY_SOCKET")
                                 or os.environ.get("INVOCATION_ID"))
@@ -282,6 +284,14 @@ class MonitorService(ServiceBase):
         if new_conf.state_path != self.conf.state_path:
             not_applied.append(f"[DEFAULT] state_path: the outbox stays {self.outbox.path} "
                                "until the next restart")
+        for option in RESTART_ONLY:  # logging is set up once, at start
+            try:
+                changed = getattr(new_conf, option) != getattr(self.conf, option)
+            except (cfg.NoSuchOptError, AttributeError):
+                continue
+            if changed:
+                not_applied.append(f"[DEFAULT] {option}: logging is set up at start; it "
+                                   "applies at the next restart")
         refused += self._reload_delivery(new_conf)
         for emitter in self.emitters.values():
             emitter.conf = new_conf
@@ -311,13 +321,14 @@ class MonitorService(ServiceBase):
                  ", ".join(drivers))
         return []
 
-    def record_reload(self, ok: bool, error: str = "", not_applied=()) -> None:
+    def record_reload(self, ok: bool, error: str = "", not_applied=(),
+                      partial: bool = False) -> None:
         """The verdict `ha-monitors reload` waits for, written at once into the status file.
         Not ok: the file on disk would not start cleanly; status says WARNING until it is
         fixed (rechecked every 5 s) or a reload succeeds."""
         self.reload_state = {"seq": self.reload_state.get("seq", 0) + 1, "ok": ok,
                              "error": error, "not_applied": list(not_applied),
-                             "at": time.time()}
+                             "partial": partial, "at": time.time()}
         self._write_state("running")
 
     # -- status -----------------------------------------------------------------------------
@@ -380,6 +391,10 @@ class MonitorService(ServiceBase):
     def _write_state(self, state: str) -> str:
         """What `ha-monitors status` reads: one small JSON file per daemon, from the same
         health round as the status line it returns (for sd_notify)."""
+        with self._state_lock:  # the status loop and a reload verdict: never an older doc last
+            return self._write_state_locked(state)
+
+    def _write_state_locked(self, state: str) -> str:
         health = self.health()
         line = self.status_line(health)
         last = [e.last_event for e in self.emitters.values() if e.last_event]
@@ -407,8 +422,9 @@ class MonitorService(ServiceBase):
                 self.recovered = {"text": self.outbox.recovered, "at": time.time()}
         except Exception as exc:  # noqa: BLE001
             from monitors.backlog import describe, is_outbox_failure
-            if not is_outbox_failure(exc):
-                raise
+            if not is_outbox_failure(exc):  # a bug: no ping, systemd restarts us
+                LOG.exception("outbox probe failed")
+                return False
             self.outbox_problem = describe(exc, self.outbox.path)
             return True
         if self.outbox_problem:
@@ -533,7 +549,7 @@ def run(name: str, build_sources: SourceFactory, argv=None, register=None,
                 LOG.exception("SIGHUP: reload failed")
                 svc.record_reload(False, f"{type(exc).__name__}: {exc}")
                 continue
-            svc.record_reload(not refused, "; ".join(refused), not_applied)
+            svc.record_reload(not refused, "; ".join(refused), not_applied, partial=True)
     if svc.start_error:
         print(f"ha-{name}: cannot start: {svc.start_error}", file=sys.stderr)
         sys.stderr.flush()

@@ -79,6 +79,7 @@ class EtcdPeers:
         self._detail = "starting"
         self.first_seen: dict[str, float] = {}
         self.stats = {"reports": 0, "reconciles": 0, "watch_events": 0}
+        self._held: set[str] = set()  # reports the outbox has not taken yet
 
     # -- keys -------------------------------------------------------------------------------
     def k(self, *parts: str) -> str:
@@ -315,17 +316,27 @@ class EtcdPeers:
             timer = threading.Timer(settle, self._kick.set)
             timer.daemon = True
             timer.start()
-        for host in sorted(down_now - down_recs.keys() - set(waiting)):
+        for host in sorted(down_now - down_recs.keys() - set(waiting) - self._held):
             note = payloads.stopped(host, fenced)
-            result = self.emit(note, decision={
+            self._held.add(host)
+
+            def stored(host=host, note=note):
+                # The shared "reported" record is written only once the report is durable:
+                # until then (disk full) a restart, or another reporter, reports it again.
+                self._held.discard(host)
+                try:
+                    client.put(self.k("down", host), json.dumps(
+                        {"by": self.me, "at": time.time(),
+                         "host_status": note.payload["host_status"],
+                         "generated_time": note.time_text}))
+                except Exception as exc:  # noqa: BLE001 - reported again at the next look
+                    LOG.error("etcd: cannot record the report of %s: %s", host, exc)
+            self.emit(note, decision={
                 "driver": "etcd", "reporter": self.me, "hosts": len(hosts),
                 "down": len(down_now), "fencing": "not required (disable_ipmi_check)"
-                if fenced else "not confirmed (etcd has no fencing): UNKNOWN"})
+                if fenced else "not confirmed (etcd has no fencing): UNKNOWN"},
+                on_stored=stored)
             self.stats["reports"] += 1
-            client.put(self.k("down", host), json.dumps(
-                {"by": self.me, "at": time.time(), "notification": result.id,
-                 "host_status": note.payload["host_status"],
-                 "generated_time": note.time_text}))
         for host in sorted(down_recs.keys() & alive):
             self.emit(payloads.started(host), decision={"driver": "etcd", "reporter": self.me})
             self.stats["reports"] += 1

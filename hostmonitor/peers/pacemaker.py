@@ -126,14 +126,30 @@ class PacemakerPoller:
             rec["offline_since"] = now.isoformat()
         if count < samples:
             return
+        if rec.get("held"):  # a report the outbox has not taken yet: not twice
+            return
         if not node.online and rec.get("reported") != "offline":
             self._report_offline(node, rec, now)
         elif node.online and rec.get("reported") == "offline":
-            result = self.emit(payloads.started(node.name, now),
-                               decision={"driver": "pacemaker-poll", "samples": count,
-                                         "node_type": node.type})
-            rec.update(reported="online", at=now.isoformat(), notification=result.id)
+            self._emit_then_record(node.name, rec, payloads.started(node.name, now),
+                                   {"driver": "pacemaker-poll", "samples": count,
+                                    "node_type": node.type}, "online", now)
             rec.pop("offline_since", None)
+
+    def _emit_then_record(self, name, rec, notification, decision, reported, now) -> None:
+        """The node's reported state (saved to disk) moves only once the notification is in
+        the outbox: when the outbox cannot take it yet (disk full), a restart meanwhile
+        reports the node again instead of believing it reported."""
+        box = {}
+
+        def stored():
+            rec.pop("held", None)
+            rec.update(reported=reported, at=now.isoformat(), notification=box.get("id"))
+        rec["held"] = reported
+        result = self.emit(notification, decision=decision, on_stored=stored)
+        box["id"] = result.id
+        if result.id is not None:
+            rec["notification"] = result.id
 
     def _report_offline(self, node: crm.Node, rec: dict, now: dt.datetime) -> None:
         host, peers = self.conf.host, self.conf[GROUP]
@@ -164,10 +180,11 @@ class PacemakerPoller:
                 else:
                     fenced = False
                     decision["fencing"] = f"no confirmation within {host.stonith_wait}s"
-        result = self.emit(payloads.stopped(node.name, fenced, now), decision=decision)
+        self._emit_then_record(node.name, rec, payloads.stopped(node.name, fenced, now),
+                               decision, "offline", now)
         log.event(LOG, logging.WARNING, "peer %s is offline (fencing: %s)", node.name,
                   decision["fencing"], fields={"PEER": node.name})
-        rec.update(reported="offline", at=now.isoformat(), notification=result.id)
 
     def _save(self) -> None:
-        state.save(self.path, {"nodes": self.nodes})
+        state.save(self.path, {"nodes": {n: {k: v for k, v in r.items() if k != "held"}
+                                         for n, r in self.nodes.items()}})

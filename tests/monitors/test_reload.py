@@ -43,6 +43,12 @@ def test_reload_command_waits_for_the_verdict(tmp_path, conf):
         conf.write_text(good)
         r = cli(conf, "reload", "--daemon", "delivery")
         assert r.returncode == 0, r.stderr
+        # accepted, but an option that only applies at a restart is named
+        conf.write_text(good.replace("debug = true", "debug = false"))
+        r = cli(conf, "reload", "--daemon", "delivery")
+        assert r.returncode == 0, r.stderr
+        assert "not applied until restart: [DEFAULT] debug: logging is set up at start" \
+            in r.stderr
 
 
 def test_sighup_applies_the_webhook_url_and_a_new_driver(tmp_path, masakari_api, host):

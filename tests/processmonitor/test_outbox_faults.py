@@ -81,6 +81,7 @@ def test_disk_full_detection_held_then_delivered_when_space_returns(
         time.sleep(4)
         log = daemon.log_text()
         assert log.count("outbox not writable: disk full") <= 4, log[-3000:]
+        assert log.count("delivery loop error") <= 1, log[-3000:]
         assert "could not queue" not in log
         os.unlink(filler)  # space returns: no restart, no operator action
         rows = wait_notification(masakari_api, host, "STOPPED")
