@@ -65,11 +65,9 @@ class CLIError(Exception):
 
 
 def _outbox(conf):
-    from monitors.outbox import Outbox
-
     path = config.outbox_path(conf)
     try:
-        return Outbox(path)
+        return config.open_outbox(conf)
     except (OSError, sqlite3.Error) as exc:
         why = getattr(exc, "strerror", None) or str(exc)
         raise CLIError(f"outbox {path}: cannot open it: {why} (uid {os.getuid()}; the "
@@ -290,7 +288,7 @@ def cmd_check_config(args) -> int:
     checked = check_conf(conf)  # first: loading the auth plugin registers its [api] options
     warnings = unknown_options(conf, files) + config.ignored_settings(conf)
     problems = []
-    for line in checked:  # a check's "warning: ..." lines do not fail the config
+    for line in checked + config.state_group_findings(conf):  # a check's "warning: ..." lines do not fail the config
         (warnings if line.startswith("warning: ") or ": warning: " in line else problems
          ).append(line)
     for line in warnings:

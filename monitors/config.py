@@ -14,6 +14,7 @@ import difflib
 import os
 import re
 import socket
+import sys
 
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg, types
@@ -62,6 +63,13 @@ default_opts = [
     cfg.StrOpt("state_path", default="/var/lib/compute-ha-monitors",
                help="Directory holding all durable state: the outbox and the sources' "
                     "last known state."),
+    cfg.StrOpt("state_group", default="",
+               help="Group whose members may hand notifications to the outbox, e.g. "
+                    "haclient so Pacemaker's alert agent (run as hacluster) can: state_path "
+                    "is then kept setgid 2770 in this group and the outbox files 0660. "
+                    "Empty = root only (0700, 0600). The units need the ha-state-group.conf "
+                    "drop-in (Group=, StateDirectoryMode=2770); secrets then go in a file of "
+                    "monitors.conf.d the group cannot read (docs/systemd.md)."),
     ignored("DEFAULT", cfg.StrOpt, "tempdir",
             "no temporary files are written; durable state is in [DEFAULT] state_path"),
     ignored("DEFAULT", cfg.BoolOpt, "monkey_patch",
@@ -282,9 +290,34 @@ def load(conf: cfg.ConfigOpts, args: list[str] | None, prog: str) -> cfg.ConfigO
     default_files = [DEFAULT_CONFIG_FILE] if os.path.exists(DEFAULT_CONFIG_FILE) else []
     own = os.path.join(os.path.dirname(DEFAULT_CONFIG_DIR), f"{prog.removeprefix('ha-')}.conf.d")
     default_dirs = [d for d in dict.fromkeys((DEFAULT_CONFIG_DIR, own)) if os.path.isdir(d)]
+    args = list(sys.argv[1:] if args is None else args)
+    if os.geteuid() != 0 and default_dirs and not any(
+            a == "--config-dir" or a.startswith("--config-dir=") for a in args):
+        args, default_dirs = _without_secret_files(args, default_files, default_dirs)
     conf(args=args, project=PROJECT, prog=prog, default_config_files=default_files,
          default_config_dirs=default_dirs)
     return conf
+
+
+def _without_secret_files(args: list[str], default_files: list[str],
+                          default_dirs: list[str]) -> tuple[list[str], list[str]]:
+    """A non-root reader (the alert agent as hacluster, `ha-monitors notify` by a group
+    member) reads the files of the default config dirs it may read, and leaves out those it
+    may not: with ``state_group`` the secrets ([api] password) live in a root-only file of
+    monitors.conf.d, which the daemons (root) read and the group must not. oslo.config would
+    refuse the whole directory for one unreadable file, so the readable ones are passed as
+    files, after the main file, in the order oslo.config reads a directory."""
+    readable = []
+    for d in default_dirs:
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue  # a directory the group may not list holds nothing for it
+        readable += [os.path.join(d, f) for f in names
+                     if f.endswith(".conf") and os.access(os.path.join(d, f), os.R_OK)]
+    if not any(a == "--config-file" or a.startswith("--config-file=") for a in args):
+        args = [arg for f in default_files for arg in ("--config-file", f)] + args
+    return args + [arg for f in readable for arg in ("--config-file", f)], []
 
 
 def config_files(conf: cfg.ConfigOpts) -> list[str]:
@@ -330,6 +363,60 @@ def ignored_settings(conf: cfg.ConfigOpts) -> list[str]:
     return out
 
 
+def state_group_findings(conf: cfg.ConfigOpts) -> list[str]:
+    """With [DEFAULT] state_group: the group must exist, must be able to read the main file
+    (the alert agent reads it), and must not be able to read a secret (``secret=True``
+    options such as [api] password belong in a root-only file of monitors.conf.d).
+    Lines with ": warning: " are warnings, others problems."""
+    import grp
+    import stat
+
+    group = conf.state_group
+    if not group:
+        return []
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return [f"[DEFAULT] state_group: no group named {group!r}"]
+    out = []
+    files = config_files(conf)
+    for index, path in enumerate(files):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        readable = bool(st.st_mode & stat.S_IROTH or (st.st_gid == gid and st.st_mode & stat.S_IRGRP))
+        if index == 0 and not readable:
+            out.append(f"{path}: warning: group {group} ([DEFAULT] state_group) cannot read "
+                       "it; the Pacemaker alert agent (hacluster) needs it: chgrp "
+                       f"{group} and chmod 0640")
+        if not readable:
+            continue
+        for number, section, name in file_settings(path):
+            if _is_secret(conf, section, name):
+                out.append(f"{path}:{number}: warning: [{section}] {name} is a secret in a file "
+                           f"group {group} ([DEFAULT] state_group) can read: move it to a "
+                           "0600 root:root file of monitors.conf.d")
+    return out
+
+
+def _is_secret(conf: cfg.ConfigOpts, section: str, name: str) -> bool:
+    """Whether an option is marked secret; [api]'s auth plugin options (password, ...) are
+    registered only when the plugin loads, so they are looked up in the plugin."""
+    try:
+        opt = conf._get_opt_info(name, None if section == "DEFAULT" else section)["opt"]
+        return bool(getattr(opt, "secret", False))
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError, KeyError):
+        pass
+    if section != api_group.name:
+        return False
+    try:
+        plugin_opts = ks_loading.get_auth_plugin_conf_options(conf.api.auth_type or "password")
+    except Exception:  # noqa: BLE001 - an unknown plugin is reported elsewhere
+        plugin_opts = ks_loading.get_auth_plugin_conf_options("password")
+    return any(o.dest == name.replace("-", "_") and o.secret for o in plugin_opts)
+
+
 def retry_max_interval(conf: cfg.ConfigOpts) -> float:
     value = conf.delivery.retry_max_interval
     return float(value if value is not None else max(conf.callback.retry_interval, 1))
@@ -364,6 +451,13 @@ def _value_problem(conf, group: str | None, name: str, exc: Exception) -> str:
 
     text = mask_text(_OSLO_NOISE.sub("", str(exc)))
     return f"{where(conf, group, name)}[{group or 'DEFAULT'}] {name}: {text}"
+
+
+def open_outbox(conf: cfg.ConfigOpts):
+    """The shared outbox, shared with [DEFAULT] state_group when one is set."""
+    from monitors.outbox import Outbox
+
+    return Outbox(outbox_path(conf), group=conf.state_group or None)
 
 
 def problems(conf: cfg.ConfigOpts) -> list[str]:

@@ -2,7 +2,10 @@
 a driver's recipient acknowledged it.
 
 One SQLite file per host (WAL, synchronous=FULL, mode 0600) shared by all daemons and the
-CLI. Rows are claimed with a lease naming the claiming process, so several processes can
+CLI. With a group (``[DEFAULT] state_group``, e.g. haclient for Pacemaker's alert agent run
+as hacluster) the directory is setgid 2770 in that group and the database, -wal and -shm
+are 0660, so members can hand notifications over; SQLite gives -wal and -shm the mode
+(and, as root, the owner) of the database. Rows are claimed with a lease naming the claiming process, so several processes can
 deliver concurrently without double-claiming, and a row claimed by a process that died is
 taken over at once (its pid is gone) instead of waiting for the lease to run out.
 Everything operators see (history, status, metrics) is read from these tables.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import grp
 import json
 import logging
 import os
@@ -135,6 +139,40 @@ def owner_alive(owner: str) -> bool:
     return process_identity(pid) == owner
 
 
+def _share_with_group(directory: str, path: str, group: str) -> None:
+    """Directory setgid 2770 and the database files 0660, all in ``group``. Whoever owns a
+    file fixes its mode and group (the daemons, root, at start: no chown is needed since the
+    setgid directory hands its group down); anyone else only checks, and says what is wrong
+    rather than failing later inside SQLite."""
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise PermissionError(f"[DEFAULT] state_group: no group named {group!r}") from None
+    os.makedirs(directory, mode=0o770, exist_ok=True)
+    _fix(directory, gid, 0o2770, "directory")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
+    os.close(fd)
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name):
+            _fix(name, gid, 0o660, "file")
+
+
+def _fix(name: str, gid: int, mode: int, what: str) -> None:
+    st = os.stat(name)
+    if st.st_gid == gid and st.st_mode & 0o7777 == mode:
+        return
+    if st.st_uid != os.geteuid() and os.geteuid() != 0:
+        if st.st_gid == gid and st.st_mode & mode == mode:
+            return  # more open than needed, but usable
+        raise PermissionError(
+            f"{name}: {what} is {st.st_mode & 0o7777:04o} group {st.st_gid}, needs "
+            f"{mode:04o} group {gid} for [DEFAULT] state_group (start a daemon once, or "
+            f"chgrp/chmod it as root)")
+    if st.st_gid != gid:
+        os.chown(name, -1, gid)
+    os.chmod(name, mode)
+
+
 @dataclasses.dataclass(frozen=True)
 class Claim:
     """One delivery reserved for this process: send it, then finish() it."""
@@ -168,11 +206,15 @@ def backoff(attempt: int, initial: float, cap: float, rng=random.random) -> floa
 
 
 class Outbox:
-    def __init__(self, path: str, busy_timeout: float = 30.0):
+    def __init__(self, path: str, busy_timeout: float = 30.0, group: str | None = None):
         self.path = path
         self.busy_timeout = busy_timeout
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.group = group
+        if group:
+            _share_with_group(directory, path, group)
+        else:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
         self._lock = threading.RLock()
         self._changed = threading.Condition(threading.Lock())
         self.recovered: str | None = None  # what the last recovery did, for the operator
@@ -182,8 +224,12 @@ class Outbox:
 
     # -- opening, and what to do when the file is not what it should be ---------------------
     def _connect(self) -> None:
-        # Create the file 0600 ourselves: SQLite gives -wal and -shm the same mode.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        if self.group:  # 0660 in the group (also a fresh file after a quarantine)
+            _share_with_group(os.path.dirname(os.path.abspath(self.path)), self.path,
+                              self.group)
+        else:
+            # Create the file 0600 ourselves: SQLite gives -wal and -shm the same mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                              check_same_thread=False)
         try:
@@ -232,7 +278,8 @@ class Outbox:
     def _quarantine(self, exc: BaseException) -> list[dict]:
         """Move the corrupt file aside (under a lock, so two processes finding it at once
         move it only once) and salvage its pending rows."""
-        with open(os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)) as lock:
+        mode = 0o660 if self.group else 0o600
+        with open(os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, mode)) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:  # another process may have replaced it meanwhile
                 self._connect()

@@ -188,7 +188,7 @@ class MonitorService(ServiceBase):
     def _start(self) -> None:
         path = config.outbox_path(self.conf)
         try:
-            self.outbox = Outbox(path)
+            self.outbox = config.open_outbox(self.conf)
         except Exception as exc:  # noqa: BLE001
             raise StartError(f"cannot open the outbox {path}: {exc}") from exc
         if self.outbox.recovered:

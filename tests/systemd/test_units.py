@@ -48,6 +48,7 @@ EXPOSURE = {"ha-instancemonitor.service": 2.0, "ha-hostmonitor.service": 2.5,
             "ha-processmonitor.service": 9.0}
 DROPIN = Path(__file__).parents[2] / "systemd" / "ha-processmonitor-systemctl-only.conf"
 DROPIN_EXPOSURE = 2.5
+STATE_GROUP = Path(__file__).parents[2] / "systemd" / "ha-state-group.conf"
 
 
 def _local(unit: Path, tmp_path: Path, *extra: Path) -> Path:
@@ -91,7 +92,18 @@ def _service(path: Path):
     return parser["Service"]
 
 
-@pytest.mark.parametrize("unit", [*UNITS, DROPIN], ids=lambda p: p.name)
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze missing")
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_state_group_dropin_verifies_with_every_unit(unit, tmp_path):
+    """ha-state-group.conf is installed as a drop-in of all three units."""
+    local = _local(unit, tmp_path, STATE_GROUP)
+    r = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+    service = _service(STATE_GROUP)
+    assert (service["Group"], service["StateDirectoryMode"]) == ("haclient", "2770")
+
+
+@pytest.mark.parametrize("unit", [*UNITS, DROPIN, STATE_GROUP], ids=lambda p: p.name)
 def test_every_directive_says_why(unit):
     """The house rule for units: each directive has its own comment line right above it."""
     lines = unit.read_text().splitlines()
