@@ -626,21 +626,16 @@ class Outbox:
         return self._read("SELECT COUNT(*) FROM notifications WHERE state = 'pending'")[0][0]
 
     def oldest_pending_age(self, exclude_held: bool = False) -> float:
-        """exclude_held: leave out notifications the recipient holds back (host on
-        maintenance): they wait for an operator, not for delivery, and are reported apart."""
-        sql = "SELECT MIN(created_at) FROM notifications n WHERE state = 'pending'"
+        """Since detection, or since the operator's last ``outbox retry`` of the row: a row
+        retried after a day is not a day late. exclude_held: leave out notifications the
+        recipient holds back (host on maintenance): they wait for an operator, not for
+        delivery, and are reported apart."""
+        sql = ("SELECT MIN(MAX(n.created_at, COALESCE((SELECT MAX(h.at) FROM history h WHERE "
+               "h.notification_id = n.id AND h.kind = 'retry'), 0))) FROM notifications n "
+               "WHERE n.state = 'pending'")
         if exclude_held:
             sql += f" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE {_HELD})"
         row = self._read(sql)
-
-
-    def oldest_pending_age(self) -> float:
-        """Since detection, or since the operator's last ``outbox retry`` of the row: a row
-        retried after a day is not a day late."""
-        row = self._read(
-            "SELECT MIN(MAX(n.created_at, COALESCE((SELECT MAX(h.at) FROM history h WHERE "
-            "h.notification_id = n.id AND h.kind = 'retry'), 0))) FROM notifications n "
-            "WHERE n.state = 'pending'")
         return time.time() - row[0][0] if row[0][0] else 0.0
 
     def held(self, limit: int = 20) -> list[dict]:

@@ -113,8 +113,10 @@ def test_read_only_state_path_exits_non_zero(tmp_path, masakari_api, host):
         r = subprocess.run([str(BIN / "ha-monitors"), "--config-file", str(conf), "deliver"],
                            capture_output=True, text=True, timeout=60,
                            env={**os.environ, "NOTIFY_SOCKET": ""})
-        assert r.returncode == 1
-        assert "ha-delivery: cannot start: cannot open the outbox" in r.stderr
-        assert "Read-only file system" in r.stderr
+        # Refused by the configuration check before the outbox is even opened: exit 2,
+        # one line naming the option and the cause, never READY.
+        assert r.returncode == 2, r.stderr
+        assert "state_path" in r.stderr and "read-only file system" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     finally:
         subprocess.run(["umount", str(state)], check=False)
