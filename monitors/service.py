@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 from oslo_config import cfg
 from oslo_service.backend.base import ServiceBase
 
-from monitors import config, drivers as drivers_mod, log, metrics
+from monitors import actions, config, drivers as drivers_mod, log, metrics
 from monitors.delivery import DeliveryWorker
 from monitors.notification import InvalidNotification, Notification
 from monitors.outbox import Outbox, PutResult, process_identity
@@ -62,9 +62,16 @@ class Emitter:
 
     def __call__(self, notification: Notification, decision: dict | None = None,
                  drivers: list[str] | None = None) -> PutResult:
+        # The routing decision (which actions this detection asks for) is made here, where
+        # the row is created, and recorded with it; drivers only execute.
+        extra, first, why = actions.route(self.conf, notification,
+                                          self.outbox.previous(notification))
+        if why:
+            decision = {**(decision or {}), "actions": why}
         result = self.outbox.put(notification, source=self.source,
-                                 drivers=drivers or self.conf.delivery.drivers,
-                                 decision=decision)
+                                 drivers=[*(first), *(drivers or self.conf.delivery.drivers),
+                                          *extra],
+                                 decision=decision, first=first)
         self.last_event = time.time()
         metrics.event_detected(self.source, notification.type, result.queued)
         fields = {**notification.subject(), "NOTIFICATION_ID": result.id,
@@ -106,7 +113,8 @@ class MonitorService(ServiceBase):
         self.outbox = Outbox(config.outbox_path(self.conf))
         self.metrics = metrics.serve(self.conf.metrics.bind, self)
         self.worker = DeliveryWorker(self.conf, self.outbox,
-                                     drivers_mod.load(self.conf, self.conf.delivery.drivers),
+                                     drivers_mod.load(self.conf, [*self.conf.delivery.drivers,
+                                                                  *actions.enabled(self.conf)]),
                                      threads=self.conf.delivery.workers)
         self.worker.start()
         self.sources = self.build_sources(self.conf)

@@ -1,0 +1,69 @@
+"""Which actions a detection asks for, besides the notification itself: the routing
+decision, made where a notification enters the outbox (the Emitter), never in a driver.
+
+Actions are drivers like the Masakari one (durable, ordered per subject, retried, visible
+in history and the journal); this module only decides which of them a row goes to, and
+records why in the row's decision:
+
+- ``nova-force-down`` for a COMPUTE_HOST STOPPED with host_status NORMAL — fencing is
+  confirmed, the only verdict that lets Masakari evacuate — when ``[nova] force_down`` is
+  on. It goes *first*: the Masakari delivery of the same row waits for it (at most
+  ``[nova] force_down_hold``), so the engine's evacuation finds the service already down.
+  A host reported UNKNOWN (not fenced) is never forced down.
+- ``resurrect`` for a COMPUTE_HOST STARTED that follows a STOPPED with host_status NORMAL
+  (a host that was fenced and recovered is back), or a PROCESS STARTED that follows a
+  PROCESS STOPPED of the same process, when ``[nova] resurrect`` is on.
+"""
+from __future__ import annotations
+
+from monitors.notification import COMPUTE_HOST, PROCESS, Notification
+
+FORCE_DOWN = "nova-force-down"
+RESURRECT = "resurrect"
+ACTIONS = (FORCE_DOWN, RESURRECT)
+
+
+def fenced_host_failure(notification: Notification) -> bool:
+    """The one notification after which forcing a host down is safe."""
+    p = notification.payload
+    return (notification.type == COMPUTE_HOST and p.get("event") == "STOPPED"
+            and p.get("host_status") == "NORMAL")
+
+
+def enabled(conf) -> list[str]:
+    """The action drivers this configuration can route to (the delivery worker loads
+    them beside [delivery] drivers)."""
+    out = []
+    if conf.nova.force_down:
+        out.append(FORCE_DOWN)
+    if conf.nova.resurrect:
+        out.append(RESURRECT)
+    return out
+
+
+def route(conf, notification: Notification, previous: dict | None
+          ) -> tuple[list[str], list[str], dict]:
+    """(action drivers, those that go first, why) for one notification.
+
+    previous: the outbox's latest earlier notification about the same subject
+    (Outbox.previous), as the resurrect decision needs to know what was reported before."""
+    actions, first, why = [], [], {}
+    if conf.nova.force_down and fenced_host_failure(notification):
+        actions.append(FORCE_DOWN)
+        first.append(FORCE_DOWN)
+        why[FORCE_DOWN] = "fencing confirmed (host_status NORMAL): force the service down"
+    if (conf.nova.resurrect and notification.type in (COMPUTE_HOST, PROCESS)
+            and notification.payload.get("event") == "STARTED" and previous):
+        before = Notification.from_dict(previous["notification"])
+        # Masakari may have acted on it unless its delivery ended otherwise (rejected,
+        # expired, withdrawn): pending counts, it may still be delivered before this row.
+        acted = all(d["state"] in ("pending", "delivered")
+                    for d in previous.get("deliveries", ()) if d["driver"] == "masakari")
+        if acted and before.payload.get("event") == "STOPPED" and (
+                before.type == PROCESS or fenced_host_failure(before)):
+            actions.append(RESURRECT)
+            why[RESURRECT] = (f"back after notification {previous['id']} "
+                              f"({before.type} STOPPED"
+                              + (", fenced" if before.type == COMPUTE_HOST else "")
+                              + "): put it back in service")
+    return actions, first, why
