@@ -5,6 +5,10 @@ result that changes, and a periodic re-evaluation (``evaluation_interval``). A n
 actions runs only after it held for ``[host] monitoring_samples`` consecutive
 observations and ``[hostmonitor] hold_down`` seconds (damping); every role change is
 logged, so flapping is visible in the history without being reported over and over.
+This host's own verdict never says host_status NORMAL (only a fenced host may be
+evacuated, and only the peers can confirm the fencing): report_host_failure sends
+STOPPED/OFFLINE/UNKNOWN and asks for fencing through hostmonitor/fencing.py. The compute
+column follows ha-processmonitor's verdicts (hostmonitor/compute.py).
 What was sent (STOPPED to Masakari, the operator notice) is kept in
 ``<state_path>/hostmonitor-local.json`` so recovery sends STARTED even after a restart.
 """
@@ -20,34 +24,20 @@ from monitors import log
 from monitors.notification import COMPUTE_HOST, Notification
 from monitors.service import Health
 
-from hostmonitor import matrix as matrix_mod, opts
+from hostmonitor import fencing, matrix as matrix_mod, opts
+from hostmonitor.compute import ComputeColumn
 from hostmonitor.links import DOWN, UP, LinkWatcher, roles_of
 from hostmonitor.storage import StorageChecks
 
 LOG = logging.getLogger(__name__)
 
-STOPPED = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORMAL"}
+# report_host_failure, this host's own verdict: never host_status NORMAL. NORMAL means
+# "fenced, evacuate it" to Masakari, and a host that can still say so is not fenced: only
+# the peers say NORMAL, once the cluster confirmed the fencing (hostmonitor/fencing.py).
+UNFIT = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
 STARTED = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}
 # notify_operator: the host is still in the cluster, something it needs is lost.
 OPERATOR_NOTICE = {"event": "STOPPED", "cluster_status": "ONLINE", "host_status": "UNKNOWN"}
-
-
-def compute_state(names: list[str]) -> tuple[str, list[str]]:
-    """up when every configured compute process runs (zombies do not count)."""
-    if not names:
-        return UP, []
-    import psutil
-
-    wanted, found = set(names), set()
-    for proc in psutil.process_iter(["name", "cmdline", "status"]):
-        info = proc.info
-        if info.get("status") == psutil.STATUS_ZOMBIE:
-            continue
-        candidates = {info.get("name") or ""}
-        candidates |= {os.path.basename(a) for a in (info.get("cmdline") or [])[:3]}
-        found |= wanted & candidates
-    missing = sorted(wanted - found)
-    return (DOWN if missing else UP), missing
 
 
 class LocalHostSource:
@@ -69,6 +59,8 @@ class LocalHostSource:
         self.candidate: tuple | None = None
         self.candidate_count = 0
         self.candidate_since = 0.0
+        self.compute = ComputeColumn()
+        self.fence_result: fencing.Result | None = None
         self.state_file = os.path.join(conf.state_path, "hostmonitor-local.json")
         self.state = self._load_state()
 
@@ -107,7 +99,10 @@ class LocalHostSource:
             parts.append(f"pending {','.join(self.candidate) or 'none'} "
                          f"({self.candidate_count}/{self.conf.host.monitoring_samples})")
         if self.row.get("management") == DOWN:
-            parts.append(f"management down: {self._held()} notifications held")
+            parts.append(f"management down: {self._held()} notifications pending")
+        if self.fence_result is not None:
+            r = self.fence_result
+            parts.append(f"fencing {r.method} {'requested' if r.ok else 'FAILED'}: {r.detail}")
         flaps = sum(self.flaps.values())
         if flaps:
             parts.append(f"{flaps} role changes")
@@ -163,13 +158,15 @@ class LocalHostSource:
         row = {role: self.links.role_state(names[role]) for role in ("management", "tenant")}
         link_storage = self.links.role_state(names["storage"])
         row["storage"] = max(link_storage, self.storage_state, key=_severity)
-        row["compute"], missing = compute_state(list(conf.hostmonitor.compute_processes))
+        row["compute"], compute = self.compute.state(
+            list(conf.hostmonitor.compute_processes), conf.hostmonitor.compute_restart_window,
+            getattr(self.emit, "outbox", None), conf.hostname)
         evidence = {"interfaces": {role: self.links.details(n) for role, n in names.items()
                                    if n},
                     "storage_checks": [f"{r.name}: {r.state} {r.detail}"
                                        for r in self.storage_results]}
-        if missing:
-            evidence["compute_missing"] = missing
+        if compute:
+            evidence["compute"] = compute
         return row, evidence
 
     def observe(self, periodic: bool = True) -> None:
@@ -219,7 +216,7 @@ class LocalHostSource:
         sent = self.state["sent"]
         operator = self.conf.hostmonitor.operator_driver
         if matrix_mod.REPORT in actions and not sent.get("report"):
-            self._send(STOPPED, None, decision, "report_host_failure")
+            self.report_unfit(decision)
             sent["report"] = True
         elif matrix_mod.REPORT not in actions and sent.get("report"):
             self._send(STARTED, None, decision, "recovery")
@@ -239,15 +236,75 @@ class LocalHostSource:
         self.state["applied"] = list(actions)
         self._save_state()
 
+    def report_unfit(self, decision: dict) -> None:
+        """This host is unfit: STOPPED/OFFLINE/UNKNOWN to every driver (the operator
+        driver is one of them), then ask the cluster to fence it. Masakari records the
+        UNKNOWN and recovers nothing; the evacuation waits for the peers' NORMAL, which
+        they send only once the fencing is confirmed."""
+        how = fencing.method(self.conf)
+        if how == fencing.PACEMAKER:
+            plan = {"method": how, "request": " ".join(fencing.pacemaker_argv(self.conf)),
+                    "normal_from": "the peers, after Pacemaker's fencing history"}
+        elif how == fencing.ETCD:
+            plan = {"method": how, "request": "self-fence, then give up the etcd leases",
+                    "normal_from": "the etcd reporter, after the lease expired and "
+                                   "etcd_self_fence_deadline passed"}
+        else:
+            plan = {"method": "none", "request": "none: operator action needed"}
+        nid = self._send(UNFIT, None, {**decision, "fencing": plan}, "report_host_failure")
+        if how == fencing.NONE:
+            log.event(LOG, logging.CRITICAL, "report_host_failure: this host is unfit (%s) "
+                      "and no fencing is configured ([hostmonitor] fencing = none): "
+                      "notification %s says host_status UNKNOWN, so Masakari evacuates "
+                      "nothing; operator action needed", decision["row"], nid,
+                      fields={"ACTION": "report_host_failure", "NOTIFICATION_ID": nid,
+                              "FENCING": "none"})
+            return
+        thread = threading.Thread(target=self._fence, args=(self.conf, nid),
+                                  name="hm-fence", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _fence(self, conf, nid: int) -> None:
+        give_up = None
+        if fencing.method(conf) == fencing.ETCD:
+            from hostmonitor.peers import etcd as etcd_peers
+
+            def give_up():
+                etcd_peers.give_up_leases(conf)
+        try:
+            result = fencing.request(conf, give_up_leases=give_up)
+        except Exception as exc:  # noqa: BLE001 - a fencing bug must be loud, not fatal
+            LOG.exception("fencing request failed")
+            result = fencing.Result(fencing.method(conf), False, "", f"error: {exc}")
+        self.fence_result = result
+        outbox = getattr(self.emit, "outbox", None)
+        if outbox is not None:
+            try:
+                outbox.note(nid, "fencing", result.as_dict())
+            except Exception as exc:  # noqa: BLE001
+                LOG.warning("cannot record the fencing request in the outbox: %s", exc)
+        fields = {"ACTION": "fence", "FENCING": result.method, "NOTIFICATION_ID": nid}
+        if result.ok:
+            log.event(LOG, logging.CRITICAL, "fencing of this host requested (%s): %s: %s",
+                      result.method, result.action, result.detail, fields=fields)
+        else:
+            log.event(LOG, logging.CRITICAL, "fencing of this host FAILED (%s): %s: %s; "
+                      "nothing will evacuate it: operator action needed", result.method,
+                      result.action, result.detail, fields=fields)
+
     def _send(self, payload, drivers, decision, what) -> int:
         notification = Notification.create(COMPUTE_HOST, self.conf.hostname, payload)
         result = self.emit(notification, decision={**decision, "action": what},
                            drivers=drivers)
         if self.row.get("management") == DOWN:
+            # Not "held": the API may be reachable another way, and the delivery worker
+            # sends as soon as it answers. Say what is true: durable, sent when possible.
             log.event(LOG, logging.WARNING, "%s: management network down: notification %s "
-                      "held in the outbox until it returns (%d held)", what, result.id,
-                      self._held(), fields={**notification.subject(),
-                                            "NOTIFICATION_ID": result.id, "ACTION": what})
+                      "is queued in the outbox and delivered as soon as the API answers "
+                      "(%d pending)", what, result.id, self._held(),
+                      fields={**notification.subject(), "NOTIFICATION_ID": result.id,
+                              "ACTION": what})
         else:
             log.event(LOG, logging.WARNING, "%s for %s: notification %s (row %s)", what,
                       self.conf.hostname, result.id, decision["row"],

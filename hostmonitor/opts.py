@@ -41,8 +41,20 @@ hostmonitor_opts = [
                help="Root of sysfs for the iSCSI and FC checks (tests point it elsewhere)."),
     cfg.ListOpt("compute_processes", default=["nova-compute", "libvirtd"],
                 help="Processes that make up the compute service on this node (matched on "
-                     "the process name or the basename of an argv element); empty = the "
-                     "compute input is always up."),
+                     "the process name or the basename of an argv element, and on the "
+                     "basename of ha-processmonitor's process_name); empty = the compute "
+                     "input is always up. They count as down only when ha-processmonitor "
+                     "gave up on one (its PROCESS STOPPED in the outbox) or when one that "
+                     "was seen running since this daemon started has been gone longer than "
+                     "compute_restart_window."),
+    cfg.FloatOpt("compute_restart_window", default=300.0, min=0.0,
+                 help="Seconds a compute process (seen running since start) may be gone "
+                      "before the compute input counts as down without ha-processmonitor's "
+                      "verdict: the safety net when processmonitor is not running. Longer "
+                      "than processmonitor's worst case with its defaults ([process] "
+                      "restart_retries 3 x ([processmonitor] command_timeout 60 + "
+                      "restart_grace 3) + 2 x restart_interval 5 = ~200 s), so a restart "
+                      "it is handling is never judged."),
     cfg.StrOpt("profile", default="cattle", choices=("cattle", "pets"),
                help="Which column of the default matrix applies (ignored with "
                     "matrix_file)."),
@@ -50,12 +62,41 @@ hostmonitor_opts = [
                help="YAML matrix of health → actions (our format or masakari-monitors' "
                     "consul matrix.yaml). Default: [consul] matrix_config_file, else the "
                     "built-in table for `profile`."),
-    cfg.FloatOpt("hold_down", default=0.0, min=0.0,
+    cfg.FloatOpt("hold_down", default=30.0, min=0.0,
                  help="Seconds a new condition must hold (in addition to [host] "
-                      "monitoring_samples observations) before its actions run."),
+                      "monitoring_samples observations) before its actions run. The "
+                      "default (30 s) outlasts a switch port flap, a bond failover, a "
+                      "kernel linkwatch delay and a short NFS server hiccup: the verdict "
+                      "this damps can fence the host, and a false recovery is worse than "
+                      "a slow one."),
     cfg.FloatOpt("evaluation_interval", default=10.0, min=0.1,
                  help="Seconds between periodic re-evaluations (each is one observation "
                       "for the damping; link changes are pushed by netlink)."),
+    cfg.StrOpt("fencing", default="none", choices=("none", "pacemaker", "etcd"),
+               help="How a local verdict that this host is unfit (report_host_failure) "
+                    "asks for fencing. This host never reports itself with host_status "
+                    "NORMAL: it sends STOPPED/OFFLINE/UNKNOWN (Masakari records it, "
+                    "recovers nothing) to every driver, and the peers report NORMAL once "
+                    "the fencing is confirmed. none: nothing is fenced (the operator "
+                    "decides); pacemaker: `stonith_admin --fence <fence_node>`; etcd: the "
+                    "self-fence action, then the etcd leases are given up."),
+    cfg.StrOpt("fence_node",
+               help="This host's node name in the cluster (default: [DEFAULT] hostname)."),
+    cfg.FloatOpt("fence_timeout", default=120.0, min=1.0,
+                 help="Seconds the fencing request may take (stonith_admin --timeout; the "
+                      "self-fence command is killed after it)."),
+    cfg.StrOpt("self_fence_command",
+               help="fencing = etcd: command (split like a shell would, run without one) "
+                    "that fences this host, e.g. `systemctl reboot --force --force`. It "
+                    "must take the host down within [hostmonitor_peers] "
+                    "etcd_self_fence_deadline, which the peers wait before reporting "
+                    "NORMAL."),
+    cfg.StrOpt("self_fence_file",
+               help="fencing = etcd, without self_fence_command: a file whose write "
+                    "fences this host, e.g. /proc/sysrq-trigger (with self_fence_data "
+                    "b). Must exist."),
+    cfg.StrOpt("self_fence_data", default="b",
+               help="What is written into self_fence_file."),
     cfg.StrOpt("operator_driver",
                help="Delivery driver the notify_operator action goes through (e.g. "
                     "webhook; must be in [delivery] drivers). Unset: notify_operator only "
@@ -80,7 +121,7 @@ def matrix_path(conf) -> str | None:
 
 def check(conf) -> list[str]:
     """Problems of the files and names this daemon's configuration refers to."""
-    from hostmonitor import links, matrix
+    from hostmonitor import fencing, links, matrix
     from hostmonitor.peers import opts as peer_opts
 
     problems = []
@@ -92,6 +133,7 @@ def check(conf) -> list[str]:
             problems.append(str(exc))
     problems += links.missing_interfaces(conf)
     problems += operator_driver_problems(conf)
+    problems += fencing.problems(conf)
     problems += peer_opts.check(conf)
     return problems
 

@@ -111,7 +111,8 @@ def cmd_notify(args) -> int:
         print(f"  {d['driver']}: {d['state']} after {d['attempts']} attempt(s)"
               f"{' -> ' + d['remote_id'] if d['remote_id'] else ''}"
               f"{' (' + d['last_message'] + ')' if d['state'] != 'delivered' and d['last_message'] else ''}")
-    return {"delivered": 0, "pending": 3, "rejected": 4, "expired": 5}[row["state"]]
+    return {"delivered": 0, "pending": 3, "rejected": 4, "expired": 5,
+            "superseded": 6}[row["state"]]
 
 
 def cmd_outbox(args) -> int:
@@ -261,6 +262,12 @@ def cmd_deliver(args) -> int:
     return service.run("delivery", lambda conf: [], argv, register=_register_daemon_opts)
 
 
+def outbox_states() -> tuple[str, ...]:
+    from monitors.outbox import STATES
+
+    return STATES
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ha-monitors", description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", action="append",
@@ -276,14 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default="cli", help="recorded in the history (e.g. pacemaker-alert)")
     p.add_argument("--wait", action="store_true",
                    help="deliver before returning; exit 0 = accepted, 3 = still pending, "
-                        "4 = rejected, 5 = expired")
+                        "4 = rejected, 5 = expired, 6 = superseded (withdrawn: its "
+                        "condition cleared before delivery)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds for --wait")
     p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("outbox", help="inspect and act on the outbox")
     p.add_argument("action", choices=("list", "show", "retry", "purge"))
     p.add_argument("id", nargs="?", type=int)
-    p.add_argument("--state", choices=("pending", "delivered", "rejected", "expired"))
+    p.add_argument("--state", choices=outbox_states())
     p.add_argument("--type")
     p.add_argument("--host")
     p.add_argument("--limit", type=int, default=1000)
@@ -297,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "naive)")
     p.add_argument("--type", choices=("VM", "PROCESS", "COMPUTE_HOST"))
     p.add_argument("--host", help="the notification's hostname")
-    p.add_argument("--state", choices=("pending", "delivered", "rejected", "expired"))
+    p.add_argument("--state", choices=outbox_states())
     p.add_argument("--limit", type=int, default=50, help="the last N alerts (default 50)")
     p.add_argument("--brief", action="store_true", help="one line per alert")
     p.add_argument("--follow", "-f", action="store_true",

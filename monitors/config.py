@@ -126,8 +126,13 @@ host_opts = [
                help="Peer-failure driver: default (Pacemaker), etcd."),
     cfg.IntOpt("monitoring_interval", default=60, min=1,
                help="Seconds between polls of the cluster state (poll driver)."),
-    cfg.IntOpt("monitoring_samples", default=1, min=1,
-               help="Consecutive observations of the same state before acting."),
+    cfg.IntOpt("monitoring_samples", default=3, min=1,
+               help="Consecutive observations of the same state before acting. The "
+                    "default (3) means one observation never acts: hostmonitor's local "
+                    "verdict can fence the host, so it must have been seen by a change "
+                    "and two re-evaluations ([hostmonitor] evaluation_interval, with "
+                    "hold_down 30 s also in force); the Pacemaker poll driver needs 3 "
+                    "polls in a row (masakari-monitors' default is 2)."),
     ignored("host", cfg.IntOpt, "api_retry_max", _NO_DROP, default=12),
     ignored("host", cfg.IntOpt, "api_retry_interval", _NO_RETRY_LOOP, default=10),
     cfg.BoolOpt("disable_ipmi_check", default=False,

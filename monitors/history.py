@@ -109,6 +109,8 @@ def describe_event(entry: dict) -> str:
         elif entry.get("state") in ("rejected", "expired"):
             text += f" -> {entry['state'].upper()}"
         return text
+    if kind == "superseded":
+        return f"SUPERSEDED, not delivered: {entry.get('why', '?')}"
     if kind == "retry":
         return f"operator retry: {entry.get('deliveries')} delivery(ies) queued again"
     return _compact({k: v for k, v in entry.items() if k not in ("id", "at", "kind")})

@@ -126,7 +126,7 @@ class ServiceCollector:
         yield readable
         states = GaugeMetricFamily(PREFIX + "outbox_notifications", "Notifications in this "
                                    "host's outbox by state (pending, delivered, rejected, "
-                                   "expired).", labels=["state"])
+                                   "expired, superseded).", labels=["state"])
         for state, n in sorted(counts.items()):
             states.add_metric([state], n)
         yield states

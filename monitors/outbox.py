@@ -22,7 +22,9 @@ from typing import Any, Iterable, Iterator
 from monitors.notification import Notification
 
 PENDING, DELIVERED, REJECTED, EXPIRED = "pending", "delivered", "rejected", "expired"
-STATES = (PENDING, DELIVERED, REJECTED, EXPIRED)
+# Withdrawn before delivery: the condition cleared while it waited (see supersede_stale).
+SUPERSEDED = "superseded"
+STATES = (PENDING, DELIVERED, REJECTED, EXPIRED, SUPERSEDED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -191,7 +193,7 @@ class Outbox:
     def _refresh_state(db, notification_id) -> str:
         states = {r[0] for r in db.execute(
             "SELECT state FROM deliveries WHERE notification_id = ?", (notification_id,))}
-        for state in (PENDING, REJECTED, EXPIRED):
+        for state in (PENDING, REJECTED, EXPIRED, SUPERSEDED):
             if state in states:
                 break
         else:
@@ -294,12 +296,15 @@ class Outbox:
             args.append(notification_id)
         with self._write() as db:
             self._release_dead_leases(db, now)
-            row = db.execute(
-                "SELECT d.id AS did, d.attempts, d.driver, n.* FROM deliveries d "
-                f"JOIN notifications n ON n.id = d.notification_id WHERE {where} "
-                "ORDER BY d.priority, d.id LIMIT 1", args).fetchone()
-            if row is None:
-                return None
+            while True:
+                row = db.execute(
+                    "SELECT d.id AS did, d.attempts, d.driver, n.* FROM deliveries d "
+                    f"JOIN notifications n ON n.id = d.notification_id WHERE {where} "
+                    "ORDER BY d.priority, d.id LIMIT 1", args).fetchone()
+                if row is None:
+                    return None
+                if not supersede_stale(db, row, now):
+                    break
             attempt = row["attempts"] + 1
             db.execute("UPDATE deliveries SET attempts = ?, lease_owner = ?, lease_until = ?,"
                        " updated_at = ? WHERE id = ?",
@@ -342,6 +347,12 @@ class Outbox:
             self._refresh_state(db, claim.notification_id)
         self.wake()  # a delivery held behind this one (a later stage) may go now
         return state
+
+    def note(self, notification_id: int, kind: str, detail: dict) -> None:
+        """Add what was done about a notification to its history (e.g. the fencing
+        request that followed a host verdict), so `ha-monitors history` shows it."""
+        with self._write() as db:
+            self._history(db, notification_id, kind, detail)
 
     def retry(self, notification_id: int) -> int:
         """Operator action: put rejected/expired deliveries back in the queue."""
@@ -448,6 +459,76 @@ class Outbox:
             out["history"] = [_history_entry(r) for r in self._read(
                 "SELECT * FROM history WHERE notification_id = ? ORDER BY id", (row["id"],))]
         return out
+
+
+_RUNNING_AGAIN = ("STARTED_", "RESUMED_")
+# What masakari-engine 22 recovers (docs/recovery.md): only these start an action.
+_VM_RECOVERED = {("LIFECYCLE", "STOPPED_FAILED"), ("IO_ERROR", "IO_ERROR_REPORT"),
+                 ("QEMU_GUEST_AGENT_ERROR", "STOPPED_FAILED")}
+
+
+def _starts_recovery(ntype: str, payload: dict) -> bool:
+    """Whether the engine acts on this notification: host STOPPED with host_status
+    NORMAL (evacuation), PROCESS STOPPED (compute service disabled), a VM event it
+    recovers (instance stopped and started)."""
+    if ntype == "VM":
+        return (payload.get("event"), payload.get("vir_domain_event")) in _VM_RECOVERED
+    if payload.get("event") != "STOPPED":
+        return False
+    return ntype == "PROCESS" or payload.get("host_status", "NORMAL") != "UNKNOWN"
+
+
+def _clears(ntype: str, payload: dict) -> bool:
+    """Whether this notification says its subject is healthy again."""
+    if ntype == "VM":
+        return payload.get("event") == "LIFECYCLE" and str(
+            payload.get("vir_domain_event", "")).startswith(_RUNNING_AGAIN)
+    return payload.get("event") == "STARTED"
+
+
+def supersede_stale(db, row: sqlite3.Row, now: float) -> bool:
+    """Before a claim: withdraw a notification whose condition has cleared while it
+    waited, instead of delivering it. Two cases, same subject (order_key):
+
+    - it would start a recovery (see _starts_recovery) and a newer notification says the
+      subject is healthy again (host/process STARTED, VM running again): delivering it
+      would evacuate a host, disable a service or restart a VM that is fine now;
+    - it is that "healthy again" notification and the failure right before it was
+      withdrawn: there is nothing to clear (Masakari never heard of the failure).
+
+    Its pending deliveries (every driver: the condition cleared for all of them) become
+    superseded, the history says why. Nothing already delivered is touched, so once a
+    STOPPED went out its STARTED goes as usual. Returns True when the row was withdrawn."""
+    payload = json.loads(row["payload"])
+    reason, only = None, ("", ())
+    if _starts_recovery(row["type"], payload):
+        for later in db.execute("SELECT id, type, payload FROM notifications WHERE "
+                                "order_key = ? AND id > ? ORDER BY id",
+                                (row["order_key"], row["id"])):
+            if _clears(later["type"], json.loads(later["payload"])):
+                reason = {"by": later["id"], "why": "condition cleared before delivery: "
+                          f"notification {later['id']} says the subject is healthy again"}
+                break
+    elif _clears(row["type"], payload):
+        # Per driver: a recipient that did get the failure gets its clearing too.
+        before = db.execute("SELECT n.id, d.state FROM notifications n JOIN deliveries d ON "
+                            "d.notification_id = n.id WHERE n.order_key = ? AND n.id < ? AND "
+                            "d.driver = ? ORDER BY n.id DESC LIMIT 1",
+                            (row["order_key"], row["id"], row["driver"])).fetchone()
+        if before is not None and before["state"] == SUPERSEDED:
+            reason = {"by": before["id"], "why": f"the failure it clears (notification "
+                      f"{before['id']}) was withdrawn before delivery: nothing to clear"}
+            only = (" AND driver = ?", (row["driver"],))
+    if reason is None:
+        return False
+    where, extra = only
+    cur = db.execute("UPDATE deliveries SET state = ?, lease_owner = NULL, lease_until = NULL,"
+                     f" updated_at = ? WHERE notification_id = ? AND state = 'pending'{where}",
+                     (SUPERSEDED, now, row["id"], *extra))
+    Outbox._history(db, row["id"], "superseded", {**reason, "deliveries": cur.rowcount},
+                    at=now)
+    Outbox._refresh_state(db, row["id"])
+    return True
 
 
 def _history_entry(row: sqlite3.Row) -> dict:

@@ -164,7 +164,8 @@ def render(result: dict, out: TextIO) -> None:
         counts = box["counts"]
         print(f"outbox: {counts.get('pending', 0)} pending (oldest "
               f"{box['oldest_pending_age']:.0f}s), {counts.get('delivered', 0)} delivered, "
-              f"{counts.get('rejected', 0)} rejected, {counts.get('expired', 0)} expired",
+              f"{counts.get('rejected', 0)} rejected, {counts.get('expired', 0)} expired, "
+              f"{counts.get('superseded', 0)} superseded",
               file=out)
     if problems:
         print("attention:", file=out)

@@ -39,3 +39,14 @@ def rabbitmq(tmp_path_factory):
     from tests.fixtures.rabbitmq import rabbitmq_fixture
 
     yield from rabbitmq_fixture(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def masakari_engine(tmp_path_factory, rabbitmq):
+    """Real masakari-api + masakari-engine over ``rabbitmq`` with a recording Nova
+    stand-in (tests/fixtures/masakari_engine.py), one per session: tests use their
+    own host names.  ``masakari_engine.api`` has the MasakariAPI helpers,
+    ``masakari_engine.nova`` the recorded Nova calls."""
+    from tests.fixtures.masakari_engine import engine_fixture
+
+    yield from engine_fixture(tmp_path_factory, rabbitmq)

@@ -309,18 +309,33 @@ class EtcdPeers:
             client.delete(self.k("mass-failure"))
             LOG.warning("mass failure over: %d of %d hosts down", len(down_now), len(hosts))
         fenced = host_conf.disable_ipmi_check
-        settle = p.settle_time
-        waiting = [h for h in down_now - down_recs.keys() if now - self.first_seen[h] < settle]
-        if waiting:  # judged again once they settled (with any that expire meanwhile)
-            timer = threading.Timer(settle, self._kick.set)
+        deadline = 0.0 if fenced else p.etcd_self_fence_deadline
+        # A host is judged once it settled and, with self-fencing, once its self-fence
+        # deadline passed (counted from when this reporter saw its keys gone: a new
+        # reporter starts counting again, which only delays).
+        wait = max(p.settle_time, deadline)
+        waiting = [h for h in down_now - down_recs.keys() if now - self.first_seen[h] < wait]
+        if waiting:  # judged again when the first of them is due (timer), or on any event
+            due = min(self.first_seen[h] + wait - now for h in waiting)
+            timer = threading.Timer(max(due, 0.05), self._kick.set)
             timer.daemon = True
             timer.start()
+            if deadline:
+                LOG.info("keys of %s expired: waiting for the self-fence deadline "
+                         "(etcd_self_fence_deadline %gs) before reporting", ",".join(
+                             sorted(waiting)), deadline)
         for host in sorted(down_now - down_recs.keys() - set(waiting)):
-            note = payloads.stopped(host, fenced)
+            if fenced:
+                evidence = "not required (disable_ipmi_check)"
+            elif deadline:
+                evidence = (f"self-fenced: keys expired {now - self.first_seen[host]:.1f}s "
+                            f"ago, etcd_self_fence_deadline {deadline:g}s passed")
+            else:
+                evidence = "not confirmed (etcd has no fencing): UNKNOWN"
+            note = payloads.stopped(host, fenced or bool(deadline))
             result = self.emit(note, decision={
                 "driver": "etcd", "reporter": self.me, "hosts": len(hosts),
-                "down": len(down_now), "fencing": "not required (disable_ipmi_check)"
-                if fenced else "not confirmed (etcd has no fencing): UNKNOWN"})
+                "down": len(down_now), "fencing": evidence})
             self.stats["reports"] += 1
             client.put(self.k("down", host), json.dumps(
                 {"by": self.me, "at": time.time(), "notification": result.id,
@@ -332,3 +347,22 @@ class EtcdPeers:
             client.delete(self.k("down", host))
         for host in sorted(down_recs.keys() - hosts):
             client.delete(self.k("down", host))  # host unregistered by the operator
+
+
+def give_up_leases(conf) -> list[str]:
+    """Revoke this host's liveness leases on every network (after its self-fence
+    succeeded): the peers see it gone at once instead of after the TTL. Returns the keys
+    whose lease was revoked."""
+    p = conf[GROUP]
+    prefix = p.etcd_prefix.rstrip("/")
+    done = []
+    for network, url in p.etcd_networks.items():
+        client = make_client(url, p.etcd_timeout)
+        key = "/".join((prefix, "alive", network, conf.hostname))
+        for _value, meta in client.get(key, metadata=True):
+            lease = int(meta.get("lease") or 0)
+            if lease:
+                etcd3gw.Lease(lease, client).revoke()
+                done.append(key)
+    LOG.warning("self-fenced: gave up the etcd leases of %s", ", ".join(done) or "nothing")
+    return done

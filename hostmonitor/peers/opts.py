@@ -35,6 +35,16 @@ peer_opts = [
     cfg.FloatOpt("etcd_timeout", default=2.0, min=0.1,
                  help="Timeout in seconds of every etcd request (a slower answer counts as "
                       "no quorum)."),
+    cfg.FloatOpt("etcd_self_fence_deadline", default=0.0, min=0.0,
+                 help="Seconds after a peer's lease expired by which that peer has fenced "
+                      "itself (its [hostmonitor] fencing = etcd self-fence action, taken "
+                      "when its own verdict says it is unfit or when it lost its lease). "
+                      "The reporter reports a peer whose keys expired with host_status "
+                      "NORMAL (Masakari evacuates it) only once this deadline passed; "
+                      "before that it reports nothing. 0 = the peers do not self-fence: "
+                      "reported UNKNOWN (nothing evacuated) unless [host] "
+                      "disable_ipmi_check. Set it on every host, equal to at least the "
+                      "self-fence action's worst-case duration plus etcd_lease_ttl."),
     cfg.FloatOpt("etcd_reconcile_interval", default=0.0, min=0.0,
                  help="Safety-net full comparison of hosts and live keys, in seconds "
                       "(detection is pushed by the watch). 0 = lease TTL."),
