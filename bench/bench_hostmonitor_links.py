@@ -39,7 +39,11 @@ def conf_for(topo, work: Path, host: str, interval: float = 10.0) -> Path:
                                                 "tenant_interfaces": "t0,t1",
                                                 "storage_interfaces": "brs",
                                                 "compute_processes": "",
-                                                "evaluation_interval": interval}})
+                                                # detection latency, undamped (the
+                                                # defaults add hold_down 30 s, 3 samples)
+                                                "hold_down": 0,
+                                                "evaluation_interval": interval},
+                                "host": {"monitoring_samples": 1}})
 
 
 def measure(topo, work: Path, mode: str, runs: int) -> list[tuple[float, float]]:

@@ -24,7 +24,9 @@ from demo.lab import DAEMONS, Lab  # noqa: E402
 from demo.show import Steps, api_table, history, matches, wait_stored  # noqa: E402
 from tests.helpers import BIN  # noqa: E402
 
-STOPPED_HOST = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORMAL"}
+# The node's own verdict: never host_status NORMAL (no fencing here, so Masakari records
+# it and evacuates nothing; only peers that confirmed a fencing say NORMAL).
+STOPPED_HOST = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
 
 
 def run(lab: Lab, steps: Steps) -> int:

@@ -81,6 +81,8 @@ class Lab:
                                   # nova-compute is processmonitor's job here; otherwise its
                                   # crash would also be a "compute down" row of the matrix.
                                   "compute_processes": "",
+                                  # undamped so the demo is short (defaults: 30 s, 3)
+                                  "hold_down": 0,
                                   "evaluation_interval": 1},
                               # One node, no cluster engine: peer monitoring is off.
                               "host": {"monitoring_samples": 1, "monitoring_driver": "none"}})

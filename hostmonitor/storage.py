@@ -25,6 +25,10 @@ from hostmonitor.links import DEGRADED, DOWN, UP, combine
 LOG = logging.getLogger(__name__)
 
 # The child: stat the path, optionally write, fsync and read back a heartbeat file.
+# The mount may be shared (NFS) and we run as root: a symlink planted at the heartbeat's
+# name must never make us write through it. So: a fresh temporary file (O_EXCL|O_NOFOLLOW,
+# never an existing one), renamed over the name (rename replaces a symlink, it does not
+# follow it), read back with O_NOFOLLOW.
 _CHILD = r"""
 import os, sys, time
 path, beat = sys.argv[1], sys.argv[2]
@@ -32,11 +36,23 @@ os.stat(path)
 os.statvfs(path)  # never answered from a cache (NFS, FUSE)
 if beat:
     data = ("%f\n" % time.time()).encode()
-    fd = os.open(beat, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, data); os.fsync(fd); os.close(fd)
-    with open(beat, "rb") as f:
-        if f.read() != data:
+    tmp = "%s.%d.tmp" % (beat, os.getpid())
+    try:
+        os.unlink(tmp)  # a leftover of a killed check (unlink never follows a symlink)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data); os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, beat)
+    fd = os.open(beat, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        if os.read(fd, 4096) != data:
             sys.exit(3)
+    finally:
+        os.close(fd)
 """
 
 

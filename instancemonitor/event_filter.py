@@ -15,6 +15,21 @@ Names are exactly what goes into the payload: ``vir_domain_event`` is ``<EVENT>_
 for LIFECYCLE, ``WATCHDOG_<ACTION>``, ``IO_ERROR_<ACTION>``, and ``UNKNOWN`` for the IDs
 that carry no detail (REBOOT, IO_ERROR_REASON, CONTROL_ERROR). ``"*"`` lets every detail
 of an event ID through. Errors name the file and line (yaml node marks).
+
+``map`` (either mode; nothing is mapped by default) sends an event that passed the filter
+as another one::
+
+    map:
+      LIFECYCLE:
+        CRASHED_PANICKED: STOPPED_FAILED          # same event ID
+        STOPPED_CRASHED: LIFECYCLE/STOPPED_FAILED # or EVENT_ID/NAME
+
+Why: masakari-engine 22 recovers an instance only for LIFECYCLE STOPPED_FAILED,
+IO_ERROR IO_ERROR_REPORT and QEMU_GUEST_AGENT_ERROR STOPPED_FAILED; a guest panic
+(CRASHED_*, STOPPED_CRASHED) is recorded and ignored (docs/recovery.md). An operator who
+wants a panicked guest restarted maps it to STOPPED_FAILED. The decision in the outbox
+history records the mapping (``mapped: {from, to, rule}``), so the payload Masakari saw is
+never a mystery.
 """
 from __future__ import annotations
 
@@ -113,10 +128,26 @@ def vir_domain_event(event_id: str, event: int, detail: int) -> str:
     return "UNKNOWN"
 
 
+# (event ID, name) -> (event ID, name, line of the rule in the file)
+Mapping = dict[tuple[str, str], tuple[str, str, "int | None"]]
+
+
 @dataclasses.dataclass(frozen=True)
 class EventFilter:
     table: dict[str, frozenset[str]]
     origin: str = "default"
+    mapping: Mapping = dataclasses.field(default_factory=dict)
+
+    def translate(self, event_id: str, name: str) -> tuple[str, str, dict | None]:
+        """(event ID, vir_domain_event) to send for an event the filter let through, and
+        the mapping it went through (for the decision), or None when sent as is."""
+        target = self.mapping.get((event_id, name))
+        if target is None:
+            return event_id, name, None
+        to_id, to_name, line = target
+        rule = f"{self.origin}:{line}" if line else self.origin
+        return to_id, to_name, {"from": f"{event_id}/{name}", "to": f"{to_id}/{to_name}",
+                                "rule": rule}
 
     def match(self, event_id: str, name: str) -> str | None:
         """The table row that lets (event_id, name) through, or None."""
@@ -186,7 +217,7 @@ def parse(text: str, path: str = "<string>") -> EventFilter:
         raise FilterFileError(path, None, "the file is empty")
     if not isinstance(root, yaml.MappingNode):
         raise FilterFileError(path, _line(root), "expected a mapping with 'mode' and 'events'")
-    mode, events, drop = "extend", None, None
+    mode, events, drop, mapping = "extend", None, None, {}
     for key, value in root.value:
         if key.value == "mode":
             if value.value not in ("extend", "replace"):
@@ -197,9 +228,11 @@ def parse(text: str, path: str = "<string>") -> EventFilter:
             events = _table(path, value)
         elif key.value == "drop":
             drop = (_table(path, value), _line(key))
+        elif key.value == "map":
+            mapping = _mapping(path, value)
         else:
             raise FilterFileError(path, _line(key), f"unknown key {key.value!r} "
-                                  "(allowed: mode, events, drop)")
+                                  "(allowed: mode, events, drop, map)")
     if mode == "replace":
         if drop:
             raise FilterFileError(path, drop[1], "'drop' only makes sense with mode: extend")
@@ -213,7 +246,44 @@ def parse(text: str, path: str = "<string>") -> EventFilter:
         for k, v in (drop[0] if drop else {}).items():
             merged.get(k, set()).difference_update(v)
         table = {k: frozenset(v) for k, v in merged.items() if v}
-    return EventFilter(table, origin=path)
+    result = EventFilter(table, origin=path, mapping=mapping)
+    for (event_id, name), (_, _, line) in mapping.items():
+        if not result.match(event_id, name):
+            raise FilterFileError(path, line, f"map: {event_id}/{name} is not let through "
+                                  "by the filter (add it to 'events')")
+    return result
+
+
+def _mapping(path, node) -> Mapping:
+    """``map``: EVENT_ID -> {NAME: TARGET}, TARGET = NAME or EVENT_ID/NAME."""
+    if not isinstance(node, yaml.MappingNode):
+        raise FilterFileError(path, _line(node), "map: expected a mapping of event ID -> "
+                              "{vir_domain_event: target}")
+    out: Mapping = {}
+    for key, value in node.value:
+        event_id = key.value
+        if event_id not in SUPPORTED:
+            raise FilterFileError(path, _line(key), f"map: unknown or unsupported libvirt "
+                                  f"event ID {event_id!r}")
+        if not isinstance(value, yaml.MappingNode):
+            raise FilterFileError(path, _line(value), f"map: {event_id}: expected "
+                                  "vir_domain_event: target pairs")
+        for src, dst in value.value:
+            known = KNOWN.get(event_id, {"UNKNOWN"})
+            if src.value not in known:
+                raise FilterFileError(path, _line(src), f"map: {event_id}: unknown "
+                                      f"vir_domain_event {src.value!r}")
+            if not isinstance(dst, yaml.ScalarNode) or not dst.value:
+                raise FilterFileError(path, _line(dst), f"map: {event_id}/{src.value}: "
+                                      "expected a target name")
+            to_id, _, to_name = dst.value.rpartition("/")
+            to_id = to_id or event_id
+            if to_name not in KNOWN.get(to_id, ()):
+                raise FilterFileError(path, _line(dst), f"map: target {to_id}/{to_name} is "
+                                      "not a vir_domain_event of LIFECYCLE, WATCHDOG or "
+                                      "IO_ERROR")
+            out[(event_id, src.value)] = (to_id, to_name, _line(src))
+    return out
 
 
 def load(path: str | None) -> EventFilter:

@@ -255,7 +255,7 @@ class LibvirtSource:
                           "while unobserved: reporting the missed LIFECYCLE %s", m.name,
                           m.uuid, m.before, m.now, m.vir_domain_event,
                           fields={"INSTANCE_UUID": m.uuid, "EVENT": "LIFECYCLE"})
-                self._emit("LIFECYCLE", m.vir_domain_event, m.uuid, started, {
+                self._emit_filtered("LIFECYCLE", m.vir_domain_event, m.uuid, started, {
                     "reconciled": True, "filter_row": row, "before": m.before,
                     "now": m.now, "domain": m.name})
         # The listing is now the truth; keep the records of vanished domains as gone.
@@ -334,7 +334,8 @@ class LibvirtSource:
                           fields={"INSTANCE_UUID": uuid, "EVENT": event_id,
                                   "VIR_DOMAIN_EVENT": name_, "DECISION": "ignored"})
                 return
-            self._emit(event_id, name_, uuid, now, {"filter_row": row, "domain": name})
+            self._emit_filtered(event_id, name_, uuid, now, {"filter_row": row,
+                                                              "domain": name})
         except Exception:  # noqa: BLE001 - never let an exception into libvirt's loop
             LOG.exception("libvirt %s event (event=%s detail=%s) could not be handled",
                           event_id, event, detail)
@@ -351,6 +352,20 @@ class LibvirtSource:
                 self.states.set(uuid, name, "shutoff")
             return
         self.states.set(uuid, name, state, last_event=name_)
+
+    def _emit_filtered(self, event_id, vir_domain_event, uuid, when: float,
+                       decision: dict) -> None:
+        """Emit an event the filter let through, as the filter's ``map`` says to send it
+        (the decision records a mapping)."""
+        to_id, to_name, mapped = self.filter.translate(event_id, vir_domain_event)
+        if mapped:
+            log.event(LOG, logging.WARNING, "libvirt event %s %s of %s sent as %s %s "
+                      "(event filter map, %s)", event_id, vir_domain_event, uuid, to_id,
+                      to_name, mapped["rule"],
+                      fields={"INSTANCE_UUID": uuid, "EVENT": to_id,
+                              "VIR_DOMAIN_EVENT": to_name})
+            decision = {**decision, "mapped": mapped}
+        self._emit(to_id, to_name, uuid, when, decision)
 
     def _emit(self, event_id, vir_domain_event, uuid, when: float, decision: dict) -> None:
         try:

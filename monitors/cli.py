@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
+import sqlite3
 import sys
 
 from oslo_config import cfg
 
 from monitors import config
-from monitors.notification import InvalidNotification, Notification, parse_time
+from monitors.notification import InvalidNotification, Notification
 
 CHECKS_NAMESPACE = "compute_ha_monitors.checks"
 OPTS_NAMESPACE = "oslo.config.opts"
@@ -53,10 +55,24 @@ def _register_daemon_opts(conf) -> None:
             config.register_groups(conf, ep.load()())
 
 
+class CLIError(Exception):
+    """A one-line error for the operator (exit code ``code``), never a traceback."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
 def _outbox(conf):
     from monitors.outbox import Outbox
 
-    return Outbox(config.outbox_path(conf))
+    path = config.outbox_path(conf)
+    try:
+        return Outbox(path)
+    except (OSError, sqlite3.Error) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise CLIError(f"outbox {path}: cannot open it: {why} (uid {os.getuid()}; the "
+                       "daemons run as root)") from None
 
 
 def _fmt_time(ts: float | None) -> str:
@@ -89,12 +105,22 @@ def cmd_notify(args) -> int:
     except json.JSONDecodeError as exc:
         print(f"ha-monitors notify: --payload: not JSON: {exc}", file=sys.stderr)
         return 2
+    except RecursionError:
+        print("ha-monitors notify: --payload: nested too deeply (a payload is one object "
+              "of strings)", file=sys.stderr)
+        return 2
     try:
         note = Notification.create(args.type, args.hostname or conf.hostname, payload,
                                    args.generated_time)
     except InvalidNotification as exc:
         print(f"ha-monitors notify: {exc}", file=sys.stderr)
         return 2
+    if args.wait:
+        # --timeout bounds the whole wait: no single HTTP call may outlast it
+        for group, name in (("delivery", "http_timeout"), ("api", "timeout")):
+            value = getattr(conf[group], name)
+            if value is None or value > args.timeout:
+                conf.set_override(name, max(args.timeout, 0.1), group=group)
     box = _outbox(conf)
     result = box.put(note, source=args.source, drivers=conf.delivery.drivers,
                      decision={"by": "ha-monitors notify"})
@@ -149,12 +175,13 @@ def cmd_outbox(args) -> int:
         if not args.delivered_before:
             print("ha-monitors outbox purge: --delivered-before is required", file=sys.stderr)
             return 2
-        try:
-            before = parse_time(args.delivered_before, "--delivered-before")
-        except InvalidNotification as exc:
+        from monitors.history import parse_since
+
+        try:  # as history --since: a duration ago, or ISO 8601 (local time if naive)
+            ts = parse_since(args.delivered_before, option="--delivered-before")
+        except ValueError as exc:
             print(f"ha-monitors outbox purge: {exc}", file=sys.stderr)
             return 2
-        ts = before.replace(tzinfo=dt.timezone.utc).timestamp()
         print(f"purged {box.purge_delivered(ts)} delivered notification(s)")
         return 0
     return 2
@@ -201,17 +228,29 @@ def cmd_status(args) -> int:
 def unknown_options(conf, files: list[str]) -> list[str]:
     """Options in the files that nothing registered: typos an operator wants to hear of.
     (oslo.config has already parsed the files, so they are well-formed here.)"""
+    import difflib
+
     problems = []
+    auth_names = {group: config.api_option_names(conf, group) for group in ("api", "nova")}
     for path in files:
         for number, section, name in config.file_settings(path):
-            if section == "api":
-                continue  # keystoneauth registers plugin options when loading them
-            try:
-                known = name in (conf if section == "DEFAULT" else conf[section])
-            except (cfg.NoSuchOptError, KeyError):
-                known = False
+            if section in auth_names:
+                # keystoneauth registers a plugin's options only when it loads it: compare
+                # with what the configured auth_type accepts
+                known = name.replace("-", "_") in auth_names[section]
+                choices = auth_names[section]
+            else:
+                try:
+                    group = conf if section == "DEFAULT" else conf[section]
+                    known = name in group
+                    choices = list(group)
+                except (cfg.NoSuchOptError, KeyError):
+                    known, choices = False, []
             if not known:
-                problems.append(f"{path}:{number}: warning: [{section}] {name}: unknown option")
+                close = difflib.get_close_matches(name, sorted(choices), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{path}:{number}: warning: [{section}] {name}: unknown "
+                                f"option{hint}, ignored")
     return problems
 
 
@@ -234,10 +273,14 @@ def cmd_check_config(args) -> int:
     except cfg.Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. --config-file naming a directory
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     files = config.config_files(conf)
+    checked = check_conf(conf)  # first: loading the auth plugin registers its [api] options
     warnings = unknown_options(conf, files) + config.ignored_settings(conf)
     problems = []
-    for line in check_conf(conf):  # a check's "warning: ..." lines do not fail the config
+    for line in checked:  # a check's "warning: ..." lines do not fail the config
         (warnings if line.startswith("warning: ") or ": warning: " in line else problems
          ).append(line)
     for line in warnings:
@@ -268,6 +311,16 @@ def outbox_states() -> tuple[str, ...]:
     return STATES
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ha-monitors", description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", action="append",
@@ -285,17 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deliver before returning; exit 0 = accepted, 3 = still pending, "
                         "4 = rejected, 5 = expired, 6 = superseded (withdrawn: its "
                         "condition cleared before delivery)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds for --wait")
+    p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds for --wait")
     p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("outbox", help="inspect and act on the outbox")
     p.add_argument("action", choices=("list", "show", "retry", "purge"))
     p.add_argument("id", nargs="?", type=int)
-    p.add_argument("--state", choices=outbox_states())
-    p.add_argument("--type")
+    p.add_argument("--state", type=str.lower, choices=outbox_states())
+    p.add_argument("--type", type=str.upper, choices=("VM", "PROCESS", "COMPUTE_HOST"))
     p.add_argument("--host")
     p.add_argument("--limit", type=int, default=1000)
-    p.add_argument("--delivered-before", help="purge: ISO 8601 time (UTC if naive)")
+    p.add_argument("--delivered-before",
+                   help="purge: a duration ago (30d, 12h) or an ISO 8601 time (local time "
+                        "if naive, like history --since)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_outbox)
 
@@ -303,9 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "and the API's answer")
     p.add_argument("--since", help="30s, 10m, 2h, 1d, 1w ago, or an ISO 8601 time (local if "
                                    "naive)")
-    p.add_argument("--type", choices=("VM", "PROCESS", "COMPUTE_HOST"))
+    p.add_argument("--type", type=str.upper, choices=("VM", "PROCESS", "COMPUTE_HOST"))
     p.add_argument("--host", help="the notification's hostname")
-    p.add_argument("--state", choices=outbox_states())
+    p.add_argument("--state", type=str.lower, choices=outbox_states())
     p.add_argument("--limit", type=int, default=50, help="the last N alerts (default 50)")
     p.add_argument("--brief", action="store_true", help="one line per alert")
     p.add_argument("--follow", "-f", action="store_true",
@@ -353,6 +408,22 @@ def main(argv=None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except CLIError as exc:
+        print(f"ha-monitors {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except OSError as exc:  # e.g. --config-file naming a directory
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ha-monitors {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"ha-monitors {args.command}: outbox: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback, for any input
+        if os.environ.get("HA_MONITORS_DEBUG"):
+            raise
+        print(f"ha-monitors {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(HA_MONITORS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Daemon-specific groups are registered by each daemon package (its ``opts.py``).
 from __future__ import annotations
 
 import copy
+import difflib
 import os
+import re
 import socket
 
 from keystoneauth1 import loading as ks_loading
@@ -132,7 +134,7 @@ host_opts = [
                     "verdict can fence the host, so it must have been seen by a change "
                     "and two re-evaluations ([hostmonitor] evaluation_interval, with "
                     "hold_down 30 s also in force); the Pacemaker poll driver needs 3 "
-                    "polls in a row (masakari-monitors' default is 2)."),
+                    "polls in a row (masakari-monitors' default is 1)."),
     ignored("host", cfg.IntOpt, "api_retry_max", _NO_DROP, default=12),
     ignored("host", cfg.IntOpt, "api_retry_interval", _NO_RETRY_LOOP, default=10),
     cfg.BoolOpt("disable_ipmi_check", default=False,
@@ -180,9 +182,19 @@ delivery_opts = [
                  help="First retry delay in seconds; doubles per attempt (with jitter)."),
     cfg.FloatOpt("retry_max_interval",
                  help="Cap of the retry delay in seconds (default: [callback] retry_interval)."),
+    cfg.FloatOpt("held_retry_interval", default=300.0, min=0.05,
+                 help="Cap of the retry delay in seconds for a notification the recipient "
+                      "holds back (Masakari 409 'host is already under maintenance', or "
+                      "another conflict that is not a duplicate). It stays pending and is "
+                      "delivered at most this long after the host leaves maintenance."),
     cfg.IntOpt("max_age", default=0, min=0,
                help="Seconds after which an undelivered notification becomes 'expired' "
                     "(kept and visible). 0 = retry forever."),
+    cfg.FloatOpt("retention_days", default=30.0, min=0,
+                 help="Delivered (and superseded) notifications and their history older "
+                      "than this many days are deleted by the daemons (at start, then "
+                      "hourly), so the outbox does not grow forever. Pending, rejected and "
+                      "expired ones are never deleted this way. 0 = keep everything."),
     cfg.FloatOpt("lease_seconds", default=60.0, min=1,
                  help="How long a claimed delivery is reserved for its worker; a worker that "
                       "died releases it at once (its pid is gone), a hung one after this."),
@@ -193,8 +205,10 @@ delivery_opts = [
 ]
 
 webhook_opts = [
-    cfg.URIOpt("url", schemes=["http", "https"],
-               help="URL the webhook driver POSTs notifications to."),
+    cfg.URIOpt("url", schemes=["http", "https"], secret=True,
+               help="URL the webhook driver POSTs notifications to. It may carry a "
+                    "credential (user:password@ or ?token=...): it is never logged as is, "
+                    "and messages that quote it show user:***@ and ?token=***."),
     cfg.StrOpt("secret", secret=True,
                help="Key of the HMAC-SHA256 signature sent in X-HA-Signature."),
     cfg.StrOpt("cafile", help="CA bundle to verify the webhook's TLS certificate."),
@@ -408,8 +422,36 @@ def outbox_path(conf: cfg.ConfigOpts) -> str:
     return os.path.join(conf.state_path, "outbox.sqlite")
 
 
+# masakari 22.0.0 accepts notification hostnames matching ^[a-zA-Z0-9-._]*$; an empty one is
+# refused by our own checks (monitors.notification), so every detection would be dropped.
+_HOSTNAME = re.compile(r"^[a-zA-Z0-9._-]{1,255}$")
+# oslo.config's "Value for option X from LocationInfo(location=<...>, detail='F') is not
+# valid: why": the file is named by where(), the rest is noise to an operator.
+_OSLO_NOISE = re.compile(r"^Value for option \S+ (?:from LocationInfo\(.*?\) )?is not valid: ")
+
+
+def where(conf: cfg.ConfigOpts, group: str | None, *names: str) -> str:
+    """``path:line: `` of the last file line that sets [group] name (any of ``names``, e.g.
+    an option and its deprecated name), or ``""`` when no file sets it."""
+    group = group or "DEFAULT"
+    found = ""
+    for path in config_files(conf):
+        for number, section, name in file_settings(path) or ():
+            if section == group and name in names:
+                found = f"{path}:{number}: "
+    return found
+
+
+def _value_problem(conf, group: str | None, name: str, exc: Exception) -> str:
+    from monitors.secrets import mask_text
+
+    text = mask_text(_OSLO_NOISE.sub("", str(exc)))
+    return f"{where(conf, group, name)}[{group or 'DEFAULT'}] {name}: {text}"
+
+
 def problems(conf: cfg.ConfigOpts) -> list[str]:
-    """Every problem of a parsed configuration, each naming its group and option.
+    """Every problem of a parsed configuration, each naming its group and option (and the
+    file and line that set it).
 
     oslo.config checks types only when a value is read, so read them all now: a daemon
     must refuse a bad file at start (or on SIGHUP), not fail later on first use."""
@@ -423,9 +465,15 @@ def problems(conf: cfg.ConfigOpts) -> list[str]:
             try:
                 getattr(target, name)
             except (cfg.Error, ValueError) as exc:
-                out.append(f"[{group or 'DEFAULT'}] {name}: {exc}")
-    out += _metrics_problems(conf)
-    if any(line.startswith(("[delivery] drivers", "[webhook] url")) for line in out):
+                out.append(_value_problem(conf, group, name, exc))
+    for check in (_hostname_problems, _state_path_problems, _api_problems, _nova_problems,
+                  _metrics_problems):
+        try:
+            out += check(conf)
+        except (cfg.Error, ValueError):
+            pass  # it reads a value that failed to parse: reported above
+
+    if any("[delivery] drivers: " in line or "[webhook] url: " in line for line in out):
         return out
     available = drivers_mod.available()
     for name in conf.delivery.drivers:
@@ -438,6 +486,113 @@ def problems(conf: cfg.ConfigOpts) -> list[str]:
         out.append("[messaging] transport_url: required because [delivery] drivers names "
                    "messaging")
     return out
+
+
+def _hostname_problems(conf: cfg.ConfigOpts) -> list[str]:
+    if _HOSTNAME.match(conf.hostname or ""):
+        return []
+    return [f"{where(conf, None, 'hostname', 'host')}[DEFAULT] hostname: {conf.hostname!r} is "
+            "not a host name Masakari accepts (1 to 255 of a-z A-Z 0-9 . - _): every "
+            "notification of this host would be refused"]
+
+
+def _state_path_problems(conf: cfg.ConfigOpts) -> list[str]:
+    """The outbox lives in state_path: if it cannot be written, every detection is lost."""
+    path = conf.state_path
+    here = f"{where(conf, None, 'state_path')}[DEFAULT] state_path: {path!r}"
+    if not path or not os.path.isabs(path):
+        return [f"{here}: must be an absolute directory path"]
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return [f"{here}: not a directory"]
+        if not os.access(path, os.W_OK | os.X_OK):
+            return [f"{here}: not writable by uid {os.getuid()} "
+                    f"({'read-only file system' if _read_only(path) else 'permission denied'})"
+                    ": the outbox could not record a single detection"]
+        return []
+    parent = os.path.dirname(path.rstrip("/")) or "/"
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        return [f"{here}: does not exist and cannot be created ({parent} is not writable "
+                f"by uid {os.getuid()})"]
+    return []
+
+
+def _read_only(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _api_problems(conf: cfg.ConfigOpts) -> list[str]:
+    """An auth_type that names no keystoneauth plugin, or a plugin missing a required
+    option, would fail only at the first delivery: refuse it up front."""
+    if "masakari" not in conf.delivery.drivers:
+        return []
+    auth_type = conf.api.auth_type
+    here = where(conf, "api", "auth_type", "auth_plugin")
+    plugins = auth_plugin_names()
+    if auth_type not in plugins:
+        close = difflib.get_close_matches(auth_type or "", plugins, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return [f"{here}[api] auth_type: {auth_type!r} names no keystoneauth plugin ({hint}"
+                f"available: {', '.join(plugins)})"]
+    try:
+        ks_loading.load_auth_from_conf_options(conf, "api")  # registers its options too
+    except Exception as exc:  # noqa: BLE001 - keystoneauth's errors name what is missing
+        return [f"{here}[api] auth_type = {auth_type}: {exc}"]
+    if auth_type == "none" and not conf.api.endpoint:
+        return [f"{here}[api] endpoint: required with auth_type = none (e.g. "
+                "http://masakari:15868/v1), or nothing can be delivered"]
+    return []
+
+
+def _nova_problems(conf: cfg.ConfigOpts) -> list[str]:
+    """[nova] credentials that would fail at the first force-down or resurrect."""
+    from monitors import actions
+
+    auth_type = conf.nova.auth_type
+    if not actions.enabled(conf) or not (auth_type or conf.nova.auth_section):
+        return []  # off, or the [api] credentials are used (checked above)
+    if auth_type and auth_type not in auth_plugin_names():
+        close = difflib.get_close_matches(auth_type, auth_plugin_names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return [f"[nova] auth_type: {auth_type!r} names no keystoneauth plugin{hint}"]
+    try:
+        ks_loading.load_auth_from_conf_options(conf, "nova")  # registers its options too
+    except Exception as exc:  # noqa: BLE001 - keystoneauth's errors name what is missing
+        return [f"[nova] auth_type = {auth_type}: {exc}"]
+    return []
+
+
+def auth_plugin_names() -> list[str]:
+    """keystoneauth's plugin names, from the entry points (not by loading each plugin:
+    some log import errors of optional dependencies)."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group="keystoneauth1.plugin")})
+
+
+def api_option_names(conf: cfg.ConfigOpts, group: str = "api") -> set[str]:
+    """Every option name (and deprecated name) [api] (or [nova]) accepts with its
+    auth_type: ours, the keystoneauth session and common auth options (for [nova] also the
+    adapter options), and the plugin's own."""
+    opts = ((api_opts if group == "api" else nova_opts + _adapter_opts())
+            + ks_loading.get_session_conf_options()
+            + ks_loading.get_auth_common_conf_options())
+    try:
+        opts = opts + [o._to_oslo_opt() for o in
+                       ks_loading.get_plugin_options(conf[group].auth_type)]
+    except Exception:  # noqa: BLE001 - an unknown plugin is reported by problems()
+        pass
+    names = set()
+    for opt in opts:
+        names.add(opt.dest)
+        names.add(opt.name)
+        names.update(d.name for d in getattr(opt, "deprecated_opts", ()) or () if d.name)
+    return {n.replace("-", "_") for n in names}
 
 
 def _metrics_problems(conf: cfg.ConfigOpts) -> list[str]:

@@ -7,7 +7,7 @@ import threading
 import time
 
 from monitors import config, log, metrics
-from monitors.drivers import AUTH, DELIVERED, DUPLICATE, REJECTED, Answer, Driver
+from monitors.drivers import AUTH, DELIVERED, DUPLICATE, HELD, REJECTED, Answer, Driver
 from monitors.outbox import Claim, Outbox, backoff
 
 LOG = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ class DeliveryWorker:
         self._gate_lock = threading.Lock()
         self._closed_until: dict[str, float] = {}
         self._failures: dict[str, int] = {}
+        self._retention_lock = threading.Lock()
+        self._retention_due = 0.0  # monotonic: at the first loop, then hourly
 
     # -- one delivery -----------------------------------------------------------------------
     def deliver(self, claim: Claim) -> str:
@@ -40,7 +42,12 @@ class DeliveryWorker:
         self.last_answer = answer
         outcome = answer.outcome
         retry_in = 0.0
-        if outcome not in (DELIVERED, DUPLICATE, REJECTED):
+        if outcome == HELD:
+            # The recipient will take it once an operator ends the host's maintenance:
+            # keep asking, but rarely (capped by [delivery] held_retry_interval).
+            retry_in = backoff(claim.attempt, self.conf.delivery.retry_initial_interval,
+                               self.conf.delivery.held_retry_interval)
+        elif outcome not in (DELIVERED, DUPLICATE, REJECTED):
             retry_in = backoff(claim.attempt, self.conf.delivery.retry_initial_interval,
                                config.retry_max_interval(self.conf))
         self._update_gate(claim.driver, answer)
@@ -60,6 +67,11 @@ class DeliveryWorker:
                       "outbox, not retried (ha-monitors outbox retry %s)",
                       claim.notification_id, claim.driver, answer.message,
                       claim.notification_id, fields=fields)
+        elif outcome == HELD and state != "expired":
+            log.event(LOG, logging.WARNING, "notification %s HELD by %s: %s; kept pending, "
+                      "asked again in %.1fs (delivered once the host leaves maintenance)",
+                      claim.notification_id, claim.driver, answer.message, retry_in,
+                      fields=fields)
         elif outcome == AUTH:
             log.event(LOG, logging.ERROR, "notification %s: %s refused our credentials (%s): "
                       "re-authenticating, retry in %.1fs; check the [api] options",
@@ -80,7 +92,8 @@ class DeliveryWorker:
             if answer.status is None and answer.outcome not in (DELIVERED, DUPLICATE):
                 failures = self._failures.get(driver, 0) + 1
                 self._failures[driver] = failures
-                self._closed_until[driver] = time.time() + backoff(
+                # monotonic: a wall-clock step neither stalls nor opens the gate
+                self._closed_until[driver] = time.monotonic() + backoff(
                     failures, self.conf.delivery.retry_initial_interval,
                     config.retry_max_interval(self.conf))
             elif answer.status is not None or answer.outcome in (DELIVERED, DUPLICATE):
@@ -88,13 +101,16 @@ class DeliveryWorker:
                 self._closed_until.pop(driver, None)
 
     def open_drivers(self) -> list[str]:
-        now = time.time()
+        now = time.monotonic()
         with self._gate_lock:
             return [d for d in self.drivers if self._closed_until.get(d, 0) <= now]
 
     def gate_reopens_at(self) -> float | None:
+        """When the first closed gate reopens, as a wall-clock time (comparable with the
+        outbox's next_due)."""
         with self._gate_lock:
-            return min(self._closed_until.values(), default=None)
+            until = min(self._closed_until.values(), default=None)
+        return None if until is None else time.time() + (until - time.monotonic())
 
     def run_once(self, notification_id: int | None = None) -> bool:
         claim = self.outbox.claim(self.open_drivers(), self.conf.delivery.lease_seconds,
@@ -117,11 +133,31 @@ class DeliveryWorker:
                                         self.gate_reopens_at())), default=time.time())
                 time.sleep(max(0.01, min(due - time.time(), deadline - time.monotonic(), 1.0)))
 
+    # -- housekeeping -------------------------------------------------------------------------
+    RETENTION_EVERY = 3600.0
+
+    def apply_retention(self) -> None:
+        """Age out finished rows ([delivery] retention_days); at most hourly, one thread."""
+        days = self.conf.delivery.retention_days
+        if not days or not self._retention_lock.acquire(blocking=False):
+            return
+        try:
+            if time.monotonic() < self._retention_due:
+                return
+            self._retention_due = time.monotonic() + self.RETENTION_EVERY
+            removed = self.outbox.apply_retention(time.time() - days * 86400)
+            if removed:
+                LOG.info("outbox: %d delivered notification(s) older than %g days removed "
+                         "with their history ([delivery] retention_days)", removed, days)
+        finally:
+            self._retention_lock.release()
+
     # -- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
         poll = self.conf.delivery.idle_poll_interval
         while not self._stop.is_set():
             try:
+                self.apply_retention()
                 if self.run_once():
                     continue
                 due = min(filter(None, (self.outbox.next_due(self.open_drivers()),

@@ -21,9 +21,11 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_since(text: str, now: float | None = None) -> float:
+def parse_since(text: str, now: float | None = None, option: str = "--since") -> float:
     """``10m``, ``2h``, ``1d`` ago, or an ISO 8601 time (local time if naive, like
-    ``journalctl --since``). Raises ValueError naming the accepted forms."""
+    ``journalctl --since``). Raises ValueError naming the accepted forms. Every time an
+    operator types (``history --since``, ``outbox purge --delivered-before``) goes
+    through here, so they all read a naive time the same way."""
     now = time.time() if now is None else now
     match = _DURATION.match(text)
     if match:
@@ -31,7 +33,7 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"--since {text!r}: expected a duration (30s, 10m, 2h, 1d, 1w) or an "
+        raise ValueError(f"{option} {text!r}: expected a duration (30s, 10m, 2h, 1d, 1w) or an "
                          "ISO 8601 time (2026-11-24T10:00, local time if no offset)") from None
     return moment.timestamp()  # naive → local time
 
@@ -109,6 +111,10 @@ def describe_event(entry: dict) -> str:
         elif entry.get("state") in ("rejected", "expired"):
             text += f" -> {entry['state'].upper()}"
         return text
+    if kind == "fencing":
+        text = (f"fencing ({entry.get('method')}) "
+                f"{'requested' if entry.get('ok') else 'FAILED'}: {entry.get('action') or '-'}")
+        return text + (f": {str(entry['detail'])[:160]}" if entry.get("detail") else "")
     if kind == "superseded":
         return f"SUPERSEDED, not delivered: {entry.get('why', '?')}"
     if kind == "retry":

@@ -52,6 +52,23 @@ class JournalFieldsHandler(logging.Handler):
             self.handleError(record)
 
 
+class MaskSecrets(logging.Filter):
+    """Last line of defence: any URL a log line quotes (a library's message, an exception)
+    loses its password and query values (monitors.secrets)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from monitors.secrets import mask_text
+
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is logging's own problem
+            return True
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
 def register(conf) -> None:
     oslo_logging.register_options(conf)
 
@@ -76,5 +93,7 @@ def setup(conf, identifier: str) -> None:
             if type(handler) is logging.StreamHandler:
                 root.removeHandler(handler)
         root.addHandler(JournalFieldsHandler(identifier))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(MaskSecrets())
     for noisy in ("stevedore", "keystoneauth", "openstack", "urllib3", "pyroute2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS notifications (
 CREATE INDEX IF NOT EXISTS notifications_created ON notifications (created_at);
 CREATE INDEX IF NOT EXISTS notifications_pending_order
     ON notifications (order_key, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS notifications_order ON notifications (order_key, id);
 CREATE TABLE IF NOT EXISTS deliveries (
     id              INTEGER PRIMARY KEY,
     notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
@@ -73,6 +74,32 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_notification ON history (notification_id);
 """
+# Columns added after the first release: (table, column, declaration), added to an older
+# file when it is opened.
+_ADDED_COLUMNS = (
+    # CLOCK_BOOTTIME at detection and the boot it belongs to: a row's age for [delivery]
+    # max_age, immune to wall-clock steps (NTP, an operator's date -s) within one boot.
+    ("notifications", "created_boot", "REAL"),
+    ("notifications", "boot_id", "TEXT"),
+    # put()'s ``first``: a delivery waits for the earlier stages of its notification.
+    ("deliveries", "stage", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def boot_clock() -> float:
+    """Seconds since boot, counting suspend; never steps (unlike time.time())."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _read_boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+BOOT_ID = _read_boot_id()
 
 
 def process_identity(pid: int | None = None) -> str:
@@ -112,6 +139,15 @@ class Claim:
     attempt: int
     created_at: float
     notification: Notification
+    created_boot: float | None = None
+    boot_id: str | None = None
+
+    def age(self) -> float:
+        """Seconds since detection: by the boot clock when detected in this boot (a
+        wall-clock step cannot age or rejuvenate it), else by the wall clock."""
+        if self.created_boot is not None and self.boot_id == BOOT_ID:
+            return max(boot_clock() - self.created_boot, 0.0)
+        return time.time() - self.created_at
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,10 +180,10 @@ class Outbox:
         with self._write() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
-            columns = {r[1] for r in db.execute("PRAGMA table_info(deliveries)")}
-            if "stage" not in columns:  # an outbox written before deliveries had stages
-                db.execute("ALTER TABLE deliveries ADD COLUMN stage INTEGER NOT NULL "
-                           "DEFAULT 0")
+            for table, column, decl in _ADDED_COLUMNS:
+                have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self.owner = process_identity()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -208,7 +244,8 @@ class Outbox:
         A repeat of the latest pending notification of the same subject (VM, process or
         host) is not queued twice; it is written into that row's history so flapping stays
         visible. Only the latest: after STOPPED, STARTED, a new STOPPED must be queued, or
-        the recipient would end on STARTED.
+        the recipient would end on STARTED. And only if that row is for (at least) the same
+        drivers.
 
         first: drivers whose delivery must be answered before the others of this row are
         attempted (e.g. Nova's force-down before the Masakari notification); see claim()'s
@@ -223,19 +260,23 @@ class Outbox:
             row = db.execute("SELECT id, dedup_key FROM notifications WHERE order_key = ? "
                              "AND state = 'pending' ORDER BY id DESC LIMIT 1",
                              (notification.order_key(),)).fetchone()
-            if row is not None and row["dedup_key"] == key:
+            if row is not None and row["dedup_key"] == key and set(drivers) <= {
+                    r[0] for r in db.execute("SELECT driver FROM deliveries WHERE "
+                                             "notification_id = ?", (row["id"],))}:
+                # Only when the pending row goes to every recipient this one is for: a
+                # Masakari-bound repeat of a webhook-only row must still reach Masakari.
                 self._history(db, row["id"], "duplicate", {
                     "source": source, "generated_time": notification.time_text,
                     "decision": decision or {}}, at=now)
                 return PutResult(row["id"], False)
             cur = db.execute(
                 "INSERT INTO notifications (created_at, type, hostname, generated_time, payload,"
-                " priority, dedup_key, order_key, source, decision, state)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " priority, dedup_key, order_key, source, decision, state, created_boot,"
+                " boot_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (now, notification.type, notification.hostname, notification.time_text,
                  json.dumps(notification.payload, sort_keys=True), notification.priority, key,
                  notification.order_key(), source, json.dumps(decision or {}, sort_keys=True),
-                 PENDING))
+                 PENDING, boot_clock(), BOOT_ID))
             nid = cur.lastrowid
             for driver in drivers:
                 db.execute("INSERT INTO deliveries (notification_id, driver, state, priority,"
@@ -269,19 +310,26 @@ class Outbox:
 
         unreachable_due: rows whose last attempt found the recipient unreachable (no HTTP
         status) count as due regardless of their own backoff; the caller gates the driver
-        instead, so when the recipient is back the backlog drains in priority order."""
+        instead, so when the recipient is back the backlog drains in priority order.
+
+        Retry times and leases are wall-clock times (shared by processes). A delivery
+        last touched "in the future" (updated_at > now) was scheduled before the clock
+        stepped back: it counts as due and unleased instead of stalling for the size of
+        the step. (A step forward only makes rows due early, or a lease end early: the
+        re-send is answered 409 duplicate, as after a crash.)"""
         drivers = list(drivers)
         if not drivers:
             return None
         now = time.time()
         marks = ",".join("?" * len(drivers))
-        due = "d.next_attempt_at <= ?"
+        due = "(d.next_attempt_at <= ? OR d.updated_at > ?)"
         if unreachable_due:
-            due = "(d.next_attempt_at <= ? OR (d.attempts > 0 AND d.last_status IS NULL))"
+            due = ("(d.next_attempt_at <= ? OR d.updated_at > ? "
+                   "OR (d.attempts > 0 AND d.last_status IS NULL))")
         # Per subject, FIFO: a STARTED never overtakes the STOPPED queued before it, even
         # with several delivery threads or processes; different subjects go in parallel.
         where = (f"d.state = 'pending' AND d.driver IN ({marks}) AND {due} "
-                 "AND (d.lease_until IS NULL OR d.lease_until <= ?) "
+                 "AND (d.lease_until IS NULL OR d.lease_until <= ? OR d.updated_at > ?) "
                  "AND NOT EXISTS (SELECT 1 FROM notifications n2 JOIN deliveries d2 "
                  "ON d2.notification_id = n2.id WHERE n2.state = 'pending' "
                  "AND n2.order_key = n.order_key AND n2.id < n.id "
@@ -290,7 +338,7 @@ class Outbox:
                  "d.notification_id AND d3.stage < d.stage AND d3.state = 'pending' "
                  "AND n.created_at > ?)")
         hold_since = 0.0 if stage_hold is None else now - stage_hold
-        args: list[Any] = [*drivers, now, now, hold_since]
+        args: list[Any] = [*drivers, now, now + 1.0, now, now + 1.0, hold_since]
         if notification_id is not None:
             where += " AND d.notification_id = ?"
             args.append(notification_id)
@@ -313,7 +361,7 @@ class Outbox:
                                                      "attempt": attempt, "by": self.owner},
                           delivery_id=row["did"], at=now)
         return Claim(row["did"], row["id"], row["driver"], attempt, row["created_at"],
-                     _notification(row))
+                     _notification(row), row["created_boot"], row["boot_id"])
 
     def finish(self, claim: Claim, outcome: str, *, status: int | None = None,
                remote_id: str | None = None, message: str = "",
@@ -325,7 +373,7 @@ class Outbox:
             state = DELIVERED
         elif outcome == "rejected":
             state = REJECTED
-        elif max_age and now - claim.created_at >= max_age:
+        elif max_age and claim.age() >= max_age:
             state = EXPIRED
         else:
             state = PENDING
@@ -373,6 +421,14 @@ class Outbox:
                              "created_at < ?", (before,))
         return cur.rowcount
 
+    def apply_retention(self, before: float) -> int:
+        """Delete finished notifications (delivered, superseded) created before ``before``,
+        with their deliveries and history; never pending, rejected or expired ones."""
+        with self._write() as db:
+            cur = db.execute("DELETE FROM notifications WHERE state IN ('delivered', "
+                             "'superseded') AND created_at < ?", (before,))
+        return cur.rowcount
+
     # -- reading ----------------------------------------------------------------------------
     def next_due(self, drivers: Iterable[str]) -> float | None:
         drivers = list(drivers)
@@ -387,9 +443,23 @@ class Outbox:
     def depth(self) -> int:
         return self._read("SELECT COUNT(*) FROM notifications WHERE state = 'pending'")[0][0]
 
-    def oldest_pending_age(self) -> float:
-        row = self._read("SELECT MIN(created_at) FROM notifications WHERE state = 'pending'")
+    def oldest_pending_age(self, exclude_held: bool = False) -> float:
+        """exclude_held: leave out notifications the recipient holds back (host on
+        maintenance): they wait for an operator, not for delivery, and are reported apart."""
+        sql = "SELECT MIN(created_at) FROM notifications n WHERE state = 'pending'"
+        if exclude_held:
+            sql += f" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE {_HELD})"
+        row = self._read(sql)
         return time.time() - row[0][0] if row[0][0] else 0.0
+
+    def held(self, limit: int = 20) -> list[dict]:
+        """Pending deliveries whose last answer held them back (Masakari 409 that is not a
+        duplicate: host on maintenance, or another conflict), oldest first."""
+        rows = self._read(
+            "SELECT n.id, n.type, n.hostname, n.created_at, d.driver, d.last_message, "
+            f"d.next_attempt_at FROM notifications n JOIN deliveries d ON {_HELD} "
+            "ORDER BY n.id LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         rows = self._read("SELECT state, COUNT(*) FROM notifications GROUP BY state")
@@ -529,6 +599,12 @@ def supersede_stale(db, row: sqlite3.Row, now: float) -> bool:
                     at=now)
     Outbox._refresh_state(db, row["id"])
     return True
+
+
+# A delivery held back by its recipient: pending, last answered 409 with a "held: ..." text
+# (monitors.drivers.HELD); correlated with the notifications row ``n``.
+_HELD = ("d.notification_id = n.id AND d.state = 'pending' AND d.last_status = 409 "
+         "AND d.last_message LIKE 'held:%'")
 
 
 def _history_entry(row: sqlite3.Row) -> dict:

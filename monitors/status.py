@@ -96,10 +96,18 @@ def daemon_report(state_path: str, name: str, th: Thresholds, now: float,
 
 def outbox_report(box: Outbox, th: Thresholds, now: float) -> tuple[dict, list[Problem]]:
     counts = box.counts()
-    oldest = box.oldest_pending_age()
+    oldest = box.oldest_pending_age(exclude_held=True)
+    held = box.held()
     report = {"counts": counts, "depth": counts.get("pending", 0),
-              "oldest_pending_age": round(oldest, 3)}
+              "oldest_pending_age": round(oldest, 3), "held": len(held)}
     problems = []
+    for row in held:
+        # Masakari refuses the host's notifications while it is on maintenance: nothing is
+        # lost (kept, asked again), but an operator should know what waits for them.
+        problems.append(Problem(WARNING, f"notification {row['id']} ({row['type']} "
+                                         f"{row['hostname']}) {row['last_message'][:160]}; "
+                                         f"kept pending, delivered when that ends "
+                                         f"(ha-monitors outbox show {row['id']})"))
     if oldest > th.pending_crit:
         problems.append(Problem(CRITICAL, f"outbox: oldest undelivered notification waits for "
                                           f"{oldest:.0f}s (ha-monitors outbox list --state pending)"))

@@ -38,4 +38,8 @@ def check(conf) -> list[str]:
         plist = process_list.load(conf.process.process_list_path, conf.hostname)
     except process_list.ProcessListError as exc:
         return [str(exc)]
-    return plist.errors + [f"warning: {w}" for w in plist.warnings]
+    empty = []
+    if not plist.entries and not plist.errors:
+        empty = [f"{plist.path}:1: warning: no process listed: ha-processmonitor would "
+                 "watch nothing"]
+    return plist.errors + [f"warning: {w}" for w in plist.warnings] + empty

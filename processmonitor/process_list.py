@@ -92,13 +92,23 @@ def _parse_command(value, where: str, errors: list[str]) -> list[str] | None:
     return argv or None
 
 
+# One pidfd, a /proc scan entry and a restart policy per process: a compute node runs a
+# handful of services; thousands of entries mean a wrong file (or a generated one gone mad).
+MAX_ENTRIES = 200
+MAX_BYTES = 1 << 20
+
+
 def load(path: str, hostname: str = "localhost") -> ProcessList:
     """Read and validate ``path``; raise ProcessListError when the file itself is unusable."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ProcessListError(f"{path}: cannot read the process list: {exc.strerror}") from None
+            text = f.read(MAX_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise ProcessListError(f"{path}: cannot read the process list: {why}") from None
+    if len(text) > MAX_BYTES:
+        raise ProcessListError(f"{path}: over {MAX_BYTES} bytes: not a process list (a "
+                               f"compute node watches a handful of services)")
     try:
         doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -110,6 +120,10 @@ def load(path: str, hostname: str = "localhost") -> ProcessList:
     if not isinstance(doc, list):
         raise ProcessListError(f"{path}:1: expected a YAML list of processes, got "
                                f"{type(doc).__name__}")
+    if len(doc) > MAX_ENTRIES:
+        line = doc[MAX_ENTRIES].get("__line__", 1) if isinstance(doc[MAX_ENTRIES], dict) else 1
+        raise ProcessListError(f"{path}:{line}: {len(doc)} processes listed, at most "
+                               f"{MAX_ENTRIES} are watched (is this the right file?)")
     result = ProcessList(path, [], [], [])
     seen: dict[str, int] = {}
     for index, item in enumerate(doc, 1):

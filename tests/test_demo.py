@@ -47,7 +47,7 @@ def test_demo_shows_every_notification_as_the_api_stored_it_and_cleans_up():
         ("PROCESS", '{"event":"STOPPED","process_name":"nova-compute"}'),
         ("PROCESS", '{"event":"STARTED","process_name":"nova-compute"}'),
         ("COMPUTE_HOST",
-         '{"cluster_status":"OFFLINE","event":"STOPPED","host_status":"NORMAL"}'),
+         '{"cluster_status":"OFFLINE","event":"STOPPED","host_status":"UNKNOWN"}'),
     }, api_part
     assert {host for _, host, _, _, _ in rows} == {"compute-1"}
     history = out.split("ha-monitors history")[1]

@@ -17,6 +17,9 @@ NAMESPACE = "compute_ha_monitors.drivers"
 DELIVERED = "delivered"    # accepted (2xx with the recipient's id)
 DUPLICATE = "duplicate"    # 409: the recipient already has it → delivered
 REJECTED = "rejected"      # the recipient refused it (400 ...): kept, visible, not retried
+HELD = "held"              # the recipient refuses it for now (Masakari 409: host on
+                           # maintenance, or another conflict): kept pending, retried with a
+                           # long capped backoff ([delivery] held_retry_interval), visible
 AUTH = "auth"              # 401/403: credentials refreshed, retried
 RETRY = "retry"            # timeout, connection error, 5xx, odd answer: retried with backoff
 

@@ -1,11 +1,22 @@
 """The Masakari driver: openstacksdk ``instance_ha`` through a keystoneauth session built
-from the ``[api]`` options, exactly as masakari-monitors configures it."""
+from the ``[api]`` options, exactly as masakari-monitors configures it.
+
+An HTTP error is Masakari's own answer only when its body is Masakari's fault document
+(``{"badRequest": {"code": 400, "message": ...}}``: one key, whose ``code`` is the status).
+Anything else (an HTML 404 or 413 of a proxy, a load balancer's 502 during an upgrade) is
+retried and worded as what it is, so a host failure is never parked as "rejected by
+masakari" because something in between answered. Masakari's 409 means three things
+(masakari 22.0.0): "... is duplicate" (we already delivered it), "... is ignored as the
+host is already under maintenance" and other conflicts; only the first counts as delivered,
+the others are held (kept pending, retried until Masakari takes them)."""
 from __future__ import annotations
 
 import logging
 
-from monitors.drivers import AUTH, RETRY, Answer, Driver, classify
+from monitors.drivers import (AUTH, DUPLICATE, HELD, REJECTED, RETRY, Answer, Driver,
+                              classify)
 from monitors.notification import Notification
+from monitors.secrets import mask_text, mask_url
 
 LOG = logging.getLogger(__name__)
 
@@ -40,16 +51,16 @@ class MasakariDriver(Driver):
             conn = self._connection()
             result = conn.instance_ha.create_notification(**notification.to_dict())
         except sdk_exc.HttpException as exc:
-            status = exc.status_code or 0
-            outcome = classify(status) if status else RETRY
-            if outcome == AUTH:
+            answer = self.classify_error(exc.status_code or 0, getattr(exc, "response", None),
+                                         exc)
+            if answer.outcome == AUTH:
                 self.close()  # authenticate again on the next attempt
-            return Answer(outcome, status, None, _api_message(exc))
+            return answer
         except ks_exc.Unauthorized as exc:
             self.close()
-            return Answer(AUTH, 401, None, str(exc))
+            return Answer(AUTH, 401, None, mask_text(str(exc)))
         except (ks_exc.ClientException, OSError) as exc:
-            return Answer(RETRY, None, None, f"{type(exc).__name__}: {exc}")
+            return Answer(RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
         uuid = getattr(result, "notification_uuid", None)
         if not uuid:
             # openstacksdk turns a 300 from the version page into an empty object.
@@ -66,6 +77,50 @@ class MasakariDriver(Driver):
                 LOG.debug("closing the openstacksdk connection failed", exc_info=True)
 
 
-def _api_message(exc) -> str:
+    def classify_error(self, status: int, response, exc=None) -> Answer:
+        """An HTTP error answer → outcome, from the status and who answered it."""
+        if not status:
+            return Answer(RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
+        if status in (401, 403):
+            return Answer(AUTH, status, None, mask_text(_api_message(exc, response)))
+        fault = masakari_fault(status, response)
+        if fault is None:
+            where = mask_url(getattr(response, "url", None) or self.conf.api.endpoint or "?")
+            return Answer(RETRY, status, None,
+                          f"HTTP {status} from {where} (not a Masakari answer): retrying")
+        if status == 409:
+            if "is duplicate" in fault:
+                return Answer(DUPLICATE, status, None, f"409: {fault}")
+            if "maintenance" in fault:
+                return Answer(HELD, status, None,
+                              f"held: host on maintenance in Masakari (409: {fault})")
+            return Answer(HELD, status, None, f"held: conflict in Masakari (409: {fault})")
+        outcome = classify(status)
+        if outcome == REJECTED:
+            return Answer(REJECTED, status, None, f"{status}: {fault}")
+        return Answer(outcome, status, None, f"{status}: {fault}")
+
+
+def masakari_fault(status: int, response) -> str | None:
+    """The message of Masakari's fault document (``{"<fault>": {"code": status, "message":
+    ...}}``), or None when the body is not one: then someone else answered."""
+    if response is None:
+        return None
+    try:
+        body = response.json()
+    except Exception:  # noqa: BLE001 - HTML, text, empty: not Masakari's document
+        return None
+    if not isinstance(body, dict) or len(body) != 1:
+        return None
+    fault = next(iter(body.values()))
+    if (not isinstance(fault, dict) or fault.get("code") != status
+            or not isinstance(fault.get("message"), str)):
+        return None
+    return fault["message"]
+
+
+def _api_message(exc, response) -> str:
+    if exc is None:
+        return str(getattr(response, "status_code", "?"))
     details = getattr(exc, "details", None) or ""
     return f"{exc.status_code}: {details or exc.message}".strip()

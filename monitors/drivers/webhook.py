@@ -11,6 +11,7 @@ import uuid
 
 from monitors.drivers import RETRY, Answer, Driver, classify
 from monitors.notification import Notification
+from monitors.secrets import mask_text
 
 _ID_NAMESPACE = uuid.UUID("5b0f3c1e-8f0e-4c55-9a57-2a7f5b1c9e01")
 SIGNATURE_HEADER = "X-HA-Signature"
@@ -55,9 +56,10 @@ class WebhookDriver(Driver):
             resp = self._session.post(hook.url, data=body, headers=headers, verify=verify,
                                       timeout=self.conf.delivery.http_timeout)
         except requests.RequestException as exc:
-            return Answer(RETRY, None, None, f"{type(exc).__name__}: {exc}")
+            # requests quotes the URL (with its ?token=...) in its messages
+            return Answer(RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
         return Answer(classify(resp.status_code), resp.status_code, doc["id"],
-                      resp.text[:500])
+                      mask_text(resp.text[:500]))
 
     def close(self) -> None:
         self._session.close()

@@ -36,3 +36,52 @@ def host(engine):
 def peer(engine):
     """A second healthy host: somewhere for evacuated instances to go."""
     return new_host(engine, "peer")
+
+
+@pytest.fixture
+def node(engine, tmp_path):
+    """Factory of compute nodes (tests/engine/node.py) with fresh host names; all stopped
+    (daemons, stand-in services, links) at the end of the test."""
+    from tests.engine.node import Node
+
+    nodes = []
+
+    def make(prefix: str = "cn") -> Node:
+        name = new_host(engine, prefix)
+        n = Node(engine, tmp_path / name, name)
+        nodes.append(n)
+        return n
+
+    yield make
+    for n in nodes:
+        n.stop()
+
+
+def outcome(engine, hostname: str) -> dict:
+    """What an operator would look at: the notifications the API stored for this host
+    (type, payload, final status) and the state-changing Nova calls about it."""
+    nova = engine.nova
+    return {
+        "host": hostname,
+        "notifications": [(r["type"], r["payload"], r["status"])
+                          for r in engine.api.notifications(hostname=hostname)],
+        "nova": [(c.method, c.path.split("/")[1], c.action or c.body, c.status)
+                 for c in nova.mutations(hostname)],
+    }
+
+
+@pytest.fixture
+def record(request):
+    """record(scenario, engine, *hosts): append the outcome to $ENGINE_SCENARIOS (JSON
+    lines) when set: the source of the table in docs/recovery.md."""
+    import json
+
+    def rec(engine, *hosts: str, note: str = "") -> list[dict]:
+        rows = [outcome(engine, h) for h in hosts]
+        path = os.environ.get("ENGINE_SCENARIOS")
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps({"test": request.node.nodeid, "note": note,
+                                    "hosts": rows}, default=str) + "\n")
+        return rows
+    return rec

@@ -90,3 +90,25 @@ def test_mount_check_of_missing_path_is_down(tmp_path):
     assert MountCheck(str(tmp_path), 2.0, ".beat").run().state == "up"
     r = MountCheck(str(tmp_path / "nope"), 2.0, None).run()
     assert r.state == "down" and "FileNotFoundError" in r.detail
+
+
+def test_heartbeat_never_writes_through_a_planted_symlink(tmp_path):
+    """The storage path is shared and we run as root: someone plants a symlink at the
+    heartbeat's name pointing at a file they want overwritten. The check replaces the
+    link by its own file and leaves the target alone."""
+    from hostmonitor.storage import MountCheck
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    victim = tmp_path / "etc-shadow-stand-in"
+    victim.write_text("root:precious\n")
+    (shared / ".beat").symlink_to(victim)
+    r = MountCheck(str(shared), 5.0, ".beat").run()
+    assert r.state == "up", r.detail
+    assert victim.read_text() == "root:precious\n"
+    beat = shared / ".beat"
+    assert not beat.is_symlink() and beat.is_file()
+    assert float(beat.read_text()) > time.time() - 60
+    # a symlink at the temporary name (pid guessed) is removed, not followed, either
+    assert MountCheck(str(shared), 5.0, ".beat").run().state == "up"
+    assert sorted(p.name for p in shared.iterdir()) == [".beat"]

@@ -60,6 +60,8 @@ def test_unfit_with_pacemaker_fencing_requests_stonith_admin_and_never_says_norm
         fence = [h for h in row["history"] if h["kind"] == "fencing"]
         assert fence and fence[0]["ok"] is True
         assert fence[0]["action"] == f"{RECORDER} {record} --fence {host} --timeout 60"
+        text = cli(d.conf, "history", "--host", host).stdout
+        assert f"fencing (pacemaker) requested: {RECORDER} {record} --fence {host}" in text
     finally:
         d.stop()
 
@@ -223,3 +225,14 @@ def test_processmonitor_gave_up_means_compute_down(links_up, tmp_path, compute):
     finally:
         pm.stop()
         d.stop()
+
+
+def test_check_config_refuses_etcd_fencing_without_a_self_fence_action(tmp_path):
+    from tests.helpers import write_conf
+
+    conf = write_conf(tmp_path / "hm.conf", hostname="x", state_path=tmp_path, endpoint=None,
+                      sections={"hostmonitor": {"fencing": "etcd"}})
+    r = cli(conf, "check-config")
+    assert r.returncode != 0
+    assert ("[hostmonitor] fencing = etcd needs self_fence_command or self_fence_file"
+            in r.stdout + r.stderr)

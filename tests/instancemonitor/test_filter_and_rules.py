@@ -42,6 +42,21 @@ def test_extend_replace_and_drop():
     assert "BLOCK_THRESHOLD" in f.event_ids() and f.match("BLOCK_THRESHOLD", "UNKNOWN")
 
 
+def test_map_is_off_by_default_and_translates_only_what_it_names():
+    assert event_filter.default().mapping == {}
+    assert event_filter.default().translate("LIFECYCLE", "CRASHED_PANICKED") == (
+        "LIFECYCLE", "CRASHED_PANICKED", None)
+    f = event_filter.parse("map:\n  LIFECYCLE:\n    CRASHED_PANICKED: STOPPED_FAILED\n"
+                           "  WATCHDOG:\n    WATCHDOG_RESET: LIFECYCLE/STOPPED_FAILED\n",
+                           "/etc/f.yaml")
+    assert f.translate("LIFECYCLE", "CRASHED_PANICKED") == (
+        "LIFECYCLE", "STOPPED_FAILED", {"from": "LIFECYCLE/CRASHED_PANICKED",
+                                        "to": "LIFECYCLE/STOPPED_FAILED",
+                                        "rule": "/etc/f.yaml:3"})
+    assert f.translate("WATCHDOG", "WATCHDOG_RESET")[:2] == ("LIFECYCLE", "STOPPED_FAILED")
+    assert f.translate("LIFECYCLE", "STOPPED_CRASHED")[2] is None
+
+
 @pytest.mark.parametrize("text,line,words", [
     ("mode: extend\nevents:\n  LIFECYCLE: [STOPPED_FAILD]\n", 3, "unknown vir_domain_event"),
     ("events:\n  LIFECYCLE: [STOPPED_FAILED]\n  BOGUS: [UNKNOWN]\n", 3, "unknown libvirt event ID"),
@@ -50,6 +65,11 @@ def test_extend_replace_and_drop():
     ("events: [\n", 2, "invalid YAML"),
     ("mode: replace\nevents:\n  LIFECYCLE: STOPPED_FAILED\n", 3, "expected a list"),
     ("colour: red\n", 1, "unknown key"),
+    ("map:\n  LIFECYCLE:\n    STARTED_BOOTED: STOPPED_FAILED\n", 3, "not let through"),
+    ("map:\n  LIFECYCLE:\n    CRASHED_PANICKED: STOPPED_FAILD\n", 3, "map: target"),
+    ("map:\n  LIFECYCLE:\n    CRASHED_PANICKD: STOPPED_FAILED\n", 3, "unknown vir_domain"),
+    ("map:\n  BOGUS:\n    UNKNOWN: STOPPED_FAILED\n", 2, "unknown or unsupported"),
+    ("map: [LIFECYCLE]\n", 1, "map: expected a mapping"),
 ])
 def test_bad_filter_names_file_and_line(text, line, words):
     with pytest.raises(event_filter.FilterFileError) as err:

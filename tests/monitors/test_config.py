@@ -27,7 +27,9 @@ def uncommented_sample(tmp_path) -> Path:
             continue  # no default: leave unset
         lines.append(f"{name} = {value}")
     path = tmp_path / "masakarimonitors.conf"
-    path.write_text("\n".join(lines) + f"\n[DEFAULT]\nstate_path = {tmp_path / 'state'}\n")
+    # auth_url has no default: as in any real file, the password plugin needs it
+    path.write_text("\n".join(lines) + f"\n[DEFAULT]\nstate_path = {tmp_path / 'state'}\n"
+                    "[api]\nauth_url = http://keystone.example:5000/v3\n")
     return path
 
 

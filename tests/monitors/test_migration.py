@@ -24,7 +24,7 @@ from tests.helpers import cli, deliverer, wait_for, write_conf
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
-STATUSES = {"same", "renamed", "new", "ignored-with-warning"}
+STATUSES = {"same", "default-changed", "renamed", "new", "ignored-with-warning"}
 
 
 def _tool():
@@ -85,6 +85,10 @@ def test_same_and_renamed_rows_are_registered_by_us_with_the_same_default(mm, ou
             theirs, mine = mm.get((group, name)), ours[(group, name)]
             if theirs and theirs["sample_default"] is None:  # not the machine's hostname
                 assert mine["default"] == theirs["default"], f"[{group}] {name}: default"
+        elif status == "default-changed":  # same name and meaning, a safer default
+            assert (group, name) in ours, f"[{group}] {name} is marked so but not registered"
+            assert ours[(group, name)]["default"] != mm[(group, name)]["default"], \
+                f"[{group}] {name}: marked default-changed, but the default is the same"
         elif status == "renamed":
             assert (group, name) in old_names, f"[{group}] {name}: not an old name of ours"
 

@@ -199,3 +199,105 @@ def test_a_repeat_after_an_opposite_event_is_queued_not_merged(box):
         events.append(claim.notification.payload["event"])
         box.finish(claim, "delivered", status=202, remote_id="x")
     assert events == ["STOPPED", "STARTED", "STOPPED"]
+
+
+def test_retention_removes_old_finished_rows_never_pending_ones(tmp_path):
+    """A real `ha-monitors deliver` daemon on an outbox with 40-day-old rows (created_at
+    moved back in the file): delivered ones go with their history, pending, rejected and
+    recent delivered ones stay."""
+    import sqlite3
+
+    from tests.helpers import cli, deliverer, wait_for, write_conf
+
+    state = tmp_path / "state"
+    box = Outbox(str(state / "outbox.sqlite"))
+    ids = {}
+    for name, outcome in (("old-delivered", "delivered"), ("old-rejected", "rejected"),
+                          ("old-pending", None), ("new-delivered", "delivered")):
+        ids[name] = box.put(Notification.create(PROCESS, "h1", {
+            "event": "STOPPED", "process_name": name}), source="t", drivers=["masakari"]).id
+        if outcome:
+            box.finish(box.claim(["masakari"], 30, ids[name]), outcome, status=202)
+    box.close()
+    db = sqlite3.connect(state / "outbox.sqlite")
+    db.execute("UPDATE notifications SET created_at = created_at - 40 * 86400 "
+               "WHERE id IN (?, ?, ?)", (ids["old-delivered"], ids["old-rejected"],
+                                         ids["old-pending"]))
+    db.commit()
+    db.close()
+    conf = write_conf(tmp_path / "m.conf", hostname="h1", state_path=state, endpoint=None)
+    with deliverer(conf) as daemon:
+        wait_for(lambda: "1 delivered notification(s) older than 30 days removed"
+                 in daemon.log_text(), 20, what="retention applied at start")
+    box = Outbox(str(state / "outbox.sqlite"))
+    try:
+        left = {row["id"] for row in box.list()}
+        assert left == {ids["old-rejected"], ids["old-pending"], ids["new-delivered"]}
+        history = box._read("SELECT COUNT(*) FROM history WHERE notification_id = ?",
+                            (ids["old-delivered"],))[0][0]
+        assert history == 0
+        assert cli(conf, "outbox", "show", str(ids["old-delivered"])).returncode == 1
+    finally:
+        box.close()
+
+
+class SteppedClock:
+    """time.time() of this process stepped by ``offset`` seconds, as NTP or `date -s` would
+    step it (a real step of the machine's clock would disturb every other test running
+    here). CLOCK_BOOTTIME and CLOCK_MONOTONIC are not affected, as in reality."""
+
+    def __init__(self, monkeypatch):
+        self.offset = 0.0
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + self.offset)
+
+
+def test_a_clock_step_back_does_not_stall_a_retry_or_a_lease(box, monkeypatch):
+    clock = SteppedClock(monkeypatch)
+    nid = box.put(vm(), source="t", drivers=["masakari"]).id
+    claim = box.claim(["masakari"], lease=30)
+    box.finish(claim, "retry", retry_in=5)  # due in 5 s
+    assert box.claim(["masakari"], lease=30) is None  # not yet due
+    clock.offset = -3600  # the clock steps back an hour
+    claim = box.claim(["masakari"], lease=30)
+    assert claim is not None and claim.notification_id == nid  # due, not in 1 h 5 s
+    # the lease just taken looks an hour long now; a further step back must not hold it
+    clock.offset = -7200
+    assert box.claim(["masakari"], lease=30) is not None
+
+
+def test_a_clock_step_forward_does_not_expire_a_row(box, monkeypatch):
+    clock = SteppedClock(monkeypatch)
+    box.put(vm(), source="t", drivers=["masakari"])
+    clock.offset = 7200  # two hours forward: by the wall clock the row is 2 h old
+    claim = box.claim(["masakari"], lease=30)
+    assert box.finish(claim, "retry", retry_in=0, max_age=3600) == "pending"
+    # a row really detected over an hour ago (by the boot clock) does expire
+    box._db.execute("UPDATE notifications SET created_boot = created_boot - 3700")
+    claim = box.claim(["masakari"], lease=30)
+    assert box.finish(claim, "retry", retry_in=0, max_age=3600) == "expired"
+
+
+def test_a_row_from_an_earlier_boot_ages_by_the_wall_clock(box):
+    box.put(vm(), source="t", drivers=["masakari"])
+    box._db.execute("UPDATE notifications SET boot_id = 'earlier-boot', "
+                    "created_at = created_at - 3700")
+    claim = box.claim(["masakari"], lease=30)
+    assert box.finish(claim, "retry", retry_in=0, max_age=3600) == "expired"
+
+
+def test_an_outbox_file_of_an_older_version_gains_the_boot_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    Outbox(str(path)).close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE notifications DROP COLUMN created_boot")
+    db.execute("ALTER TABLE notifications DROP COLUMN boot_id")
+    db.close()
+    box = Outbox(str(path))
+    try:
+        box.put(vm(), source="t", drivers=["masakari"])
+        assert box.claim(["masakari"], lease=30).created_boot is not None
+    finally:
+        box.close()

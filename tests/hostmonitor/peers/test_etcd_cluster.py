@@ -4,9 +4,12 @@ in the root namespace reached over the bridge. Results read back from the API.""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import threading
 import time
+
+from pathlib import Path
 
 import etcd3gw
 import pytest
@@ -19,6 +22,8 @@ from tests.hostmonitor.peers.helpers import PeerDaemon, outbox_rows, payloads
 TTL = 2
 STOPPED = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
 STARTED = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}
+FENCED = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORMAL"}
+RECORDER = Path(__file__).parents[1] / "bin" / "record-fence"
 _runs = itertools.count(1)
 
 
@@ -204,3 +209,64 @@ def test_mass_failure_is_an_operator_alert_not_an_evacuation(env, peers):
         assert all(payloads(env.api, n) == [] for n in sims[7:] + p.names)
     finally:
         members.close()
+
+
+DEADLINE = 4
+
+
+def test_dead_peer_is_normal_only_after_its_self_fence_deadline(env, peers):
+    """etcd_self_fence_deadline: a host whose keys expired has fenced itself by then (the
+    documented assumption); before it nothing is reported, after it NORMAL (evacuate)."""
+    p = peers(etcd_self_fence_deadline=DEADLINE)
+    reporter = p.reporter()
+    victim = next(i for i in range(3) if i != reporter)
+    name = p.names[victim]
+    t0 = time.monotonic()
+    p.daemons[victim].kill()  # the host died: its lease is no longer refreshed
+    # keys expired after TTL; the deadline has not passed: nothing, certainly no NORMAL
+    time.sleep(TTL + DEADLINE - 1.5)
+    assert payloads(env.api, name) == []
+    wait_for(lambda: payloads(env.api, name), DEADLINE + TTL + 8, what="NORMAL stored")
+    assert time.monotonic() - t0 >= DEADLINE + 1
+    time.sleep(1)
+    assert payloads(env.api, name) == [FENCED]
+    rows = [r for c in p.confs for r in outbox_rows(c, name)]
+    assert len(rows) == 1 and rows[0]["decision"]["fencing"].startswith("self-fenced: keys "
+                                                                          "expired")
+
+
+def test_unfit_host_self_fences_then_peers_say_normal(env, peers, tmp_path):
+    """fencing = etcd on the host that judges itself unfit (its storage path is gone):
+    it asks for its self-fence (the recorder stands in for the reboot: it records the
+    request and SIGKILLs the hostmonitor — no softdog on this kernel), never says NORMAL
+    itself; the reporter says NORMAL once its keys expired and the deadline passed."""
+    p = Peers(env, tmp_path, etcd_self_fence_deadline=DEADLINE)
+    victim = 2
+    name = p.names[victim]
+    storage = tmp_path / f"storage-{name}"
+    storage.mkdir()
+    record = tmp_path / "self-fence.jsonl"
+    with open(p.confs[victim], "a") as f:
+        f.write(f"\n[hostmonitor]\nstorage_paths = {storage}\nstorage_check_interval = 0.5\n"
+                f"compute_processes =\nhold_down = 0\nfencing = etcd\n"
+                f"self_fence_command = {RECORDER} {record} reboot\n"
+                "[host]\nmonitoring_samples = 1\n")
+    p.daemons[victim].env["RECORD_FENCE_KILL_PARENT"] = "1"
+    try:
+        p.start()
+        assert payloads(env.api, name) == []
+        storage.rmdir()  # the storage the VMs depend on is gone: unfit
+        wait_for(lambda: record.exists() and record.read_text(), 15, what="self-fence")
+        fenced_at = time.monotonic()
+        assert [json.loads(x) for x in record.read_text().splitlines()] == [["reboot"]]
+        wait_for(lambda: FENCED in payloads(env.api, name), DEADLINE + TTL + 10,
+                 what="NORMAL from the reporter")
+        assert time.monotonic() - fenced_at >= DEADLINE
+        got = payloads(env.api, name)
+        # the host's own UNKNOWN may or may not have left before the fence: never NORMAL
+        assert got.count(FENCED) == 1 and got[-1] == FENCED
+        assert all(x["host_status"] == "UNKNOWN" for x in got[:-1])
+        own = outbox_rows(p.confs[victim], name)
+        assert [r["notification"]["payload"]["host_status"] for r in own] == ["UNKNOWN"]
+    finally:
+        p.stop()
