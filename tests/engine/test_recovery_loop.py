@@ -46,6 +46,7 @@ def make_conf(tmp_path, engine, **nova):
                        "project_domain_name": "Default", **nova}.items():
         conf.set_override(key, value, group="nova")
     for key, value in {"retry_initial_interval": 0.2, "retry_max_interval": 1.0,
+                       "held_retry_interval": 1.0,
                        "http_timeout": 10, "idle_poll_interval": 0.05}.items():
         conf.set_override(key, value, group="delivery")
     return conf
@@ -65,6 +66,14 @@ class Monitors:
     def settled(self, nid, timeout=30.0):
         return wait_for(lambda: (r := self.box.get(nid))["state"] != "pending" and r,
                         timeout, what=f"notification {nid} leaving the outbox")
+
+    def answered(self, nid, driver, timeout=30.0):
+        """The row once ``driver``'s delivery of it has an answer that ended it."""
+        def done():
+            row = self.box.get(nid)
+            d = next(d for d in row["deliveries"] if d["driver"] == driver)
+            return d["state"] != "pending" and row
+        return wait_for(done, timeout, what=f"{driver} delivery of notification {nid}")
 
     def close(self):
         self.worker.stop(5)
@@ -209,7 +218,8 @@ def test_an_operator_disable_is_never_undone(engine, nova, host, peer, monitors)
     # A person takes over: the host needs a new disk before it may run instances again.
     nova.set_service(host, disabled_reason="ops: replace disk sdb (ticket 4711)")
     nova.set_service(host, state="up")
-    row = m.settled(m.emit(payloads.started(host)).id)
+    nid = m.emit(payloads.started(host)).id
+    row = m.answered(nid, actions.RESURRECT)
     service = nova.service(host)
     assert service["status"] == "disabled"
     assert service["disabled_reason"] == "ops: replace disk sdb (ticket 4711)"
@@ -219,6 +229,16 @@ def test_an_operator_disable_is_never_undone(engine, nova, host, peer, monitors)
     answer = next(h for h in row["history"]
                   if h["kind"] == "answer" and h["driver"] == actions.RESURRECT)
     assert "left disabled" in answer["message"] and "ticket 4711" in answer["message"]
+    # The STARTED itself waits, held, while the host is on maintenance (visible, not lost),
+    # and goes once the operator takes the host off maintenance.
+    time.sleep(2.0)
+    held = next(d for d in m.box.get(nid)["deliveries"] if d["driver"] == "masakari")
+    assert held["state"] == "pending" and "maintenance" in held["last_message"]
+    seg = engine.api._call("GET", "/segments")["segments"]
+    for s in seg:
+        engine.api.request("PUT", f"/segments/{s['uuid']}/hosts/{engine.api.host_uuid(host)}",
+                           {"host": {"on_maintenance": False}})
+    assert m.settled(nid)["deliveries"][0]["state"] == "delivered"
 
 
 def test_a_process_failure_that_recovered_is_back_in_service(engine, nova, host, monitors):
