@@ -9,7 +9,8 @@ records why in the row's decision:
   confirmed, the only verdict that lets Masakari evacuate — when ``[nova] force_down`` is
   on. It goes *first*: the Masakari delivery of the same row waits for it (at most
   ``[nova] force_down_hold``), so the engine's evacuation finds the service already down.
-  A host reported UNKNOWN (not fenced) is never forced down.
+  A host reported UNKNOWN (not fenced) is never forced down, nor a NORMAL that
+  ``[host] disable_ipmi_check`` produced without fencing evidence.
 - ``resurrect`` for a COMPUTE_HOST STARTED that follows a STOPPED with host_status NORMAL
   (a host that was fenced and recovered is back), or a PROCESS STARTED that follows a
   PROCESS STOPPED of the same process, when ``[nova] resurrect`` is on.
@@ -49,9 +50,16 @@ def route(conf, notification: Notification, previous: dict | None
     (Outbox.previous), as the resurrect decision needs to know what was reported before."""
     actions, first, why = [], [], {}
     if conf.nova.force_down and fenced_host_failure(notification):
-        actions.append(FORCE_DOWN)
-        first.append(FORCE_DOWN)
-        why[FORCE_DOWN] = "fencing confirmed (host_status NORMAL): force the service down"
+        if conf.host.disable_ipmi_check:
+            # NORMAL without fencing evidence (masakari-monitors' compatibility switch):
+            # Masakari will act on it, but we do not add a force-down to an unproven verdict.
+            why[FORCE_DOWN] = ("not forced down: [host] disable_ipmi_check = true makes "
+                               "host_status NORMAL without fencing evidence")
+        else:
+            actions.append(FORCE_DOWN)
+            first.append(FORCE_DOWN)
+            why[FORCE_DOWN] = ("fencing confirmed (host_status NORMAL): force the service "
+                               "down")
     if (conf.nova.resurrect and notification.type in (COMPUTE_HOST, PROCESS)
             and notification.payload.get("event") == "STARTED" and previous):
         before = Notification.from_dict(previous["notification"])

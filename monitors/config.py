@@ -237,7 +237,8 @@ nova_opts = [
                      "out with host_status NORMAL), mark its nova-compute service "
                      "forced_down in Nova (compute API 2.53, PUT /os-services/{id}) before "
                      "the Masakari notification, so Nova allows evacuation at once instead "
-                     "of after service_down_time. Never for host_status UNKNOWN. Then set "
+                     "of after service_down_time. Never for host_status UNKNOWN, nor for "
+                     "a NORMAL that [host] disable_ipmi_check produced. Then set "
                      "masakari-engine's [DEFAULT] wait_period_after_service_update near 0."),
     cfg.FloatOpt("force_down_hold", default=30.0, min=0.0,
                  help="Seconds the Masakari notification of a fenced host waits for its "

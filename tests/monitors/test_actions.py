@@ -61,6 +61,14 @@ def test_nothing_but_a_fenced_host_is_ever_forced_down(tmp_path, box, note):
     assert actions.FORCE_DOWN not in drivers_of(row)
 
 
+def test_normal_without_fencing_evidence_is_not_forced_down(tmp_path, box):
+    conf = make_conf(tmp_path, force_down=True)
+    conf.set_override("disable_ipmi_check", True, group="host")
+    row = box.get(Emitter(conf, box, "t")(payloads.stopped("cmp-1", fenced=True)).id)
+    assert drivers_of(row) == {"masakari": 1}
+    assert "disable_ipmi_check" in row["decision"]["actions"][actions.FORCE_DOWN]
+
+
 def test_force_down_is_off_by_default(tmp_path, box):
     emit = Emitter(make_conf(tmp_path), box, "t")
     row = box.get(emit(payloads.stopped("cmp-1", fenced=True)).id)
