@@ -11,7 +11,9 @@ only executes, in an order that makes a retry after any partial step safe:
    of ``[nova] resurrect_disable_reasons``: a person disabled it. Then only ``forced_down``
    (ours) is cleared for a host; the service stays disabled and the Masakari host stays on
    maintenance — the operator's decision is never undone.
-3. Masakari: ``on_maintenance = false`` (PUT /v1/segments/{segment}/hosts/{host}).
+3. Masakari: ``on_maintenance = false`` (PUT /v1/segments/{segment}/hosts/{host}), only
+   when the service is disabled by Masakari: its engine disables the service before it sets
+   maintenance, so a maintenance beside an enabled service is a person's, and stays.
 4. Nova: ``forced_down = false`` (host only; we or the fencing set it), then
    ``status = enabled`` when the disable was Masakari's.
 
@@ -84,12 +86,18 @@ class ResurrectDriver(Driver):
                 steps.append(f"Masakari host {name} left on maintenance "
                              f"(on_maintenance={host.on_maintenance}): nova-compute was "
                              f"disabled by a person ({reason!r})")
-            elif host.on_maintenance:
+            elif host.on_maintenance and by_masakari:
                 self.masakari._connection().instance_ha.update_host(
                     host.uuid, segment.uuid, on_maintenance=False)
                 self._step(steps, notification, "maintenance-off",
                            f"Masakari host {name} taken off maintenance "
                            f"(segment {segment.name})")
+            elif host.on_maintenance:
+                # Masakari's engine disables the service before it sets maintenance: with
+                # the service enabled, the maintenance is not one of its recoveries.
+                steps.append(f"Masakari host {name} left on maintenance: nova-compute is "
+                             "not disabled by Masakari, so the maintenance is not a "
+                             "recovery's (a person's?)")
             if is_host and service.get("forced_down"):
                 self.nova.update(service["id"], {"forced_down": False})
                 self._step(steps, notification, "unforce",

@@ -63,11 +63,11 @@ class Monitors:
         self.emit = Emitter(conf, self.box, "hostmonitor/peers")
         self.worker.start()
 
-    def settled(self, nid, timeout=30.0):
+    def settled(self, nid, timeout=60.0):
         return wait_for(lambda: (r := self.box.get(nid))["state"] != "pending" and r,
                         timeout, what=f"notification {nid} leaving the outbox")
 
-    def answered(self, nid, driver, timeout=30.0):
+    def answered(self, nid, driver, timeout=60.0):
         """The row once ``driver``'s delivery of it has an answer that ended it."""
         def done():
             row = self.box.get(nid)
@@ -256,3 +256,26 @@ def test_a_process_failure_that_recovered_is_back_in_service(engine, nova, host,
     assert nova.service(host)["status"] == "enabled"
     assert masakari_host(engine, host)["on_maintenance"] is False
     assert not any("forced_down" in b for b in nova.service_updates(host))
+
+
+def test_an_operators_maintenance_is_never_undone(engine, nova, host, monitors):
+    """A person put the host on maintenance (service enabled); a nova-compute blip comes
+    and goes meanwhile: resurrect runs, and leaves the maintenance alone."""
+    uuid = engine.api.host_uuid(host)
+    for s in engine.api._call("GET", "/segments")["segments"]:
+        engine.api.request("PUT", f"/segments/{s['uuid']}/hosts/{uuid}",
+                           {"host": {"on_maintenance": True}})
+    assert masakari_host(engine, host)["on_maintenance"] is True
+    m = monitors(resurrect=True)
+
+    def proc(event):
+        return Notification.create(PROCESS, host, {"event": event,
+                                                   "process_name": "nova-compute"})
+    m.emit(proc("STOPPED"))
+    nid = m.emit(proc("STARTED")).id
+    row = m.answered(nid, actions.RESURRECT)
+    answer = next(h for h in row["history"]
+                  if h["kind"] == "answer" and h["driver"] == actions.RESURRECT)
+    assert "left on maintenance" in answer["message"]
+    assert masakari_host(engine, host)["on_maintenance"] is True
+    assert nova.mutations(host) == []
