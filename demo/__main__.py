@@ -1,27 +1,34 @@
-"""make demo: a compute node with the three daemons, three failures, and what Masakari got.
+"""make demo: a compute node with the three daemons, failures, and what Masakari *did*.
 
 The compute node is a network namespace (its management, tenant and storage links are veth
-pairs); the rest of the cloud, with a real masakari-api, is a second namespace reached over
-the management link. A private libvirtd serves test-driver domains and a stand-in plays
-nova-compute. ha-instancemonitor, ha-processmonitor and ha-hostmonitor run as real
-processes on the node from one config file. The demo then destroys a VM, crashes
-nova-compute (its restart fails: STOPPED; repaired: STARTED) and takes the storage link
-down, waits (bounded) for each notification to be stored by the API, and prints them as
-the API stored them and as `ha-monitors history` tells it. Everything it started is
-stopped at the end, also on Ctrl-C. Exit status 0 only if every notification arrived.
+pairs); the rest of the cloud is a second namespace reached over the management link, with
+a real masakari-api and masakari-engine (over a private RabbitMQ) and a recording Nova
+stand-in (Nova cannot run here). A private libvirtd serves test-driver domains and a
+stand-in plays nova-compute. ha-instancemonitor, ha-processmonitor and ha-hostmonitor run
+as real processes on the node from one config file; the hostmonitor also watches its
+Pacemaker peers (a CIB file read by the real crm_mon, a fencing-history stand-in). The demo
+takes the storage link down (a verdict withheld for safety: UNKNOWN, nothing evacuated),
+destroys a VM, crashes nova-compute (its restart fails: STOPPED, service disabled;
+repaired: STARTED, held while the host is on maintenance), and fences a peer (NORMAL: its
+instances evacuated). For each it waits (bounded) for the API and the engine, and prints
+the engine's status and Nova calls beside the notification, then `ha-monitors history`.
+Everything it started is stopped at the end, also on Ctrl-C. Exit status 0 only if every
+notification and engine outcome is as expected.
 """
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from demo.lab import DAEMONS, Lab  # noqa: E402
-from demo.show import Steps, api_table, history, matches, wait_stored  # noqa: E402
+from demo.show import (Steps, api_table, engine_actions, history, wait_final,  # noqa: E402
+                       wait_held, wait_stored)
 from tests.helpers import BIN  # noqa: E402
 
 # The node's own verdict: never host_status NORMAL (no fencing here, so Masakari records
@@ -30,17 +37,21 @@ STOPPED_HOST = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": 
 
 
 def run(lab: Lab, steps: Steps) -> int:
-    with steps("starting masakari-api in the cloud namespace, and the compute node's "
-               "namespace with its links") as s:
+    with steps("starting the cloud namespace: RabbitMQ, masakari-api, masakari-engine and the "
+               "recording Nova stand-in; the compute node's namespace with its links") as s:
         endpoint = lab.start_cloud()
         s.notes += [f"API at {endpoint}", f"compute node = netns {lab.topo.d.name}, "
                     f"cloud = netns {lab.topo.a.name}", f"work dir {lab.work}"]
-    with steps(f"registering a segment and host {lab.hostname!r} in Masakari") as s:
-        host_uuid = lab.register_host()
+    with steps(f"registering a segment and hosts {lab.hostname!r}, {lab.peer!r}, "
+               f"{lab.spare!r} in Masakari, Nova and the Pacemaker CIB") as s:
+        names = lab.register_host()
+        host_uuid = next(u for u, n in names.items() if n == lab.hostname)
         s.notes.append(f"host uuid {host_uuid}")
     with steps("starting a private libvirtd with test-driver domain demo-vm-1") as s:
         vm, = lab.start_libvirtd("demo-vm-1")
-        s.notes.append(lab.libvirtd.uri)
+        peer_vms = lab.add_instances(vm)
+        s.notes.append(f"{lab.libvirtd.uri}; Nova: demo-vm-1 on {lab.hostname}, "
+                       f"{len(peer_vms)} instances on {lab.peer}")
     with steps("starting the nova-compute stand-in") as s:
         s.notes.append(f"process_name {lab.start_nova_compute()!r}")
     with steps("writing one config file for the three daemons; ha-monitors check-config") as s:
@@ -57,36 +68,75 @@ def run(lab: Lab, steps: Steps) -> int:
             s.notes.append(f"pid {d.proc.pid}, log {d.log.name}")
 
     logs = {name: d.log for name, d in lab.daemons.items()}
-    expected = [("VM", {"event": "LIFECYCLE", "instance_uuid": vm.UUIDString(),
-                        "vir_domain_event": "STOPPED_DESTROYED"}, "instancemonitor"),
-                ("PROCESS", {"event": "STOPPED", "process_name": "nova-compute"},
-                 "processmonitor"),
-                ("PROCESS", {"event": "STARTED", "process_name": "nova-compute"},
-                 "processmonitor"),
-                ("COMPUTE_HOST", STOPPED_HOST, "hostmonitor")]
-    injections = [
-        "VM failure: virsh destroy demo-vm-1",
-        "nova-compute crash: SIGKILL; its restart command fails (2 attempts)",
-        "nova-compute repaired by hand: the demo starts it again",
-        f"storage link down: ip -n {lab.topo.d.name} link set brs down"]
-    actions = [vm.destroy, lab.crash_nova_compute, lab.start_nova_compute,
-               lab.storage_link_down]
-    for text, act, (type_, payload, daemon) in zip(injections, actions, expected):
-        with steps(f"{text}; waiting for {type_} {payload['event']} in the API") as s:
+    # (what is done, the notification expected, the daemon, its host, the engine's
+    #  expected status and what it does in Nova; None = held by the outbox, not stored)
+    cases = [
+        (f"storage link down: ip -n {lab.topo.d.name} link set brs down",
+         lab.storage_link_down, "COMPUTE_HOST", STOPPED_HOST, "hostmonitor", lab.hostname,
+         "ignored", "no Nova call",
+         "verdict withheld for safety: this host is not fenced, so it says UNKNOWN; "
+         "Masakari records it and evacuates nothing"),
+        ("VM failure: virsh destroy demo-vm-1", vm.destroy, "VM",
+         {"event": "LIFECYCLE", "instance_uuid": vm.UUIDString(),
+          "vir_domain_event": "STOPPED_DESTROYED"}, "instancemonitor", lab.hostname,
+         "ignored", "no Nova call", "a destroyed VM is not a failure Masakari recovers"),
+        ("nova-compute crash: SIGKILL; its restart command fails (2 attempts)",
+         lab.crash_nova_compute, "PROCESS", {"event": "STOPPED", "process_name": "nova-compute"},
+         "processmonitor", lab.hostname, "finished",
+         "compute service disabled ('Masakari detected process failed.')",
+         "the host is now on maintenance in Masakari"),
+        ("nova-compute repaired by hand: the demo starts it again", lab.start_nova_compute,
+         "PROCESS", {"event": "STARTED", "process_name": "nova-compute"}, "processmonitor",
+         lab.hostname, None, "no Nova call",
+         "held in the outbox: the API answers 409 'host is already under maintenance'; "
+         "Masakari re-enables nothing"),
+        (f"peer {lab.peer} dies and the cluster fences it (CIB offline, fencing history)",
+         lab.peer_fenced, "COMPUTE_HOST", {"event": "STOPPED", "cluster_status": "OFFLINE",
+                                           "host_status": "NORMAL"},
+         "hostmonitor", lab.peer, "finished",
+         f"compute service disabled ('Masakari detected host failed.'), "
+         f"{len(peer_vms)} instances evacuated",
+         "fencing confirmed: the one path that says NORMAL"),
+    ]
+    outcomes, ok = [], True
+    for text, act, type_, payload, daemon, host, want_status, want_nova, why in cases:
+        with steps(f"{text}; waiting for {type_} {payload['event']} and masakari-engine") as s:
+            since = time.time()
             act()
-            s.ok = wait_stored(lab, type_, payload, logs[daemon])
+            if want_status is None:
+                s.ok = wait_held(conf, type_, payload, logs[daemon])
+                status = "held (409, maintenance)" if s.ok else "?"
+            else:
+                s.ok = wait_stored(lab, type_, payload, logs[daemon], host=host)
+                row = wait_final(lab, type_, payload, host) if s.ok else None
+                status = row["status"] if row else "not final"
+                s.ok = s.ok and status == want_status
+            time.sleep(0.5)
+            did = engine_actions(lab.nova, host, since)
+            s.ok = s.ok and did == want_nova
+            s.notes.append(f"{status}: {did}")
+            ok = ok and s.ok
+            outcomes.append((type_, host, payload, status, did, why))
 
-    stored = lab.api_notifications()
-    print("\nNotifications as masakari-api stored them (GET /v1/notifications):")
-    api_table(stored, lab.hostname, host_uuid)
+    stored = []
+    for host in (lab.hostname, lab.peer):
+        stored += lab.topo.a.run(lab.topo.api.notifications, hostname=host)
+    print("\nNotifications as masakari-api stored them (GET /v1/notifications; status = "
+          "masakari-engine's verdict):")
+    api_table(stored, names)
+    print("\nWhat masakari-engine did with each (Nova calls, from the recording Nova "
+          "stand-in):")
+    for type_, host, payload, status, did, why in outcomes:
+        event = "/".join(str(payload[k]) for k in ("event", "vir_domain_event", "process_name",
+                                                   "host_status") if k in payload)
+        print(f"   {type_:<12} {host:<10} {event:<32} {status:<24} {did}")
+        print(f"   {'':<12} {'':<10} {'':<32} -> {why}")
     print("\nWhat the compute node recorded (ha-monitors history):")
     history(conf)
-    missing = [f"{t} {p['event']}" for t, p, _ in expected
-               if not any(matches(n, t, p) for n in stored)]
-    if missing:
-        print(f"\nFAILED: not stored by masakari-api: {', '.join(missing)}")
+    if not ok:
+        print("\nFAILED: an expected notification or engine outcome is missing (see above)")
         return 1
-    print(f"\nOK: all {len(expected)} expected notifications stored by masakari-api")
+    print(f"\nOK: all {len(cases)} notifications and masakari-engine's actions as expected")
     return 0
 
 

@@ -1,7 +1,10 @@
 """The demo's compute node and cloud, built from the test fixtures (one way to run each real
 component): network namespace D is the compute node (management, tenant and storage links
-are veth pairs), namespace A is the rest of the cloud with a real masakari-api, and a
-private libvirtd serves test-driver domains. Everything started here is stopped by
+are veth pairs), namespace A is the rest of the cloud with a real masakari-api and
+masakari-engine (over a private RabbitMQ) and the recording Nova stand-in (Nova cannot run
+here), and a private libvirtd serves test-driver domains. compute-2 and compute-3 are peers
+that exist only in Masakari, Nova and a Pacemaker CIB file (the real crm_mon reads it); a
+stonith_admin stand-in answers the fencing history. Everything started here is stopped by
 `close()`, which is safe to call at any point of a half-built lab."""
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tests.engine.node import FENCER
+from tests.fixtures.cib import Cib
 from tests.fixtures.hm_topology import Topology
 from tests.fixtures.libvirtd import Libvirtd
 from tests.helpers import Daemon, write_conf
@@ -30,16 +35,32 @@ class Lab:
         self.standins = Standins()
         self.daemons: dict[str, Daemon] = {}
         self.conf = self.work / "monitors.conf"
+        self.peer, self.spare = "compute-2", "compute-3"
+        self.cib = Cib(self.work / "cib.xml")
+        self.fencer_state = self.work / "fencer"
 
     # -- the cloud -----------------------------------------------------------------------
     def start_cloud(self) -> str:
         """Namespaces, veth links and masakari-api in A; returns the endpoint seen from D."""
-        self.topo = Topology(self.work / "masakari")
+        self.topo = Topology(self.work / "masakari", engine=True)
         return self.topo.endpoint
 
-    def register_host(self) -> str:
-        """A segment and this host in Masakari, as an operator does before enabling HA."""
-        return self.topo.a.run(self.topo.api.ensure_host, self.hostname)
+    @property
+    def nova(self):
+        return self.topo.engine.nova
+
+    def register_host(self) -> dict[str, str]:
+        """A segment and the three hosts in Masakari (and Nova), as an operator does before
+        enabling HA; the cluster (CIB) sees all three online. Returns uuid -> name."""
+        uuids = {self.topo.a.run(self.topo.api.ensure_host, h): h
+                 for h in (self.hostname, self.peer, self.spare)}
+        self.cib.write({h: True for h in (self.hostname, self.peer, self.spare)})
+        return uuids
+
+    def add_instances(self, vm) -> list[str]:
+        """Nova's view: demo-vm-1 on this node, two instances on the peer."""
+        self.nova.add_server(self.hostname, server_id=vm.UUIDString(), name="demo-vm-1")
+        return [self.nova.add_server(self.peer, name=f"peer-vm-{i}") for i in (1, 2)]
 
     def api_notifications(self) -> list[dict]:
         """GET /v1/notifications (all pages, oldest first) as the API stored them."""
@@ -84,8 +105,11 @@ class Lab:
                                   # undamped so the demo is short (defaults: 30 s, 3)
                                   "hold_down": 0,
                                   "evaluation_interval": 1},
-                              # One node, no cluster engine: peer monitoring is off.
-                              "host": {"monitoring_samples": 1, "monitoring_driver": "none"}})
+                              # Peers through Pacemaker (CIB file + fencing-history stand-in)
+                              "host": {"monitoring_samples": 1, "monitoring_driver": "default",
+                                       "monitoring_interval": 1, "stonith_wait": 2},
+                              "hostmonitor_peers": {"stonith_admin_command": FENCER,
+                                                    "command_timeout": 5}})
 
     def on_node(self, argv: list[str]) -> list[str]:
         """argv run inside the compute node's namespace."""
@@ -94,8 +118,10 @@ class Lab:
     def start_daemon(self, name: str) -> Daemon:
         """ha-<name> from .venv/bin inside namespace D; returns once it said READY."""
         (self.work / "logs").mkdir(exist_ok=True)
+        env = ({**self.cib.env, "FAKE_FENCER_STATE": str(self.fencer_state)}
+               if name == "hostmonitor" else None)
         d = Daemon(name, self.conf, log=self.work / "logs" / f"{name}.log",
-                   argv_prefix=self.topo.d.prefix())
+                   argv_prefix=self.topo.d.prefix(), env=env)
         self.daemons[name] = d
         return d.start()
 
@@ -105,6 +131,14 @@ class Lab:
 
     def storage_link_down(self) -> None:
         self.topo.admin("brs", "down")
+
+    def peer_fenced(self) -> None:
+        """compute-2 dies and the cluster fences it: the fencer's history has it, Pacemaker
+        shows it offline, Nova stops hearing its nova-compute."""
+        with open(self.fencer_state, "a") as f:
+            f.write(f"fenced {self.peer} 0\n")
+        self.nova.set_service(self.peer, state="down")
+        self.cib.write({self.hostname: True, self.peer: False, self.spare: True})
 
     # -- cleanup -------------------------------------------------------------------------
     def close(self) -> None:

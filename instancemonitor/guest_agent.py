@@ -73,6 +73,8 @@ class GuestAgentMonitor:
         self.timeout = group.guest_monitoring_timeout
         self.path_re = re.compile(group.qemu_guest_agent_sock_path)
         self.beat = Heartbeat(group.guest_monitoring_failure_threshold)
+        self.keepalive = (conf.instancemonitor.keepalive_interval,
+                          conf.instancemonitor.keepalive_count)
         self._stop = threading.Event()
         self._conn = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
@@ -91,7 +93,14 @@ class GuestAgentMonitor:
         import libvirt
         if self._conn is not None and self._conn.isAlive():
             return self._conn
-        self._conn = libvirt.open(self.source.uri)  # agent commands need read-write
+        conn = libvirt.open(self.source.uri)  # agent commands need read-write
+        try:
+            # as the source's connection: a libvirtd that stops answering closes it (then
+            # isAlive() is False and the next round reconnects) instead of hanging a round
+            conn.setKeepAlive(self.keepalive[0], self.keepalive[1])
+        except libvirt.libvirtError as exc:  # e.g. test:/// has no keepalive
+            LOG.debug("keepalive not available on %s: %s", self.source.uri, exc)
+        self._conn = conn
         return self._conn
 
     def _ping(self, dom) -> bool:

@@ -74,19 +74,25 @@ class LibvirtSource:
         self.events_seen = 0
         self.reconnects = 0
         self.guest_agent = None
+        self._first_attempt = threading.Event()
+        self._connecting_since: float | None = None  # monotonic, while openReadOnly runs
 
     # -- Source interface -------------------------------------------------------------------
     def start(self, emit) -> None:
         self.emit = emit
         self.states.load()
         start_event_loop()
-        # One synchronous attempt so READY's STATUS already says whether libvirtd is there.
-        self._try_connect()
+        # Connect in the connector thread: openReadOnly has no timeout, and a hung libvirtd
+        # (accepting on its socket, never answering) must not keep the daemon from READY.
+        # Wait a bounded moment so READY's STATUS already says whether libvirtd is there.
         for target, name in ((self._connector, "libvirt-connector"),
                              (self._flusher, "domain-state-flush")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        if not self._first_attempt.wait(self.CONNECT_WAIT):
+            self._status = (f"libvirt {self.uri}: no answer to the connection after "
+                            f"{self.CONNECT_WAIT:g}s (libvirtd hung?); still trying")
         if self.conf.instancemonitor.guest_agent_heartbeat:
             from instancemonitor.guest_agent import GuestAgentMonitor
             self.guest_agent = GuestAgentMonitor(self.conf, self)
@@ -114,7 +120,13 @@ class LibvirtSource:
         LOG.info("reload: event filter from %s, %d ignore pattern(s), only_nova_domains=%s",
                  new_filter.origin, len(new_rules.patterns), new_rules.only_nova)
 
+    CONNECT_WAIT = 2.0  # seconds start() waits for the first connection attempt
+
     def health(self) -> Health:
+        since = self._connecting_since
+        if since is not None and time.monotonic() - since > self.CONNECT_WAIT:
+            return Health(False, f"libvirt {self.uri}: no answer to the connection for "
+                                 f"{time.monotonic() - since:.0f}s (libvirtd hung?)")
         return Health(self._connected, self._status)
 
     # -- connection -------------------------------------------------------------------------
@@ -129,7 +141,9 @@ class LibvirtSource:
                 delay = self.conf.instancemonitor.reconnect_initial_interval
                 self._stop.wait(min(delay, 0.2))  # libvirtd restarting: first retry quickly
                 continue
-            if self._try_connect():
+            ok = self._try_connect()
+            self._first_attempt.set()
+            if ok:
                 continue
             cap = self.conf.instancemonitor.reconnect_max_interval
             self._status = f"libvirt {self.uri} unreachable ({self._last_error}); retry in {delay:.1f}s"
@@ -140,9 +154,11 @@ class LibvirtSource:
 
     def _try_connect(self) -> bool:
         import libvirt
+        self._connecting_since = time.monotonic()
         try:
             conn = libvirt.openReadOnly(self.uri)
         except libvirt.libvirtError as exc:
+            self._connecting_since = None
             msg = exc.get_error_message() or str(exc)
             if msg != self._last_error:
                 LOG.error("libvirt %s unreachable: %s (retrying with backoff up to %ss)",
@@ -150,6 +166,7 @@ class LibvirtSource:
             self._last_error = msg
             self._status = f"libvirt {self.uri} unreachable: {msg}"
             return False
+        self._connecting_since = None
         try:
             conn.setKeepAlive(self.conf.instancemonitor.keepalive_interval,
                               self.conf.instancemonitor.keepalive_count)

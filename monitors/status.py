@@ -97,7 +97,7 @@ def daemon_report(state_path: str, name: str, th: Thresholds, now: float,
 def outbox_report(box: Outbox, th: Thresholds, now: float) -> tuple[dict, list[Problem]]:
     counts = box.counts()
     oldest = box.oldest_pending_age(exclude_held=True)
-    held = box.held()
+    held = box.held()  # the 20 oldest: enough to name them
     report = {"counts": counts, "depth": counts.get("pending", 0),
               "oldest_pending_age": round(oldest, 3), "held": len(held)}
     problems = []
@@ -170,7 +170,8 @@ def render(result: dict, out: TextIO) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths + [0])).rstrip(), file=out)
     if box:
         counts = box["counts"]
-        print(f"outbox: {counts.get('pending', 0)} pending (oldest "
+        held = f", {box['held']} held by the recipient" if box.get("held") else ""
+        print(f"outbox: {counts.get('pending', 0)} pending{held} (oldest "
               f"{box['oldest_pending_age']:.0f}s), {counts.get('delivered', 0)} delivered, "
               f"{counts.get('rejected', 0)} rejected, {counts.get('expired', 0)} expired, "
               f"{counts.get('superseded', 0)} superseded",

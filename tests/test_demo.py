@@ -1,5 +1,6 @@
 """`make demo` as an operator runs it: `python -m demo` brings up the real components, injects
-the three failures, prints what the real masakari-api stored and leaves nothing behind."""
+the failures, prints what the real masakari-api stored and what the real masakari-engine did
+(Nova calls, from the recording Nova stand-in), and leaves nothing behind."""
 from __future__ import annotations
 
 import os
@@ -37,19 +38,36 @@ def test_demo_shows_every_notification_as_the_api_stored_it_and_cleans_up():
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
 
-    api_part = out.split("as masakari-api stored them")[1].split("ha-monitors history")[0]
+    api_part = out.split("as masakari-api stored them")[1].split("What masakari-engine did")[0]
     rows = re.findall(rf"^\s+(VM|PROCESS|COMPUTE_HOST)\s+(\S+)\s+(\{{.*\}})\s+(\w+)\s+({UUID})$",
                       api_part, re.M)
-    got = {(t, payload) for t, _, payload, _, _ in rows}
+    got = {(t, host, payload, status) for t, host, payload, status, _ in rows}
     assert got == {
-        ("VM", re.search(r'\{"event":"LIFECYCLE","instance_uuid":"' + UUID +
-                         r'","vir_domain_event":"STOPPED_DESTROYED"\}', api_part)[0]),
-        ("PROCESS", '{"event":"STOPPED","process_name":"nova-compute"}'),
-        ("PROCESS", '{"event":"STARTED","process_name":"nova-compute"}'),
-        ("COMPUTE_HOST",
-         '{"cluster_status":"OFFLINE","event":"STOPPED","host_status":"UNKNOWN"}'),
+        ("COMPUTE_HOST", "compute-1",
+         '{"cluster_status":"OFFLINE","event":"STOPPED","host_status":"UNKNOWN"}', "ignored"),
+        ("VM", "compute-1", re.search(r'\{"event":"LIFECYCLE","instance_uuid":"' + UUID +
+                                      r'","vir_domain_event":"STOPPED_DESTROYED"\}',
+                                      api_part)[0], "ignored"),
+        ("PROCESS", "compute-1", '{"event":"STOPPED","process_name":"nova-compute"}',
+         "finished"),
+        # only the peer path, with fencing confirmed, says NORMAL: and only then evacuation
+        ("COMPUTE_HOST", "compute-2",
+         '{"cluster_status":"OFFLINE","event":"STOPPED","host_status":"NORMAL"}', "finished"),
     }, api_part
-    assert {host for _, host, _, _, _ in rows} == {"compute-1"}
+    engine_part = out.split("What masakari-engine did")[1].split("ha-monitors history")[0]
+    did = re.findall(r"^\s+(VM|PROCESS|COMPUTE_HOST)\s+(\S+)\s+(\S+)\s+(.+?)\s{2,}(\S.*)$",
+                     engine_part, re.M)
+    assert [(t, h, e, st.strip(), n) for t, h, e, st, n in did] == [
+        ("COMPUTE_HOST", "compute-1", "STOPPED/UNKNOWN", "ignored", "no Nova call"),
+        ("VM", "compute-1", "LIFECYCLE/STOPPED_DESTROYED", "ignored", "no Nova call"),
+        ("PROCESS", "compute-1", "STOPPED/nova-compute", "finished",
+         "compute service disabled ('Masakari detected process failed.')"),
+        ("PROCESS", "compute-1", "STARTED/nova-compute", "held (409, maintenance)",
+         "no Nova call"),
+        ("COMPUTE_HOST", "compute-2", "STOPPED/NORMAL", "finished",
+         "compute service disabled ('Masakari detected host failed.'), 2 instances evacuated"),
+    ], engine_part
+    assert "verdict withheld for safety" in engine_part
     history = out.split("ha-monitors history")[1]
     for *_, uuid in rows:  # the node's record carries the API's answer for each one
         assert uuid in history, history

@@ -74,6 +74,9 @@ def test_restart_that_never_succeeds_disables_the_service_only(engine, nova, nod
     assert not any(t == "COMPUTE_HOST" and p.get("host_status") == "NORMAL"
                    for t, p, _ in rec["notifications"])
     assert [c.action or c.body.get("status") for c in nova.mutations(n.hostname)] == ["disabled"]
+    # the host is on maintenance now: hostmonitor's verdict (UNKNOWN) is held, not dropped
+    held = n.history("--type", "COMPUTE_HOST")
+    assert "report_host_failure" in held and "maintenance" in held, held
 
 
 def test_process_failure_cleared_during_an_api_outage_is_withdrawn(engine, nova, node, record):

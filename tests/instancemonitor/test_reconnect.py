@@ -113,3 +113,56 @@ def test_libvirtd_down_at_start(libvirtd, make_daemon, masakari_api, host):
                                               "STOPPED_DESTROYED")]
     wait_for(lambda: any("connected to" in m.get("STATUS", "")
                          for m in daemon.notify.drain()), 8, what="STATUS says connected")
+
+
+def _sigstop(libvirtd):
+    import os
+    import signal
+    os.killpg(libvirtd.proc.pid, signal.SIGSTOP)
+
+
+def _sigcont(libvirtd):
+    import os
+    import signal
+    os.killpg(libvirtd.proc.pid, signal.SIGCONT)
+
+
+def test_hung_libvirtd_at_start_does_not_block_ready(libvirtd, make_daemon, masakari_api,
+                                                     host):
+    """libvirtd SIGSTOPped: its socket accepts, nothing answers, openReadOnly would wait
+    forever. The daemon is READY anyway, says what is wrong, and connects once it answers."""
+    from tests.helpers import cli
+
+    _sigstop(libvirtd)
+    try:
+        started = time.monotonic()
+        daemon = make_daemon(host)  # waits for READY
+        assert time.monotonic() - started < 15
+        status = wait_for(lambda: (lambda r: r if "libvirtd hung?" in r.stdout else None)(
+            cli(daemon.conf, "status")), 20, what="status naming the hung libvirtd")
+        assert status.returncode == 2  # CRITICAL: nothing is watched
+        assert "source libvirt: libvirt " in status.stdout
+    finally:
+        _sigcont(libvirtd)
+    wait_for(lambda: "connected to libvirt" in daemon.log_text(), 15, what="connected")
+    dom = libvirtd.create("after-hang")
+    dom.destroy()
+    assert _stored(masakari_api, host, 1) == [("LIFECYCLE", dom.UUIDString(),
+                                              "STOPPED_DESTROYED")]
+
+
+def test_guest_agent_connection_has_a_keepalive(libvirtd, make_daemon, host):
+    """The guest-agent heartbeat's own read-write connection: a libvirtd that stops
+    answering mid-round ends the round by keepalive (and is reconnected later) instead of
+    hanging the heartbeat forever."""
+    libvirtd.create("with-agent-loop")
+    daemon = make_daemon(host, sections={"introspectiveinstancemonitor": {
+        "guest_monitoring_interval": 1}}, guest_agent_heartbeat="true")
+    time.sleep(1.5)  # the heartbeat has connected and done a round
+    _sigstop(libvirtd)
+    try:
+        wait_for(lambda: "guest-agent heartbeat round failed" in daemon.log_text(), 20,
+                 what="the hung round ended by keepalive")
+    finally:
+        _sigcont(libvirtd)
+    assert daemon.proc.poll() is None

@@ -111,7 +111,7 @@ def test_host_on_maintenance_holds_notifications_until_it_ends(tmp_path, masakar
     try:
         with caplog.at_level(logging.WARNING, logger="monitors.delivery"):
             for nid in (process, vm):
-                row = worker.deliver_now(nid, 1.5)
+                row = worker.deliver_now(nid, 6)
                 # held: pending, asked again with a capped backoff, never delivered or dropped
                 assert row["state"] == "pending"
                 delivery = row["deliveries"][0]
@@ -134,6 +134,13 @@ def test_host_on_maintenance_holds_notifications_until_it_ends(tmp_path, masakar
         assert f"notification {process} (PROCESS {host})" in held[0]["text"]
         assert not [p for p in result["problems"] if p["text"].startswith("outbox: oldest")]
         assert result["outbox"]["held"] == 2
+        import io
+
+        out = io.StringIO()
+        status_mod.render(result, out)
+        assert "outbox: 2 pending, 2 held by the recipient" in out.getvalue()
+        assert f"  WARNING: notification {process} (PROCESS {host}) held: host on " \
+            "maintenance in Masakari" in out.getvalue()
     finally:
         masakari_api.set_maintenance(host, False)
     for nid in (process, vm):
@@ -186,3 +193,42 @@ def test_a_masakari_bound_repeat_of_a_webhook_only_row_still_reaches_masakari(
     stored = masakari_api.notifications(hostname=host)
     assert [(n["type"], n["payload"]["event"]) for n in stored] == [("PROCESS", "STARTED")]
     assert len(server.requests) == 1
+
+
+def test_held_end_to_end_through_the_daemon_and_the_cli(tmp_path, masakari_api, lone_host):
+    """As an operator meets it: `ha-monitors deliver` running, the host on maintenance in
+    Masakari, a PROCESS STARTED handed over by `notify`: the journal says HELD, `status`
+    exits 1 (WARNING) naming the row; maintenance ended, the row is delivered and status
+    is OK again."""
+    import json
+
+    from tests.helpers import cli, deliverer, wait_for, write_conf
+
+    host = lone_host
+    conf = write_conf(tmp_path / "m.conf", hostname=host, state_path=tmp_path / "state",
+                      endpoint=masakari_api.endpoint,
+                      sections={"delivery": {"held_retry_interval": 0.5}})
+    masakari_api.set_maintenance(host, True)
+    on_maintenance = True
+    try:
+        with deliverer(conf) as daemon:
+            r = cli(conf, "notify", "--type", "PROCESS", "--payload",
+                    '{"event": "STARTED", "process_name": "nova-compute"}')
+            assert r.returncode == 0, r.stderr
+            wait_for(lambda: "HELD by masakari: held: host on maintenance" in daemon.log_text(),
+                     20, what="journal line")
+            status = cli(conf, "status")
+            assert status.returncode == 1, status.stdout
+            assert status.stdout.startswith("WARNING: notification 1 (PROCESS "
+                                            f"{host}) held: host on maintenance in Masakari")
+            masakari_api.set_maintenance(host, False)
+            on_maintenance = False
+            wait_for(lambda: json.loads(cli(conf, "outbox", "list", "--json").stdout)[0]
+                     ["state"] == "delivered", 20, what="delivered after maintenance")
+            status = cli(conf, "status")
+            assert status.returncode == 0, status.stdout
+    finally:
+        if on_maintenance:
+            masakari_api.set_maintenance(host, False)
+    stored = masakari_api.notifications(hostname=host)
+    assert [(n["type"], n["payload"]["event"]) for n in stored] == [("PROCESS", "STARTED")]
