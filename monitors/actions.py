@@ -1,5 +1,6 @@
 """Which actions a detection asks for, besides the notification itself: the routing
-decision, made where a notification enters the outbox (the Emitter), never in a driver.
+decision, made where a notification enters the outbox (put(): the daemons' Emitter and
+``ha-monitors notify``, which the Pacemaker alert agent calls), never in a driver.
 
 Actions are drivers like the Masakari one (durable, ordered per subject, retried, visible
 in history and the journal); this module only decides which of them a row goes to, and
@@ -75,3 +76,16 @@ def route(conf, notification: Notification, previous: dict | None
                               + (", fenced" if before.type == COMPUTE_HOST else "")
                               + "): put it back in service")
     return actions, first, why
+
+
+def put(outbox, conf, notification: Notification, *, source: str,
+        decision: dict | None = None, drivers: list[str] | None = None):
+    """Route, then record durably: the one way a detection enters the outbox (the daemons'
+    Emitter and ``ha-monitors notify``, which the Pacemaker alert agent calls). The routing
+    decision is recorded in the row's decision (``actions``)."""
+    extra, first, why = route(conf, notification, outbox.previous(notification))
+    if why:
+        decision = {**(decision or {}), "actions": why}
+    return outbox.put(notification, source=source,
+                      drivers=[*first, *(drivers or conf.delivery.drivers), *extra],
+                      decision=decision, first=first)

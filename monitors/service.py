@@ -64,14 +64,8 @@ class Emitter:
                  drivers: list[str] | None = None) -> PutResult:
         # The routing decision (which actions this detection asks for) is made here, where
         # the row is created, and recorded with it; drivers only execute.
-        extra, first, why = actions.route(self.conf, notification,
-                                          self.outbox.previous(notification))
-        if why:
-            decision = {**(decision or {}), "actions": why}
-        result = self.outbox.put(notification, source=self.source,
-                                 drivers=[*(first), *(drivers or self.conf.delivery.drivers),
-                                          *extra],
-                                 decision=decision, first=first)
+        result = actions.put(self.outbox, self.conf, notification, source=self.source,
+                             decision=decision, drivers=drivers)
         self.last_event = time.time()
         metrics.event_detected(self.source, notification.type, result.queued)
         fields = {**notification.subject(), "NOTIFICATION_ID": result.id,

@@ -155,3 +155,28 @@ def test_an_outbox_from_before_stages_is_upgraded(tmp_path):
     nid = b.put(proc("STOPPED"), source="t", drivers=["masakari"]).id
     assert b.claim(["masakari"], 60).notification_id == nid
     b.close()
+
+
+def test_the_pacemaker_alert_path_is_routed_too(tmp_path):
+    """ha-pacemaker-alert queues through `ha-monitors notify`: the same routing applies."""
+    import json
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    conf = tmp_path / "m.conf"
+    conf.write_text(f"[DEFAULT]\nhostname = cmp-0\nstate_path = {state}\n"
+                    "[api]\nauth_type = none\nendpoint = http://127.0.0.1:9/v1\n"
+                    "[nova]\nforce_down = true\n")
+    fenced = json.dumps({"event": "STOPPED", "cluster_status": "OFFLINE",
+                         "host_status": "NORMAL"})
+    out = subprocess.run([sys.executable, "-m", "monitors.cli", "--config-file", str(conf),
+                          "notify", "--type", "COMPUTE_HOST", "--hostname", "cmp-1",
+                          "--payload", fenced, "--source", "hostmonitor/pacemaker-alert"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    b = Outbox(str(state / "outbox.sqlite"))
+    row = b.list()[0]
+    b.close()
+    assert drivers_of(row) == {actions.FORCE_DOWN: 0, "masakari": 1}
+    assert row["decision"]["by"] == "ha-monitors notify"
