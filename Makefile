@@ -25,7 +25,7 @@ $(VENV)/.apt-stamp: deps/apt.txt
 $(VENV)/.stamp: pyproject.toml $(VENV)/.apt-stamp
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[libvirt,systemd,etcd,metrics,test]'
+	$(VENV)/bin/pip install -q -e '.[libvirt,systemd,etcd,metrics,messaging,test]'
 	touch $@
 
 # The real recovery API, pinned, in its own venv (it pulls eventlet; we never do).

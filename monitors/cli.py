@@ -120,16 +120,19 @@ def cmd_notify(args) -> int:
             value = getattr(conf[group], name)
             if value is None or value > args.timeout:
                 conf.set_override(name, max(args.timeout, 0.1), group=group)
+    from monitors import actions
+
     box = _outbox(conf)
-    result = box.put(note, source=args.source, drivers=conf.delivery.drivers,
-                     decision={"by": "ha-monitors notify"})
+    result = actions.put(box, conf, note, source=args.source,
+                         decision={"by": "ha-monitors notify"})
     print(f"notification {result.id} {'queued' if result.queued else 'already pending'}")
     if not args.wait:
         return 0
     from monitors import drivers as drivers_mod
     from monitors.delivery import DeliveryWorker
 
-    worker = DeliveryWorker(conf, box, drivers_mod.load(conf, conf.delivery.drivers))
+    worker = DeliveryWorker(conf, box, drivers_mod.load(
+        conf, [*conf.delivery.drivers, *actions.enabled(conf)]))
     row = worker.deliver_now(result.id, args.timeout)
     worker.stop(1)
     for d in row["deliveries"]:
@@ -239,14 +242,14 @@ def unknown_options(conf, files: list[str]) -> list[str]:
     import difflib
 
     problems = []
-    api_names = config.api_option_names(conf)
+    auth_names = {group: config.api_option_names(conf, group) for group in ("api", "nova")}
     for path in files:
         for number, section, name in config.file_settings(path):
-            if section == "api":
+            if section in auth_names:
                 # keystoneauth registers a plugin's options only when it loads it: compare
                 # with what the configured auth_type accepts
-                known = name.replace("-", "_") in api_names
-                choices = api_names
+                known = name.replace("-", "_") in auth_names[section]
+                choices = auth_names[section]
             else:
                 try:
                     group = conf if section == "DEFAULT" else conf[section]

@@ -10,6 +10,7 @@ Daemon-specific groups are registered by each daemon package (its ``opts.py``).
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -222,6 +223,67 @@ webhook_opts = [
     cfg.BoolOpt("insecure", default=False, help="Do not verify the TLS certificate."),
 ]
 
+NOVA = "nova"
+_NOVA_GROUP = dict(
+    name=NOVA, title="Nova actions (force-down, resurrect)",
+    help="The actions that close the recovery loop (docs/recovery.md, 'Closing the loop'). "
+         "Credentials: keystoneauth auth and session options in this group; when this group "
+         "sets neither auth_type nor auth_section, the [api] credentials and session are "
+         "used. The user needs Nova's admin rights on os-services (PUT) and, for resurrect, "
+         "Masakari's on hosts.")
+
+
+def _nova_group() -> cfg.OptGroup:
+    """A new OptGroup per registration: oslo.config copies a registered OptGroup only
+    shallowly, so one shared instance would share set_override() across ConfigOpts."""
+    return cfg.OptGroup(**_NOVA_GROUP)
+
+
+nova_opts = [
+    cfg.BoolOpt("force_down", default=False,
+                help="When a peer host's fencing is confirmed (the COMPUTE_HOST STOPPED goes "
+                     "out with host_status NORMAL), mark its nova-compute service "
+                     "forced_down in Nova (compute API 2.53, PUT /os-services/{id}) before "
+                     "the Masakari notification, so Nova allows evacuation at once instead "
+                     "of after service_down_time. Never for host_status UNKNOWN, nor for "
+                     "a NORMAL that [host] disable_ipmi_check produced. Then set "
+                     "masakari-engine's [DEFAULT] wait_period_after_service_update near 0."),
+    cfg.FloatOpt("force_down_hold", default=30.0, min=0.0,
+                 help="Seconds the Masakari notification of a fenced host waits for its "
+                      "force-down to be acknowledged by Nova; after that it goes anyway "
+                      "(the engine's wait_period_after_service_update then decides)."),
+    cfg.BoolOpt("resurrect", default=False,
+                help="Put a recovered host back in service without a person: when a host "
+                     "reported STOPPED (host_status NORMAL) is STARTED again, or a process "
+                     "reported STOPPED is STARTED again, clear forced_down (host only), "
+                     "re-enable the nova-compute service if (and only if) its "
+                     "disabled_reason is one of resurrect_disable_reasons, and take the "
+                     "Masakari host off maintenance. Waits while Masakari still recovers "
+                     "the host and until Nova sees nova-compute up. Off by default."),
+    cfg.ListOpt("resurrect_disable_reasons",
+                default=["Masakari detected host failed.",
+                         "Masakari detected process failed."],
+                help="disabled_reason values that mean 'disabled by Masakari' (the engine's "
+                     "[host_failure] and [process_failure] service_disable_reason). A "
+                     "service disabled with any other reason was disabled by a person and "
+                     "is never re-enabled (nor its Masakari host taken off maintenance)."),
+]
+
+messaging_opts = [
+    cfg.StrOpt("transport_url", secret=True,
+               help="oslo.messaging transport URL of the message bus the 'messaging' "
+                    "driver publishes to, e.g. rabbit://user:pass@host:5672/. Needs the "
+                    "'messaging' extra (oslo.messaging)."),
+    cfg.ListOpt("topics", default=["compute_ha_notifications"],
+                help="Notification topics; each notification goes to <topic>.<priority> "
+                     "(info for STARTED, warn for STOPPED, as oslo.messaging names them)."),
+    cfg.StrOpt("publisher_id", default="compute-ha-monitors",
+               help="publisher_id of the notifications; '.<hostname>' is appended."),
+    cfg.IntOpt("retry", default=0, min=-1,
+               help="Connection retries of one send inside the driver (-1 = forever); the "
+                    "outbox retries a failed send with its own backoff, so keep it small."),
+]
+
 metrics_opts = [
     cfg.StrOpt("bind", default="",
                help="HOST:PORT (IPv6: [::1]:9461) of this daemon's Prometheus endpoint "
@@ -247,6 +309,8 @@ def _groups():
         ("delivery", delivery_opts),
         ("webhook", webhook_opts),
         ("metrics", metrics_opts),
+        (_nova_group(), nova_opts),
+        ("messaging", messaging_opts),
     ]
 
 
@@ -256,6 +320,10 @@ def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
     ks_loading.register_session_conf_options(conf, api_group.name)
     ks_loading.register_auth_conf_options(conf, api_group.name)
     conf.set_default("auth_type", "password", group=api_group.name)
+    ks_loading.register_session_conf_options(conf, NOVA)
+    ks_loading.register_auth_conf_options(conf, NOVA)
+    ks_loading.register_adapter_conf_options(conf, NOVA)
+    conf.set_default("service_type", "compute", group=NOVA)
 
 
 def register_groups(conf: cfg.ConfigOpts, groups) -> None:
@@ -273,7 +341,23 @@ def list_opts():
             opts = (opts + ks_loading.get_session_conf_options()
                     + ks_loading.get_auth_common_conf_options()
                     + ks_loading.get_auth_plugin_conf_options("password"))
+        elif name == "nova":
+            opts = (opts + ks_loading.get_session_conf_options()
+                    + ks_loading.get_auth_common_conf_options()
+                    + _adapter_opts())
         out.append((name, opts))
+    return out
+
+
+def _adapter_opts():
+    """keystoneauth's adapter options, with service_type defaulting to compute (as
+    registered) so the reference and the sample say what is used."""
+    out = []
+    for opt in ks_loading.get_adapter_conf_options(include_deprecated=False):
+        if opt.dest == "service_type":
+            opt = copy.deepcopy(opt)
+            opt.default = "compute"
+        out.append(opt)
     return out
 
 
@@ -477,7 +561,8 @@ def problems(conf: cfg.ConfigOpts) -> list[str]:
                 getattr(target, name)
             except (cfg.Error, ValueError) as exc:
                 out.append(_value_problem(conf, group, name, exc))
-    for check in (_hostname_problems, _state_path_problems, _api_problems, _metrics_problems):
+    for check in (_hostname_problems, _state_path_problems, _api_problems, _nova_problems,
+                  _metrics_problems):
         try:
             out += check(conf)
         except (cfg.Error, ValueError):
@@ -492,6 +577,9 @@ def problems(conf: cfg.ConfigOpts) -> list[str]:
                        f"(available: {', '.join(available)})")
     if "webhook" in conf.delivery.drivers and not conf.webhook.url:
         out.append("[webhook] url: required because [delivery] drivers names webhook")
+    if "messaging" in conf.delivery.drivers and not conf.messaging.transport_url:
+        out.append("[messaging] transport_url: required because [delivery] drivers names "
+                   "messaging")
     return out
 
 
@@ -556,6 +644,24 @@ def _api_problems(conf: cfg.ConfigOpts) -> list[str]:
     return []
 
 
+def _nova_problems(conf: cfg.ConfigOpts) -> list[str]:
+    """[nova] credentials that would fail at the first force-down or resurrect."""
+    from monitors import actions
+
+    auth_type = conf.nova.auth_type
+    if not actions.enabled(conf) or not (auth_type or conf.nova.auth_section):
+        return []  # off, or the [api] credentials are used (checked above)
+    if auth_type and auth_type not in auth_plugin_names():
+        close = difflib.get_close_matches(auth_type, auth_plugin_names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return [f"[nova] auth_type: {auth_type!r} names no keystoneauth plugin{hint}"]
+    try:
+        ks_loading.load_auth_from_conf_options(conf, "nova")  # registers its options too
+    except Exception as exc:  # noqa: BLE001 - keystoneauth's errors name what is missing
+        return [f"[nova] auth_type = {auth_type}: {exc}"]
+    return []
+
+
 def auth_plugin_names() -> list[str]:
     """keystoneauth's plugin names, from the entry points (not by loading each plugin:
     some log import errors of optional dependencies)."""
@@ -564,14 +670,16 @@ def auth_plugin_names() -> list[str]:
     return sorted({ep.name for ep in entry_points(group="keystoneauth1.plugin")})
 
 
-def api_option_names(conf: cfg.ConfigOpts) -> set[str]:
-    """Every option name (and deprecated name) [api] accepts with its auth_type: ours, the
-    keystoneauth session and common auth options, and the plugin's own."""
-    opts = (api_opts + ks_loading.get_session_conf_options()
+def api_option_names(conf: cfg.ConfigOpts, group: str = "api") -> set[str]:
+    """Every option name (and deprecated name) [api] (or [nova]) accepts with its
+    auth_type: ours, the keystoneauth session and common auth options (for [nova] also the
+    adapter options), and the plugin's own."""
+    opts = ((api_opts if group == "api" else nova_opts + _adapter_opts())
+            + ks_loading.get_session_conf_options()
             + ks_loading.get_auth_common_conf_options())
     try:
         opts = opts + [o._to_oslo_opt() for o in
-                       ks_loading.get_plugin_options(conf.api.auth_type)]
+                       ks_loading.get_plugin_options(conf[group].auth_type)]
     except Exception:  # noqa: BLE001 - an unknown plugin is reported by problems()
         pass
     names = set()

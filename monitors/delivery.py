@@ -96,7 +96,7 @@ class DeliveryWorker:
                 self._closed_until[driver] = time.monotonic() + backoff(
                     failures, self.conf.delivery.retry_initial_interval,
                     config.retry_max_interval(self.conf))
-            elif answer.status is not None:
+            elif answer.status is not None or answer.outcome in (DELIVERED, DUPLICATE):
                 self._failures.pop(driver, None)
                 self._closed_until.pop(driver, None)
 
@@ -114,7 +114,8 @@ class DeliveryWorker:
 
     def run_once(self, notification_id: int | None = None) -> bool:
         claim = self.outbox.claim(self.open_drivers(), self.conf.delivery.lease_seconds,
-                                  notification_id, unreachable_due=True)
+                                  notification_id, unreachable_due=True,
+                                  stage_hold=self.conf.nova.force_down_hold)
         if claim is None:
             return False
         self.deliver(claim)

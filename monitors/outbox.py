@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_status     INTEGER,
     last_message    TEXT,
     updated_at      REAL    NOT NULL,
+    stage           INTEGER NOT NULL DEFAULT 0,
     UNIQUE (notification_id, driver)
 );
 CREATE INDEX IF NOT EXISTS deliveries_ready
@@ -92,6 +93,8 @@ _ADDED_COLUMNS = (
     # max_age, immune to wall-clock steps (NTP, an operator's date -s) within one boot.
     ("notifications", "created_boot", "REAL"),
     ("notifications", "boot_id", "TEXT"),
+    # put()'s ``first``: a delivery waits for the earlier stages of its notification.
+    ("deliveries", "stage", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -416,14 +419,19 @@ class Outbox:
 
     # -- writing ----------------------------------------------------------------------------
     def put(self, notification: Notification, *, source: str, drivers: Iterable[str],
-            decision: dict | None = None) -> PutResult:
+            decision: dict | None = None, first: Iterable[str] = ()) -> PutResult:
         """Durably record a detection (committed with synchronous=FULL before returning).
         A repeat of the latest pending notification of the same subject (VM, process or
         host) is not queued twice; it is written into that row's history so flapping stays
         visible. Only the latest: after STOPPED, STARTED, a new STOPPED must be queued, or
         the recipient would end on STARTED. And only if that row is for (at least) the same
-        drivers."""
+        drivers.
+
+        first: drivers whose delivery must be answered before the others of this row are
+        attempted (e.g. Nova's force-down before the Masakari notification); see claim()'s
+        stage_hold for the bound on that wait."""
         drivers = list(dict.fromkeys(drivers))
+        first = set(first)
         if not drivers:
             raise ValueError("a notification needs at least one driver")
         now = time.time()
@@ -452,10 +460,13 @@ class Outbox:
             nid = cur.lastrowid
             for driver in drivers:
                 db.execute("INSERT INTO deliveries (notification_id, driver, state, priority,"
-                           " next_attempt_at, updated_at) VALUES (?,?,?,?,?,?)",
-                           (nid, driver, PENDING, notification.priority, now, now))
-            self._history(db, nid, "detected", {"source": source, "drivers": drivers,
-                                                "decision": decision or {}}, at=now)
+                           " next_attempt_at, updated_at, stage) VALUES (?,?,?,?,?,?,?)",
+                           (nid, driver, PENDING, notification.priority, now, now,
+                            0 if driver in first else 1))
+            detail = {"source": source, "drivers": drivers, "decision": decision or {}}
+            if first & set(drivers):
+                detail["first"] = sorted(first & set(drivers))
+            self._history(db, nid, "detected", detail, at=now)
         self.wake()
         return PutResult(nid, True)
 
@@ -469,9 +480,13 @@ class Outbox:
                            "WHERE state = 'pending' AND lease_owner = ?", (owner,))
 
     def claim(self, drivers: Iterable[str], lease: float,
-              notification_id: int | None = None, unreachable_due: bool = False
-              ) -> Claim | None:
+              notification_id: int | None = None, unreachable_due: bool = False,
+              stage_hold: float | None = None) -> Claim | None:
         """Reserve the most urgent due delivery (priority, then age) for this process.
+
+        A delivery waits while a delivery of the same notification in an earlier stage
+        (put()'s ``first``) is pending, for at most stage_hold seconds after the detection
+        (None: without bound).
 
         unreachable_due: rows whose last attempt found the recipient unreachable (no HTTP
         status) count as due regardless of their own backoff; the caller gates the driver
@@ -498,8 +513,12 @@ class Outbox:
                  "AND NOT EXISTS (SELECT 1 FROM notifications n2 JOIN deliveries d2 "
                  "ON d2.notification_id = n2.id WHERE n2.state = 'pending' "
                  "AND n2.order_key = n.order_key AND n2.id < n.id "
-                 "AND d2.driver = d.driver AND d2.state = 'pending')")
-        args: list[Any] = [*drivers, now, now + 1.0, now, now + 1.0]
+                 "AND d2.driver = d.driver AND d2.state = 'pending') "
+                 "AND NOT EXISTS (SELECT 1 FROM deliveries d3 WHERE d3.notification_id = "
+                 "d.notification_id AND d3.stage < d.stage AND d3.state = 'pending' "
+                 "AND n.created_at > ?)")
+        hold_since = 0.0 if stage_hold is None else now - stage_hold
+        args: list[Any] = [*drivers, now, now + 1.0, now, now + 1.0, hold_since]
         if notification_id is not None:
             where += " AND d.notification_id = ?"
             args.append(notification_id)
@@ -554,6 +573,7 @@ class Outbox:
             self._history(db, claim.notification_id, "answer", detail,
                           delivery_id=claim.delivery_id, at=now)
             self._refresh_state(db, claim.notification_id)
+        self.wake()  # a delivery held behind this one (a later stage) may go now
         return state
 
     def note(self, notification_id: int, kind: str, detail: dict) -> None:
@@ -617,9 +637,12 @@ class Outbox:
     # -- reading ----------------------------------------------------------------------------
     def next_due(self, drivers: Iterable[str]) -> float | None:
         drivers = list(drivers)
+        # A delivery held behind an earlier stage is not due: it is woken by finish().
         rows = self._read("SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) "
-                          f"FROM deliveries WHERE state = 'pending' AND driver IN "
-                          f"({','.join('?' * len(drivers))})", drivers)
+                          f"FROM deliveries d WHERE state = 'pending' AND driver IN "
+                          f"({','.join('?' * len(drivers))}) AND NOT EXISTS (SELECT 1 FROM "
+                          "deliveries d3 WHERE d3.notification_id = d.notification_id AND "
+                          "d3.stage < d.stage AND d3.state = 'pending')", drivers)
         return rows[0][0]
 
     def depth(self) -> int:
@@ -688,6 +711,13 @@ class Outbox:
     def last_event_id(self) -> int:
         return self._read("SELECT COALESCE(MAX(id), 0) FROM history")[0][0]
 
+    def previous(self, notification: Notification) -> dict | None:
+        """The latest notification already recorded about the same subject (one VM, one
+        process or one host), with its deliveries: what a routing decision compares with."""
+        rows = self._read("SELECT * FROM notifications WHERE order_key = ? ORDER BY id DESC "
+                          "LIMIT 1", (notification.order_key(),))
+        return self._describe(rows[0]) if rows else None
+
     def get(self, notification_id: int) -> dict | None:
         rows = self._read("SELECT * FROM notifications WHERE id = ?", (notification_id,))
         if not rows:
@@ -697,7 +727,8 @@ class Outbox:
     def _describe(self, row: sqlite3.Row, with_history: bool = False) -> dict:
         deliveries = [
             {k: d[k] for k in ("id", "driver", "state", "attempts", "next_attempt_at",
-                               "remote_id", "last_status", "last_message", "lease_owner")}
+                               "remote_id", "last_status", "last_message", "lease_owner",
+                               "stage")}
             for d in self._read("SELECT * FROM deliveries WHERE notification_id = ? "
                                 "ORDER BY id", (row["id"],))]
         out = {"id": row["id"], "created_at": row["created_at"], "state": row["state"],

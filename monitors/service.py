@@ -26,7 +26,7 @@ from typing import Callable, Protocol
 from oslo_config import cfg
 from oslo_service.backend.base import ServiceBase
 
-from monitors import config, drivers as drivers_mod, log, metrics
+from monitors import actions, config, drivers as drivers_mod, log, metrics
 from monitors.backlog import Backlog, Held
 from monitors.delivery import DeliveryWorker
 from monitors.notification import InvalidNotification, Notification
@@ -75,9 +75,13 @@ class Emitter:
 
     def __call__(self, notification: Notification, decision: dict | None = None,
                  drivers: list[str] | None = None, on_stored: Callable | None = None):
+        # The routing decision (which actions this detection asks for) is made here, where
+        # the row is created, and recorded with it; drivers only execute.
+        all_drivers, decision, first = actions.plan(self.outbox, self.conf, notification,
+                                                    decision, drivers)
         result = self.backlog.put(self.outbox, notification, source=self.source,
-                                  drivers=list(drivers or self.conf.delivery.drivers),
-                                  decision=decision, on_stored=on_stored)
+                                  drivers=all_drivers, decision=decision,
+                                  on_stored=on_stored, first=first)
         self.last_event = time.time()
         fields = {**notification.subject(), "SOURCE": self.source}
         if result is None or isinstance(result, Held):
@@ -195,7 +199,8 @@ class MonitorService(ServiceBase):
             self.recovered = {"text": self.outbox.recovered, "at": time.time()}
         self.metrics = metrics.serve(self.conf.metrics.bind, self)
         self.worker = DeliveryWorker(self.conf, self.outbox,
-                                     drivers_mod.load(self.conf, self.conf.delivery.drivers),
+                                     drivers_mod.load(self.conf, [*self.conf.delivery.drivers,
+                                                                  *actions.enabled(self.conf)]),
                                      threads=self.conf.delivery.workers)
         self.worker.start()
         try:

@@ -1,0 +1,105 @@
+"""Which actions a detection asks for, besides the notification itself: the routing
+decision, made where a notification enters the outbox (put(): the daemons' Emitter and
+``ha-monitors notify``, which the Pacemaker alert agent calls), never in a driver.
+
+Actions are drivers like the Masakari one (durable, ordered per subject, retried, visible
+in history and the journal); this module only decides which of them a row goes to, and
+records why in the row's decision:
+
+- ``nova-force-down`` for a COMPUTE_HOST STOPPED with host_status NORMAL — fencing is
+  confirmed, the only verdict that lets Masakari evacuate — when ``[nova] force_down`` is
+  on. It goes *first*: the Masakari delivery of the same row waits for it (at most
+  ``[nova] force_down_hold``), so the engine's evacuation finds the service already down.
+  A host reported UNKNOWN (not fenced) is never forced down, nor a NORMAL that
+  ``[host] disable_ipmi_check`` produced without fencing evidence.
+- ``resurrect`` for a COMPUTE_HOST STARTED that follows a STOPPED with host_status NORMAL
+  (a host that was fenced and recovered is back), or a PROCESS STARTED that follows a
+  PROCESS STOPPED of the same process, when ``[nova] resurrect`` is on.
+"""
+from __future__ import annotations
+
+from monitors.notification import COMPUTE_HOST, PROCESS, Notification
+
+FORCE_DOWN = "nova-force-down"
+RESURRECT = "resurrect"
+ACTIONS = (FORCE_DOWN, RESURRECT)
+
+
+def fenced_host_failure(notification: Notification) -> bool:
+    """The one notification after which forcing a host down is safe."""
+    p = notification.payload
+    return (notification.type == COMPUTE_HOST and p.get("event") == "STOPPED"
+            and p.get("host_status") == "NORMAL")
+
+
+def enabled(conf) -> list[str]:
+    """The action drivers this configuration can route to (the delivery worker loads
+    them beside [delivery] drivers)."""
+    out = []
+    if conf.nova.force_down:
+        out.append(FORCE_DOWN)
+    if conf.nova.resurrect:
+        out.append(RESURRECT)
+    return out
+
+
+def route(conf, notification: Notification, previous: dict | None
+          ) -> tuple[list[str], list[str], dict]:
+    """(action drivers, those that go first, why) for one notification.
+
+    previous: the outbox's latest earlier notification about the same subject
+    (Outbox.previous), as the resurrect decision needs to know what was reported before."""
+    actions, first, why = [], [], {}
+    if conf.nova.force_down and fenced_host_failure(notification):
+        if conf.host.disable_ipmi_check:
+            # NORMAL without fencing evidence (masakari-monitors' compatibility switch):
+            # Masakari will act on it, but we do not add a force-down to an unproven verdict.
+            why[FORCE_DOWN] = ("not forced down: [host] disable_ipmi_check = true makes "
+                               "host_status NORMAL without fencing evidence")
+        else:
+            actions.append(FORCE_DOWN)
+            first.append(FORCE_DOWN)
+            why[FORCE_DOWN] = ("fencing confirmed (host_status NORMAL): force the service "
+                               "down")
+    if (conf.nova.resurrect and notification.type in (COMPUTE_HOST, PROCESS)
+            and notification.payload.get("event") == "STARTED" and previous):
+        before = Notification.from_dict(previous["notification"])
+        # Masakari may have acted on it unless its delivery ended otherwise (rejected,
+        # expired, withdrawn): pending counts, it may still be delivered before this row.
+        acted = all(d["state"] in ("pending", "delivered")
+                    for d in previous.get("deliveries", ()) if d["driver"] == "masakari")
+        if acted and before.payload.get("event") == "STOPPED" and (
+                before.type == PROCESS or fenced_host_failure(before)):
+            actions.append(RESURRECT)
+            why[RESURRECT] = (f"back after notification {previous['id']} "
+                              f"({before.type} STOPPED"
+                              + (", fenced" if before.type == COMPUTE_HOST else "")
+                              + "): put it back in service")
+    return actions, first, why
+
+
+def plan(outbox, conf, notification: Notification, decision: dict | None = None,
+         drivers: list[str] | None = None) -> tuple[list[str], dict | None, list[str]]:
+    """(drivers, decision, first) of the row a detection becomes: the configured drivers
+    plus the actions route() asks for, with why in the decision (``actions``). An outbox
+    that cannot be read (it may be the very fault the caller is about to hold the
+    detection for) is decided as having no earlier notification: no resurrect, and said."""
+    try:
+        previous = outbox.previous(notification)
+    except Exception as exc:  # noqa: BLE001 - the detection must still be recorded
+        previous = None
+        decision = {**(decision or {}), "previous_unknown": f"outbox not readable: {exc}"}
+    extra, first, why = route(conf, notification, previous)
+    if why:
+        decision = {**(decision or {}), "actions": why}
+    return [*first, *(drivers or conf.delivery.drivers), *extra], decision, first
+
+
+def put(outbox, conf, notification: Notification, *, source: str,
+        decision: dict | None = None, drivers: list[str] | None = None):
+    """Route, then record durably: how ``ha-monitors notify`` (which the Pacemaker alert
+    agent calls) enters the outbox; the daemons' Emitter plans the same way and puts
+    through its memory backlog."""
+    all_drivers, decision, first = plan(outbox, conf, notification, decision, drivers)
+    return outbox.put(notification, source=source, drivers=all_drivers,
+                      decision=decision, first=first)
