@@ -43,6 +43,12 @@ def enabled(conf) -> list[str]:
     return out
 
 
+def delivery_drivers(conf) -> list[str]:
+    """Every driver a delivery worker of this configuration loads: [delivery] drivers and
+    the enabled actions (at start and on reload alike)."""
+    return [*conf.delivery.drivers, *enabled(conf)]
+
+
 def route(conf, notification: Notification, previous: dict | None
           ) -> tuple[list[str], list[str], dict]:
     """(action drivers, those that go first, why) for one notification.

@@ -132,7 +132,7 @@ def cmd_notify(args) -> int:
     from monitors.delivery import DeliveryWorker
 
     worker = DeliveryWorker(conf, box, drivers_mod.load(
-        conf, [*conf.delivery.drivers, *actions.enabled(conf)]))
+        conf, actions.delivery_drivers(conf)))
     row = worker.deliver_now(result.id, args.timeout)
     worker.stop(1)
     for d in row["deliveries"]:

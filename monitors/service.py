@@ -199,8 +199,7 @@ class MonitorService(ServiceBase):
             self.recovered = {"text": self.outbox.recovered, "at": time.time()}
         self.metrics = metrics.serve(self.conf.metrics.bind, self)
         self.worker = DeliveryWorker(self.conf, self.outbox,
-                                     drivers_mod.load(self.conf, [*self.conf.delivery.drivers,
-                                                                  *actions.enabled(self.conf)]),
+                                     drivers_mod.load(self.conf, actions.delivery_drivers(self.conf)),
                                      threads=self.conf.delivery.workers)
         self.worker.start()
         try:
@@ -312,7 +311,7 @@ class MonitorService(ServiceBase):
         old one finishes its in-flight sends and stops. If the new drivers cannot be loaded,
         the old worker keeps running and the reason is returned."""
         try:
-            drivers = drivers_mod.load(new_conf, new_conf.delivery.drivers)
+            drivers = drivers_mod.load(new_conf, actions.delivery_drivers(new_conf))
         except Exception as exc:  # noqa: BLE001
             return [f"[delivery] drivers / [api] / [webhook]: {exc}; delivery keeps the "
                     "previous settings"]
