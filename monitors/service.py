@@ -198,8 +198,8 @@ class MonitorService(ServiceBase):
         if self.outbox.recovered:
             self.recovered = {"text": self.outbox.recovered, "at": time.time()}
         self.metrics = metrics.serve(self.conf.metrics.bind, self)
-        self.worker = DeliveryWorker(self.conf, self.outbox,
-                                     drivers_mod.load(self.conf, actions.delivery_drivers(self.conf)),
+        self.worker = DeliveryWorker(self.conf, self.outbox, drivers_mod.load(
+                                         self.conf, actions.delivery_drivers(self.conf)),
                                      threads=self.conf.delivery.workers)
         self.worker.start()
         try:
