@@ -41,9 +41,13 @@ def test_fencing_alert_returns_fast_with_api_down_and_is_delivered_later(
         tmp_path, masakari_api, peer_names):
     n = peer_names("me", "peer")
     conf = _conf(tmp_path, masakari_api, n["me"])
+    cib = Cib(tmp_path / "cib.xml")
+    cib.write({n["me"]: True, n["peer"]: False})  # me: the DC, so the reporter
     masakari_api.kill()
     try:
-        rc, took, err = alert(conf, None, kind="fencing", node=n["peer"], task="reboot", rc=0,
+        # what Pacemaker 2.1.5 really sets: the action is only in the description
+        rc, took, err = alert(conf, cib, kind="fencing", node=n["peer"],
+                              task="st_notify_fence", rc=0,
                               desc=f"Operation reboot of {n['peer']} by {n['me']} for "
                                    f"pacemaker-controld.1041@{n['me']}: OK")
     finally:
@@ -77,15 +81,16 @@ def test_node_lost_without_fencing_is_unknown_then_back_is_started(
 
 def test_lost_then_fenced_gives_one_normal_report(tmp_path, masakari_api, peer_names):
     n = peer_names("me", "peer")
-    conf = _conf(tmp_path, masakari_api, n["me"])
+    conf = _conf(tmp_path, masakari_api, n["me"], stonith_wait=6)  # > two agent runs
     cib = Cib(tmp_path / "cib.xml")
     cib.write({n["me"]: True, n["peer"]: False})
     with PeerDaemon(conf):
         assert alert(conf, cib, kind="node", node=n["peer"], desc="lost")[0] == 0
-        assert alert(conf, cib, kind="fencing", node=n["peer"], task="off", rc=0,
-                     desc=f"Operation off of {n['peer']}: OK")[0] == 0
+        assert alert(conf, cib, kind="fencing", node=n["peer"], task="st_notify_fence", rc=0,
+                     desc=f"Operation off of {n['peer']} by {n['me']} for x@{n['me']}: OK"
+                     )[0] == 0
         wait_for(lambda: payloads(masakari_api, n["peer"]), 15, what="stored")
-        time.sleep(3)  # past stonith_wait: the waiter must not add an UNKNOWN
+        time.sleep(7)  # past stonith_wait: the waiter must not add an UNKNOWN
         assert payloads(masakari_api, n["peer"]) == [STOPPED_NORMAL]
 
 
@@ -97,8 +102,9 @@ def test_lost_without_quorum_and_failed_fencing_report_nothing(
     cib.write({n["me"]: True, n["peer"]: False}, quorum=False)
     rc, _, err = alert(conf, cib, kind="node", node=n["peer"], desc="lost")
     assert rc == 0 and "no quorum" in err
-    rc, _, err = alert(conf, cib, kind="fencing", node=n["peer"], task="reboot", rc=1,
-                       desc=f"Operation reboot of {n['peer']}: Timed Out")
+    rc, _, err = alert(conf, cib, kind="fencing", node=n["peer"], task="st_notify_fence",
+                       rc=1, desc=f"Operation reboot of {n['peer']} by {n['me']} for "
+                                  f"x@{n['me']}: Error")
     assert rc == 0
     # resource alerts are not ours
     assert alert(conf, cib, kind="resource", node=n["me"], rsc="vip", task="monitor",
