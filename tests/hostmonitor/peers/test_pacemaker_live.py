@@ -75,7 +75,7 @@ class Live:
                 self.start_daemon(n)
 
     def start_daemons(self, driver: str = "default", **host) -> None:
-        """A fresh ha-hostmonitor on every node (own state dirs)."""
+        """A fresh ha-hostmonitor on every node (own state dirs), started side by side."""
         self.run += 1
         for node in self.cluster.nodes:
             state = self.workdir / f"run{self.run}" / node
@@ -91,17 +91,22 @@ class Live:
                                                         "command_timeout": 5}})
             conf.chmod(0o644)
             self.confs[node] = conf
-            self.start_daemon(node)
+            self.start_daemon(node, wait=False)
+        for node, d in self.daemons.items():
+            d.notify.wait_for("READY", timeout=60)
 
-    def start_daemon(self, node: str) -> None:
+    def start_daemon(self, node: str, wait: bool = True) -> None:
         old = self.daemons.pop(node, None)
         if old is not None:  # died with its node
             old.stop()
             old.notify.close()
         self.daemons[node] = Daemon("hostmonitor", self.confs[node],
-                                    argv_prefix=self.cluster.nsenter(node)).start()
+                                    argv_prefix=self.cluster.nsenter(node)).start(wait)
 
     def stop_daemons(self) -> None:
+        for d in self.daemons.values():
+            if d.proc.poll() is None:
+                d.proc.terminate()
         for d in self.daemons.values():
             d.stop()
             d.notify.close()
