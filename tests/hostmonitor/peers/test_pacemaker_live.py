@@ -148,7 +148,8 @@ def live(tmp_path_factory):
             env.stop_daemons()
         cluster.stop()
         api.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not os.environ.get("PCMK_LIVE_KEEP"):  # set it to read the nodes' logs after
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
