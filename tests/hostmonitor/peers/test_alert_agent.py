@@ -119,3 +119,22 @@ def test_not_called_by_pacemaker_is_a_clear_error(tmp_path, masakari_api, peer_n
                           env={k: v for k, v in os.environ.items() if not k.startswith("CRM_")},
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "CRM_alert_kind" in proc.stderr
+
+
+def test_a_failure_is_one_clear_line_not_a_traceback(tmp_path, masakari_api, peer_names):
+    """Pacemaker copies the agent's stderr into pacemaker.log: a failure (here the state
+    directory is a file, so no marker can be written) must be one line naming the cause."""
+    n = peer_names("me", "peer")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    conf = write_conf(tmp_path / "hm.conf", hostname=n["me"], state_path=blocker,
+                      endpoint=masakari_api.endpoint,
+                      sections={"host": {"monitoring_driver": "none"}})
+    cib = Cib(tmp_path / "cib.xml")
+    cib.write({n["me"]: True, n["peer"]: False})
+    rc, _, err = alert(conf, cib, kind="fencing", node=n["peer"], task="st_notify_fence", rc=0,
+                       desc=f"Operation reboot of {n['peer']} by {n['me']} for x@{n['me']}: OK")
+    assert rc == 1
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "ERROR" in lines[0] and "not-a-dir" in lines[0], err
