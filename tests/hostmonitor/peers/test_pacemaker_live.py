@@ -290,7 +290,7 @@ def alerts(live):
     live.driver = None
 
 
-def test_alert_agent_as_hacluster_reports_once_then_started(alerts):
+def test_alert_agent_as_hacluster_reports_once_started_then_unknown_and_normal(alerts):
     live, c = alerts, alerts.cluster
     victim = _victim(live)
     t0 = time.monotonic()
@@ -315,3 +315,16 @@ def test_alert_agent_as_hacluster_reports_once_then_started(alerts):
     live.settle()
     assert live.stored(victim) == [STOPPED_NORMAL, STARTED]
     print(f"kill → STOPPED/NORMAL stored via the alert agent: {took:.1f}s")
+    # second failure, fencing fails: the waiter's UNKNOWN after stonith_wait, then the
+    # fencing alert of the attempt that succeeds gives NORMAL
+    c.fail_fencing(True)
+    t0 = time.monotonic()
+    c.kill(victim)
+    wait_for(lambda: len(live.stored(victim)) == 3, STONITH_WAIT + 30, what="UNKNOWN")
+    assert time.monotonic() - t0 >= STONITH_WAIT, "UNKNOWN only after stonith_wait"
+    assert live.stored(victim)[2] == STOPPED_UNKNOWN
+    c.fail_fencing(False)
+    wait_for(lambda: len(live.stored(victim)) == 4, 60, what="NORMAL after the fencing")
+    live.settle()
+    assert live.stored(victim) == [STOPPED_NORMAL, STARTED, STOPPED_UNKNOWN, STOPPED_NORMAL]
+    assert sum(live.queued(victim).values()) == 4
