@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -306,6 +307,7 @@ def bench_live(runs: int, token_ms: int) -> dict:
     finally:
         cluster.stop()
         api.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
