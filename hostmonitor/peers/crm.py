@@ -56,8 +56,11 @@ def run_xml(argv: list[str], timeout: float) -> ET.Element:
         raise CommandError(f"{argv[0]}: exit {proc.returncode}, output is not XML ({exc}): "
                            f"{(proc.stderr or proc.stdout).strip()[:200]}") from None
     status = root.find("status")
-    if proc.returncode != 0 or (status is not None and status.get("code") not in (None, "0")):
-        errors = "; ".join(e.text or "" for e in root.iter("error"))
+    errors = "; ".join(e.text or "" for e in root.iter("error"))
+    # crm_mon 2.1.5 that cannot reach the CIB exits 0 with <status code="0"> and an <error>:
+    # without this check it read as "no quorum"
+    if proc.returncode != 0 or errors or (status is not None
+                                          and status.get("code") not in (None, "0")):
         message = status.get("message") if status is not None else ""
         raise CommandError(f"{argv[0]}: exit {proc.returncode}: {message} {errors}".strip())
     return root
@@ -80,16 +83,21 @@ def parse_crm_mon(root: ET.Element) -> ClusterView:
 
 
 def cluster_view(crm_mon: str, timeout: float) -> ClusterView:
+    """``crm_mon --output-as=xml -1`` parsed: quorum, DC, nodes."""
     return parse_crm_mon(run_xml([crm_mon, "--output-as=xml", "-1"], timeout))
 
 
 def parse_time(text: str | None) -> dt.datetime | None:
-    """fence_event@completed: '2026-11-24 05:41:45 +00:00' (2.1.x), ISO 8601, or ctime."""
+    """fence_event@completed: '2026-11-25 20:34:06Z' (what 2.1.5 prints, UTC), with an
+    offset ('... +00:00'), ISO 8601, or ctime."""
     if not text:
         return None
-    for fmt in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%f %z", "%a %b %d %H:%M:%S %Y"):
+    for fmt in ("%Y-%m-%d %H:%M:%SZ", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%f %z",
+                "%a %b %d %H:%M:%S %Y"):
         try:
             value = dt.datetime.strptime(text.strip(), fmt)
+            if fmt.endswith("Z"):
+                value = value.replace(tzinfo=dt.timezone.utc)
             break
         except ValueError:
             continue
@@ -102,25 +110,104 @@ def parse_time(text: str | None) -> dt.datetime | None:
 
 
 def parse_fence_history(root: ET.Element) -> list[FenceEvent]:
-    """stonith_admin --history NODE --output-as=xml (api stonith_admin-2.x, fence-event-2.15):
-    <list name="event"><fence_event target= action= status= completed=/></list>."""
+    """stonith_admin --history NODE --verbose --output-as=xml (pacemaker 2.1.5):
+    <list name="fencing history"><fence_event target= action= status= completed=/>...;
+    newest first, failed and pending events included (pending ones have no completed)."""
     return [FenceEvent(target=el.get("target", ""), action=el.get("action", ""),
                        status=el.get("status", ""), completed=parse_time(el.get("completed")))
             for el in root.iter("fence_event")]
 
 
 def fence_history(stonith_admin: str, node: str, timeout: float) -> list[FenceEvent]:
-    return parse_fence_history(run_xml([stonith_admin, "--history", node, "--output-as=xml"],
-                                       timeout))
+    """The fencer's whole history of ``node``. ``--verbose`` is required: without it 2.1.5
+    prints at most ONE event, the oldest success, so a host fenced before would never show
+    its new fencing (seen on a live cluster: every second failure went out UNKNOWN)."""
+    return parse_fence_history(run_xml([stonith_admin, "--history", node, "--verbose",
+                                        "--output-as=xml"], timeout))
 
 
 def fenced_since(events: list[FenceEvent], node: str, since: dt.datetime) -> FenceEvent | None:
     """The successful power-off/reboot of ``node`` completed at or after ``since``
     (with a little slack for clock granularity)."""
     slack = dt.timedelta(seconds=5)
-    for ev in events:
+    for ev in events:  # any order: the newest success qualifies as well as an older one
         if ev.target == node and ev.status == "success" \
                 and ev.action in ("off", "reboot", "poweroff") \
                 and ev.completed is not None and ev.completed >= since - slack:
             return ev
     return None
+
+
+# -- the reporter's record in the CIB ----------------------------------------------------------
+# One report per failure: the DC reports, every other node stands by. The report made is
+# recorded as a permanent node attribute of the failed node (configuration/nodes, replicated
+# by the CIB to every node and kept across the node's return), so a standby can tell after
+# its grace period whether the reporter did its job.
+REPORT_ATTRIBUTE = "compute-ha-monitors-report"
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    event: str  # STOPPED | STARTED
+    host_status: str  # NORMAL | UNKNOWN
+    at: float  # epoch seconds of the reporter's decision
+    by: str
+
+    def value(self) -> str:
+        return f"{self.event}:{self.host_status}:{self.at:.3f}:{self.by}"
+
+    @classmethod
+    def parse(cls, value: str | None) -> "Report | None":
+        try:
+            event, status, at, by = (value or "").split(":", 3)
+            return cls(event, status, float(at), by)
+        except ValueError:
+            return None
+
+
+def _crm_attribute(crm_mon: str) -> str:
+    """crm_attribute beside the configured crm_mon (same directory when it is a path)."""
+    head, _, tail = crm_mon.rpartition("/")
+    return f"{head}/crm_attribute" if head and tail == "crm_mon" else "crm_attribute"
+
+
+def read_report(crm_mon: str, node: str, timeout: float) -> Report | None:
+    """The last report recorded for ``node``; None when there is none. CommandError when the
+    CIB cannot be read."""
+    argv = [_crm_attribute(crm_mon), "--type", "nodes", "--node", node, "--name",
+            REPORT_ATTRIBUTE, "--query", "--output-as=xml"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise CommandError(f"{argv[0]}: no answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise CommandError(f"{argv[0]}: cannot run: {exc}") from None
+    if proc.returncode == 105:  # ENXIO: no such attribute
+        return None
+    try:
+        root = ET.fromstring(proc.stdout)
+    except ET.ParseError:
+        raise CommandError(f"{argv[0]}: exit {proc.returncode}: "
+                           f"{(proc.stderr or proc.stdout).strip()[:200]}") from None
+    el = root.find("attribute")
+    if proc.returncode != 0 or el is None:
+        status = root.find("status")
+        raise CommandError(f"{argv[0]}: exit {proc.returncode}: "
+                           f"{status.get('message') if status is not None else ''}")
+    return Report.parse(el.get("value"))
+
+
+def write_report(crm_mon: str, node: str, report: Report, timeout: float) -> None:
+    argv = [_crm_attribute(crm_mon), "--type", "nodes", "--node", node, "--name",
+            REPORT_ATTRIBUTE, "--update", report.value()]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise CommandError(f"{argv[0]}: no answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise CommandError(f"{argv[0]}: cannot run: {exc}") from None
+    if proc.returncode != 0:
+        raise CommandError(f"{argv[0]}: exit {proc.returncode}: "
+                           f"{(proc.stderr or proc.stdout).strip()[:200]}")

@@ -22,6 +22,13 @@ peer_opts = [
                     "--output-as=xml` to read the fencer's history."),
     cfg.FloatOpt("command_timeout", default=10.0, min=0.5,
                  help="Timeout in seconds of every Pacemaker command (killed after it)."),
+    cfg.FloatOpt("reporter_grace", default=10.0, min=0.0,
+                 help="Pacemaker: one node reports a peer failure, the DC (crm_mon's "
+                      "current_dc); it records the report in the CIB (node attribute "
+                      "compute-ha-monitors-report). Every other node makes the same "
+                      "decision, then waits this many seconds (the poll driver adds "
+                      "monitoring_interval x monitoring_samples) and reports only when no "
+                      "such record has appeared (the DC died or failed)."),
     # -- etcd -------------------------------------------------------------------------------
     cfg.DictOpt("etcd_networks", default={"management": "http://127.0.0.1:2379"},
                 help="Monitored networks as name:URL of the local etcd member's client "

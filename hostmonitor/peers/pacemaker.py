@@ -6,7 +6,9 @@ A peer's state must be seen ``monitoring_samples`` times in a row before anythin
 offline (it is the isolated one). There is no silent baseline: a peer already offline when
 the daemon starts is reported. Fencing is confirmed from the fencer's history
 (``stonith_admin --history``): confirmed → host_status NORMAL; fencer unreachable or no
-confirmation within ``stonith_wait`` → UNKNOWN (``disable_ipmi_check`` → always NORMAL).
+confirmation within ``stonith_wait`` → UNKNOWN (``disable_ipmi_check`` → always NORMAL),
+followed by NORMAL when a later fencing succeeds. One node reports: the DC; the others stand
+by (``hostmonitor.peers.election``).
 What was reported survives restarts (``<state_path>/hostmonitor-peers-pacemaker.json``), so
 a restart neither repeats nor forgets a report.
 """
@@ -21,7 +23,7 @@ import time
 from monitors import log
 from monitors.service import Health
 
-from hostmonitor.peers import crm, payloads, state
+from hostmonitor.peers import crm, election, payloads, state
 from hostmonitor.peers.opts import GROUP
 
 LOG = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ class PacemakerPoller:
         #          "offline_since": iso|None}
         self.nodes: dict[str, dict] = state.load(self.path).get("nodes", {})
         self.streak: dict[str, tuple[bool, int]] = {}
+        # Nodes whose report the outbox has not taken yet (disk full: held in the daemon's
+        # memory). Their record does not move until it is durable, and they are not
+        # reported twice meanwhile.
+        self._held: set[str] = set()
         self.emit = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,7 +90,7 @@ class PacemakerPoller:
             view = crm.cluster_view(peers.crm_mon_command, peers.command_timeout)
         except crm.CommandError as exc:
             LOG.warning("cannot read the cluster state: %s", exc)
-            self._health = Health(False, f"crm_mon: {exc}"[:160])
+            self._health = Health(False, str(exc)[:160])  # names the command already
             return
         me = view.nodes.get(self.conf.hostname)
         if not view.quorum:
@@ -106,13 +112,14 @@ class PacemakerPoller:
             if host.restrict_to_remotes and node.type != "remote":
                 continue
             watched += 1
-            self._observe(node, now)
+            self._observe(node, now, view)
         self._save()
         down = sorted(n for n, s in self.nodes.items() if s.get("reported") == "offline")
-        self._health = Health(True, f"{node_type} node, quorum, {watched} peer(s) watched"
-                                    + (f", down: {','.join(down)}" if down else ""))
+        role = "reporter (DC)" if view.dc == self.conf.hostname else f"standby (DC {view.dc})"
+        self._health = Health(True, f"{node_type} node, quorum, {role}, {watched} peer(s) "
+                                    "watched" + (f", down: {','.join(down)}" if down else ""))
 
-    def _observe(self, node: crm.Node, now: dt.datetime) -> None:
+    def _observe(self, node: crm.Node, now: dt.datetime, view: crm.ClusterView) -> None:
         samples = self.conf.host.monitoring_samples
         online, count = self.streak.get(node.name, (node.online, 0))
         count = count + 1 if online == node.online else 1
@@ -126,65 +133,127 @@ class PacemakerPoller:
             rec["offline_since"] = now.isoformat()
         if count < samples:
             return
-        if rec.get("held"):  # a report the outbox has not taken yet: not twice
-            return
         if not node.online and rec.get("reported") != "offline":
-            self._report_offline(node, rec, now)
+            self._report_offline(node, rec, now, view)
+        elif not node.online and rec.get("host_status") == "UNKNOWN" \
+                and not self.conf.host.disable_ipmi_check:
+            self._confirm_later(node, rec, now, view)
         elif node.online and rec.get("reported") == "offline":
-            self._emit_then_record(node.name, rec, payloads.started(node.name, now),
-                                   {"driver": "pacemaker-poll", "samples": count,
-                                    "node_type": node.type}, "online", now)
-            rec.pop("offline_since", None)
+            since = dt.datetime.fromisoformat(rec["at"])
+            decision = {"driver": "pacemaker-poll", "samples": count, "node_type": node.type}
+            if self._elect(node.name, rec, payloads.started(node.name, now), decision, now,
+                           since, view):
+                rec.update(reported="online")
+                for key in ("offline_since", "host_status", "standby"):
+                    rec.pop(key, None)
 
-    def _emit_then_record(self, name, rec, notification, decision, reported, now) -> None:
-        """The node's reported state (saved to disk) moves only once the notification is in
-        the outbox: when the outbox cannot take it yet (disk full), a restart meanwhile
-        reports the node again instead of believing it reported."""
-        box = {}
-
-        def stored():
-            rec.pop("held", None)
-            rec.update(reported=reported, at=now.isoformat(), notification=box.get("id"))
-        rec["held"] = reported
-        result = self.emit(notification, decision=decision, on_stored=stored)
-        box["id"] = result.id
-        if result.id is not None:
-            rec["notification"] = result.id
-
-    def _report_offline(self, node: crm.Node, rec: dict, now: dt.datetime) -> None:
-        host, peers = self.conf.host, self.conf[GROUP]
-        since = dt.datetime.fromisoformat(rec["offline_since"])
+    def _window_start(self, rec: dict) -> dt.datetime:
         last_online = rec.get("last_online")
-        window_start = dt.datetime.fromisoformat(last_online) if last_online \
-            else since - dt.timedelta(seconds=600)
+        return dt.datetime.fromisoformat(last_online) if last_online \
+            else dt.datetime.fromisoformat(rec["offline_since"]) - dt.timedelta(seconds=600)
+
+    def _fenced(self, node: crm.Node, rec: dict) -> tuple[bool | None, str]:
+        """(True, evidence) when the fencer's history shows the node powered off since it
+        was last seen online; (False, why) when the fencer cannot be asked; (None, '') when
+        it can but nothing is there yet."""
+        peers = self.conf[GROUP]
+        try:
+            events = crm.fence_history(peers.stonith_admin_command, node.name,
+                                       peers.command_timeout)
+        except crm.CommandError as exc:
+            return False, f"fencer unreachable: {exc}"[:200]
+        event = crm.fenced_since(events, node.name, self._window_start(rec))
+        if event is None:
+            return None, ""
+        return True, f"{event.action} {event.status} at {event.completed.isoformat()}"
+
+    def _report_offline(self, node: crm.Node, rec: dict, now: dt.datetime,
+                        view: crm.ClusterView) -> None:
+        host = self.conf.host
+        since = dt.datetime.fromisoformat(rec["offline_since"])
         decision = {"driver": "pacemaker-poll", "node_type": node.type,
                     "samples": host.monitoring_samples, "quorum": True}
         if host.disable_ipmi_check:
             fenced, decision["fencing"] = True, "not required (disable_ipmi_check)"
         else:
-            try:
-                events = crm.fence_history(peers.stonith_admin_command, node.name,
-                                           peers.command_timeout)
-            except crm.CommandError as exc:
-                fenced, decision["fencing"] = False, f"fencer unreachable: {exc}"[:200]
-            else:
-                event = crm.fenced_since(events, node.name, window_start)
-                if event is not None:
-                    fenced = True
-                    decision["fencing"] = (f"{event.action} {event.status} at "
-                                           f"{event.completed.isoformat()}")
-                elif (now - since).total_seconds() < host.stonith_wait:
-                    LOG.info("%s is offline; waiting up to %ss for its fencing", node.name,
-                             host.stonith_wait)
+            fenced, decision["fencing"] = self._fenced(node, rec)
+            if fenced is None:
+                if (now - since).total_seconds() < host.stonith_wait:
+                    if not rec.get("waiting"):
+                        LOG.info("%s is offline; waiting up to %ss for its fencing",
+                                 node.name, host.stonith_wait)
+                        rec["waiting"] = True
                     return  # asked again at the next poll
-                else:
-                    fenced = False
-                    decision["fencing"] = f"no confirmation within {host.stonith_wait}s"
-        self._emit_then_record(node.name, rec, payloads.stopped(node.name, fenced, now),
-                               decision, "offline", now)
-        log.event(LOG, logging.WARNING, "peer %s is offline (fencing: %s)", node.name,
-                  decision["fencing"], fields={"PEER": node.name})
+                fenced = False
+                decision["fencing"] = f"no confirmation within {host.stonith_wait}s"
+        if self._elect(node.name, rec, payloads.stopped(node.name, fenced, now), decision, now,
+                       self._window_start(rec), view):
+            rec.pop("waiting", None)
+            rec.update(reported="offline", host_status="NORMAL" if fenced else "UNKNOWN")
+            if not fenced:
+                LOG.warning("%s: fencing not confirmed; NORMAL follows if a later fencing "
+                            "succeeds", node.name)
+
+    def _confirm_later(self, node: crm.Node, rec: dict, now: dt.datetime,
+                       view: crm.ClusterView) -> None:
+        """Reported UNKNOWN (fencing failed or late): Pacemaker keeps retrying the fencing;
+        when one succeeds, STOPPED/NORMAL follows (Masakari then recovers the host)."""
+        fenced, evidence = self._fenced(node, rec)
+        if not fenced:
+            return
+        decision = {"driver": "pacemaker-poll", "node_type": node.type, "quorum": True,
+                    "fencing": evidence, "after": "an earlier UNKNOWN report"}
+        if self._elect(node.name, rec, payloads.stopped(node.name, True, now), decision, now,
+                       self._window_start(rec), view):
+            rec.update(host_status="NORMAL")
+
+    def _elect(self, name: str, rec: dict, notification, decision: dict, now: dt.datetime,
+               since: dt.datetime, view: crm.ClusterView) -> bool:
+        """Send ``notification`` if this node is the reporter (the DC), or a standby whose
+        grace ran out with no record of it in the CIB. True when the failure is reported
+        (by us or by the reporter), False to look again at the next poll."""
+        host, peers = self.conf.host, self.conf[GROUP]
+        me = self.conf.hostname
+        event, status = notification.payload["event"], notification.payload["host_status"]
+        done = election.recorded(peers.crm_mon_command, name, peers.command_timeout)
+        if election.covers(done, event, status, since.timestamp()):
+            LOG.info("%s %s/%s: reported by %s", name, event, done.host_status, done.by)
+            rec.update(at=now.isoformat(), by=done.by)
+            rec.pop("standby", None)
+            if event == "STOPPED":
+                rec["host_status"] = done.host_status
+            return True
+        if view.dc == me:
+            decision["reporter"] = f"{me} (DC)"
+        else:
+            key = f"{event}:{status}"
+            standby = rec.get("standby") or {}
+            if standby.get("key") != key:
+                rec["standby"] = standby = {"key": key, "since": now.isoformat()}
+            grace = peers.reporter_grace + host.monitoring_interval * host.monitoring_samples
+            waited = (now - dt.datetime.fromisoformat(standby["since"])).total_seconds()
+            if waited < grace:
+                return False
+            decision["reporter"] = (f"{me} (standby: the DC {view.dc} recorded no report "
+                                    f"within {grace:g}s)")
+        if name in self._held:
+            return False
+        result = self.emit(notification, decision=decision,
+                           on_stored=lambda: self._held.discard(name))
+        if result.id is None:
+            # Held in memory: the node's record (saved to disk) does not move on, so a
+            # restart meanwhile reports it again; once stored, the next poll's repeat is
+            # merged by the outbox (identical pending) or answered 409 duplicate.
+            self._held.add(name)
+            return False
+        log.event(LOG, logging.WARNING, "peer %s %s (host_status %s; fencing: %s; %s)", name,
+                  event, status, decision.get("fencing", "-"), decision["reporter"],
+                  fields={"PEER": name})
+        election.record(peers.crm_mon_command, name,
+                        crm.Report(event, status, now.timestamp(), me), peers.command_timeout)
+        rec.update(at=now.isoformat(), notification=result.id, by=me)
+        rec.pop("standby", None)
+        return True
 
     def _save(self) -> None:
-        state.save(self.path, {"nodes": {n: {k: v for k, v in r.items() if k != "held"}
-                                         for n, r in self.nodes.items()}})
+        state.save(self.path, {"nodes": self.nodes})

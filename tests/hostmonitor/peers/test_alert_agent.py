@@ -41,9 +41,13 @@ def test_fencing_alert_returns_fast_with_api_down_and_is_delivered_later(
         tmp_path, masakari_api, peer_names):
     n = peer_names("me", "peer")
     conf = _conf(tmp_path, masakari_api, n["me"])
+    cib = Cib(tmp_path / "cib.xml")
+    cib.write({n["me"]: True, n["peer"]: False})  # me: the DC, so the reporter
     masakari_api.kill()
     try:
-        rc, took, err = alert(conf, None, kind="fencing", node=n["peer"], task="reboot", rc=0,
+        # what Pacemaker 2.1.5 really sets: the action is only in the description
+        rc, took, err = alert(conf, cib, kind="fencing", node=n["peer"],
+                              task="st_notify_fence", rc=0,
                               desc=f"Operation reboot of {n['peer']} by {n['me']} for "
                                    f"pacemaker-controld.1041@{n['me']}: OK")
     finally:
@@ -77,15 +81,16 @@ def test_node_lost_without_fencing_is_unknown_then_back_is_started(
 
 def test_lost_then_fenced_gives_one_normal_report(tmp_path, masakari_api, peer_names):
     n = peer_names("me", "peer")
-    conf = _conf(tmp_path, masakari_api, n["me"])
+    conf = _conf(tmp_path, masakari_api, n["me"], stonith_wait=6)  # > two agent runs
     cib = Cib(tmp_path / "cib.xml")
     cib.write({n["me"]: True, n["peer"]: False})
     with PeerDaemon(conf):
         assert alert(conf, cib, kind="node", node=n["peer"], desc="lost")[0] == 0
-        assert alert(conf, cib, kind="fencing", node=n["peer"], task="off", rc=0,
-                     desc=f"Operation off of {n['peer']}: OK")[0] == 0
+        assert alert(conf, cib, kind="fencing", node=n["peer"], task="st_notify_fence", rc=0,
+                     desc=f"Operation off of {n['peer']} by {n['me']} for x@{n['me']}: OK"
+                     )[0] == 0
         wait_for(lambda: payloads(masakari_api, n["peer"]), 15, what="stored")
-        time.sleep(3)  # past stonith_wait: the waiter must not add an UNKNOWN
+        time.sleep(7)  # past stonith_wait: the waiter must not add an UNKNOWN
         assert payloads(masakari_api, n["peer"]) == [STOPPED_NORMAL]
 
 
@@ -97,8 +102,9 @@ def test_lost_without_quorum_and_failed_fencing_report_nothing(
     cib.write({n["me"]: True, n["peer"]: False}, quorum=False)
     rc, _, err = alert(conf, cib, kind="node", node=n["peer"], desc="lost")
     assert rc == 0 and "no quorum" in err
-    rc, _, err = alert(conf, cib, kind="fencing", node=n["peer"], task="reboot", rc=1,
-                       desc=f"Operation reboot of {n['peer']}: Timed Out")
+    rc, _, err = alert(conf, cib, kind="fencing", node=n["peer"], task="st_notify_fence",
+                       rc=1, desc=f"Operation reboot of {n['peer']} by {n['me']} for "
+                                  f"x@{n['me']}: Error")
     assert rc == 0
     # resource alerts are not ours
     assert alert(conf, cib, kind="resource", node=n["me"], rsc="vip", task="monitor",
@@ -113,3 +119,22 @@ def test_not_called_by_pacemaker_is_a_clear_error(tmp_path, masakari_api, peer_n
                           env={k: v for k, v in os.environ.items() if not k.startswith("CRM_")},
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "CRM_alert_kind" in proc.stderr
+
+
+def test_a_failure_is_one_clear_line_not_a_traceback(tmp_path, masakari_api, peer_names):
+    """Pacemaker copies the agent's stderr into pacemaker.log: a failure (here the state
+    directory is a file, so no marker can be written) must be one line naming the cause."""
+    n = peer_names("me", "peer")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    conf = write_conf(tmp_path / "hm.conf", hostname=n["me"], state_path=blocker,
+                      endpoint=masakari_api.endpoint,
+                      sections={"host": {"monitoring_driver": "none"}})
+    cib = Cib(tmp_path / "cib.xml")
+    cib.write({n["me"]: True, n["peer"]: False})
+    rc, _, err = alert(conf, cib, kind="fencing", node=n["peer"], task="st_notify_fence", rc=0,
+                       desc=f"Operation reboot of {n['peer']} by {n['me']} for x@{n['me']}: OK")
+    assert rc == 1
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "ERROR" in lines[0] and "not-a-dir" in lines[0], err

@@ -1,5 +1,6 @@
-"""Parsing of Pacemaker's XML output: real crm_mon/stonith_admin runs on CIB files, and the
-recorded stonith_admin --history format (the fencer cannot run here)."""
+"""Parsing of Pacemaker's XML output: real crm_mon/stonith_admin runs on CIB files, and
+stonith_admin --history output captured from the live cluster (tests/fixtures/
+pacemaker_cluster.py; the live behaviour itself is tested in test_pacemaker_live.py)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -40,19 +41,42 @@ def test_real_stonith_admin_without_fencer_is_a_command_error(tmp_path, monkeypa
     assert re.sub(r"<!--.*?-->\s*", "", recorded, flags=re.S).strip() == live.strip()
 
 
-def test_recorded_fence_history_format():
+def _recorded(name: str):
     import xml.etree.ElementTree as ET
 
-    text = (PEERS_DIR / "data/stonith_admin_history.xml").read_text()
-    text = re.sub(r"<!--.*?-->\s*", "", text, flags=re.S)
-    text = text.replace("TARGET", "n2").replace("COMPLETED", "2026-11-24 05:41:45 +00:00")
-    events = crm.parse_fence_history(ET.fromstring(text))
-    assert [(e.status, e.action, e.target) for e in events] == [
-        ("success", "reboot", "n2"), ("failed", "reboot", "n2")]
-    since = dt.datetime(2026, 11, 24, 5, 40, tzinfo=dt.timezone.utc)
-    assert crm.fenced_since(events, "n2", since) is events[0]
-    assert crm.fenced_since(events, "n2", since + dt.timedelta(hours=1)) is None
-    assert crm.fenced_since(events, "n3", since) is None
+    return crm.parse_fence_history(ET.fromstring((PEERS_DIR / "data" / name).read_text()))
+
+
+def test_real_fence_history_verbose_lists_failures_and_every_success_newest_first():
+    events = _recorded("stonith_admin_history_verbose.xml")
+    assert [e.status for e in events] == ["success"] + ["failed"] * 10
+    assert events[0].completed == dt.datetime(2026, 11, 25, 20, 36, 35, tzinfo=dt.timezone.utc)
+    # the failed attempts never count as a fencing
+    assert crm.fenced_since(events[1:], "node1", dt.datetime(
+        2026, 11, 25, 20, 35, tzinfo=dt.timezone.utc)) is None
+    assert crm.fenced_since(events, "node1", dt.datetime(
+        2026, 11, 25, 20, 35, tzinfo=dt.timezone.utc)) is events[0]
+
+
+def test_second_fencing_of_a_host_is_only_in_the_verbose_history():
+    """The live-cluster bug: without --verbose 2.1.5 prints only the oldest success, so a
+    host's second failure never looked fenced (it went out UNKNOWN after stonith_wait)."""
+    second_failure_seen_online = dt.datetime(2026, 11, 25, 20, 33, 30, tzinfo=dt.timezone.utc)
+    verbose = _recorded("stonith_admin_history_twice_verbose.xml")
+    plain = _recorded("stonith_admin_history_twice_plain.xml")
+    assert len(verbose) == 2 and len(plain) == 1
+    assert crm.fenced_since(plain, "node3", second_failure_seen_online) is None
+    assert crm.fenced_since(verbose, "node3", second_failure_seen_online) is verbose[0]
+    assert crm.fenced_since(verbose, "node2", second_failure_seen_online) is None
+
+
+def test_completed_time_formats():
+    utc = dt.timezone.utc
+    assert crm.parse_time("2026-11-25 20:34:06Z") == dt.datetime(2026, 11, 25, 20, 34, 6,
+                                                                tzinfo=utc)
+    assert crm.parse_time("2026-11-24 05:41:45 +00:00") == dt.datetime(2026, 11, 24, 5, 41,
+                                                                      45, tzinfo=utc)
+    assert crm.parse_time(None) is None and crm.parse_time("soon") is None
 
 
 def _conf(driver):

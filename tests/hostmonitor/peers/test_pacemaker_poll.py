@@ -8,7 +8,7 @@ import pytest
 
 from tests.fixtures.cib import Cib
 from tests.helpers import wait_for, write_conf
-from tests.hostmonitor.peers.helpers import PEERS_DIR, PeerDaemon, payloads
+from tests.hostmonitor.peers.helpers import PeerDaemon, payloads
 
 STOPPED_UNKNOWN = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
 STOPPED_NORMAL = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORMAL"}
@@ -45,17 +45,17 @@ def test_offline_at_start_is_reported_unknown_when_fencer_unreachable_then_back(
         assert payloads(masakari_api, n["me"]) == []
 
 
-def test_fencing_confirmed_by_history_gives_normal(tmp_path, masakari_api, peer_names):
-    n = peer_names("me", "peer")
-    cib = Cib(tmp_path / "cib.xml")
-    cib.write({n["me"]: True, n["peer"]: True})
-    fake = str(PEERS_DIR / "fake_stonith_admin.py")
-    with _daemon(tmp_path, masakari_api, n["me"], cib, stonith_admin=fake,
-                 env={"FAKE_FENCED": n["peer"]}):
-        time.sleep(1.5)
-        cib.write({n["me"]: True, n["peer"]: False})
-        got = wait_for(lambda: payloads(masakari_api, n["peer"]), 15, what="STOPPED stored")
-        assert got == [STOPPED_NORMAL]
+def test_crm_mon_failure_is_named_once_in_status(tmp_path, masakari_api, peer_names):
+    """STATUS used to read 'crm_mon: crm_mon: exit 102 ...'."""
+    n = peer_names("me")
+    cib = Cib(tmp_path / "missing-cib.xml")  # never written: crm_mon fails
+    with _daemon(tmp_path, masakari_api, n["me"], cib) as d:
+        def status():
+            d.notify.drain()
+            return next((m["STATUS"] for m in reversed(d.notify.messages)
+                         if "crm_mon" in m.get("STATUS", "")), None)
+        text = wait_for(status, 15, what="STATUS naming crm_mon")
+    assert "crm_mon: " in text and "crm_mon: crm_mon" not in text, text
 
 
 def test_no_report_without_quorum_nor_when_self_offline(tmp_path, masakari_api, peer_names):

@@ -1,0 +1,330 @@
+"""Peer failures on a live 3-node corosync + Pacemaker 2.1.5 cluster that really fences
+(tests/fixtures/pacemaker_cluster.py): one ha-hostmonitor per node, run on that node
+(its network and mount namespaces), delivering over the management network to a real
+masakari-api; every result is read back from the API.
+
+The API here is this module's own instance with masakari's duplicate detection window
+lowered to 1 s (default 180 s): these tests count reports, and a duplicate must be
+*stored* (and so seen) rather than answered 409 — and one host fails three times within a
+minute here, which the default window would also answer 409.
+
+The cluster is formed once for the module (~6 s with the seeded CIB); corosync token 1000 ms.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.masakari_api import MasakariAPI, available
+from tests.fixtures.pacemaker_cluster import PacemakerCluster
+from tests.helpers import BIN, Daemon, wait_for, write_conf
+from tests.hostmonitor.peers.helpers import outbox_rows, payloads
+
+pytestmark = pytest.mark.slow
+
+STOPPED_NORMAL = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORMAL"}
+STOPPED_UNKNOWN = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
+STARTED = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}
+GRACE = 3  # [hostmonitor_peers] reporter_grace
+STONITH_WAIT = 8
+
+
+class Live:
+    def __init__(self, cluster: PacemakerCluster, api: MasakariAPI, workdir: Path):
+        self.cluster, self.api, self.workdir = cluster, api, workdir
+        self.endpoint = cluster.expose(api.port) + "/v1"
+        self.daemons: dict[str, Daemon] = {}
+        self.confs: dict[str, Path] = {}
+        self.run = 0
+        self.driver: str | None = None
+        self.base: dict[str, int] = {}
+        self.base_rows: dict[tuple[str, str], int] = {}
+
+    def begin(self) -> None:
+        """A test starts: what is stored and queued so far belongs to earlier tests."""
+        self.base = {n: len(payloads(self.api, n)) for n in self.cluster.nodes}
+        self.base_rows = self._rows()
+
+    def _rows(self) -> dict[tuple[str, str], int]:
+        """(queued by, about) → rows in the outboxes (one CLI call per node)."""
+        out: dict[tuple[str, str], int] = {}
+        for n, c in self.confs.items():
+            for row in outbox_rows(c):
+                key = (n, row["notification"]["hostname"])
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    def stored(self, node: str) -> list[dict]:
+        """What the API stored about ``node`` during this test."""
+        return payloads(self.api, node)[self.base.get(node, 0):]
+
+    def use(self, driver: str) -> None:
+        """ha-hostmonitor with this monitoring_driver on every node (kept between tests)."""
+        if self.driver != driver:
+            self.stop_daemons()
+            self.start_daemons(driver)
+            self.driver = driver
+        for n in self.cluster.nodes:
+            if self.daemons[n].proc.poll() is not None:
+                self.start_daemon(n)
+
+    def start_daemons(self, driver: str = "default", **host) -> None:
+        """A fresh ha-hostmonitor on every node (own state dirs), started side by side."""
+        self.run += 1
+        for node in self.cluster.nodes:
+            state = self.workdir / f"run{self.run}" / node
+            state.mkdir(parents=True)
+            state.chmod(0o755)
+            conf = write_conf(state / "hm.conf", hostname=node, state_path=state,
+                              endpoint=self.endpoint, sections={
+                                  "DEFAULT": {"state_group": "haclient"},
+                                  "host": {"monitoring_driver": driver,
+                                           "monitoring_interval": 1,
+                                           "stonith_wait": STONITH_WAIT, **host},
+                                  "hostmonitor_peers": {"reporter_grace": GRACE,
+                                                        "command_timeout": 5}})
+            conf.chmod(0o644)
+            self.confs[node] = conf
+            self.start_daemon(node, wait=False)
+        for node, d in self.daemons.items():
+            d.notify.wait_for("READY", timeout=60)
+
+    def start_daemon(self, node: str, wait: bool = True) -> None:
+        old = self.daemons.pop(node, None)
+        if old is not None:  # died with its node
+            old.stop()
+            old.notify.close()
+        self.daemons[node] = Daemon("hostmonitor", self.confs[node],
+                                    argv_prefix=self.cluster.nsenter(node)).start(wait)
+
+    def stop_daemons(self) -> None:
+        for d in self.daemons.values():
+            if d.proc.poll() is None:
+                d.proc.terminate()
+        for d in self.daemons.values():
+            d.stop()
+            d.notify.close()
+        self.daemons.clear()
+
+    def queued(self, about: str) -> dict[str, int]:
+        """Rows about ``about`` queued in each node's outbox during this test."""
+        rows = self._rows()
+        return {n: rows.get((n, about), 0) - self.base_rows.get((n, about), 0)
+                for n in self.confs}
+
+    def restart(self, node: str) -> None:
+        self.cluster.restart(node)
+        self.start_daemon(node)  # its daemon died with the node (fenced = power cut)
+
+    def settle(self) -> None:
+        """Long enough for a standby to report if it (wrongly) would."""
+        time.sleep(GRACE + 2)  # grace + one poll + a crm_mon
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    if not available():
+        pytest.fail("masakari-api is not installed (set MASAKARI_VENV)")
+    # not under pytest's 0700 tmp: user hacluster (the alert agent) must reach these paths
+    workdir = Path(tempfile.mkdtemp(prefix=f"pcmk-live-{os.getpid()}-"))
+    workdir.chmod(0o755)
+    api = MasakariAPI(tmp_path_factory.mktemp("api-pcmk"), duplicate_interval=1)
+    cluster = PacemakerCluster(workdir / "cluster")
+    try:
+        api.start()
+        cluster.start()
+        env = Live(cluster, api, workdir)
+        for n in cluster.nodes:
+            api.ensure_host(n)
+        yield env
+    finally:
+        if "env" in locals():
+            env.stop_daemons()
+        cluster.stop()
+        api.stop()
+        if not os.environ.get("PCMK_LIVE_KEEP"):  # set it to read the nodes' logs after
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def poll(live):
+    live.use("default")
+    live.begin()
+    yield live
+    _reset(live)
+
+
+def _reset(live: Live) -> None:
+    """Heal what a test broke; the daemons of nodes that were fenced start again."""
+    c = live.cluster
+    c.fail_fencing(False)
+    c.heal()
+    for n in c.nodes:
+        if not c.stack_running(n):
+            c.restart(n)
+    c.wait_state(online=c.nodes, timeout=60, what="cluster healed")
+    for n, d in list(live.daemons.items()):
+        if d.proc.poll() is not None:
+            live.start_daemon(n)
+
+
+def _victim(live: Live) -> str:
+    dc = live.cluster.dc()
+    return next(n for n in live.cluster.nodes if n != dc)
+
+
+def test_killed_node_one_normal_report_per_failure_three_times_and_started(poll):
+    live, c = poll, poll.cluster
+    victim = _victim(live)
+    took_all = []
+    for failure in range(1, 4):
+        t0 = time.monotonic()
+        c.kill(victim)
+        want = [STOPPED_NORMAL, STARTED] * (failure - 1) + [STOPPED_NORMAL]
+        wait_for(lambda: len(live.stored(victim)) == len(want), 40,
+                 what=f"failure {failure}: STOPPED stored")
+        took = time.monotonic() - t0
+        live.settle()
+        assert live.stored(victim) == want, f"failure {failure}"
+        assert f"reboot {victim}" in c.fence_log() or f"off {victim}" in c.fence_log()
+        c.restart(victim)
+        live.start_daemon(victim)
+        wait_for(lambda: len(live.stored(victim)) == len(want) + 1, 30,
+                 what=f"failure {failure}: STARTED stored")
+        live.settle()
+        assert live.stored(victim) == want + [STARTED]
+        took_all.append(took)
+    # one node queued each report: the DC (no 409 needed to hide the others)
+    queued = live.queued(victim)
+    assert sum(queued.values()) == 6, queued
+    assert all(live.stored(n) == [] for n in c.nodes if n != victim)
+    print(f"kill → STOPPED/NORMAL stored: {', '.join(f'{t:.1f}s' for t in took_all)}")
+
+
+def test_dc_killed_new_dc_reports_once(poll):
+    live, c = poll, poll.cluster
+    dc = c.dc()
+    c.kill(dc)
+    wait_for(lambda: live.stored(dc), 40, what="STOPPED of the old DC")
+    live.settle()
+    assert live.stored(dc) == [STOPPED_NORMAL]
+    survivors = [n for n in c.nodes if n != dc]
+    new_dc = c.dc(survivors[0])
+    assert new_dc in survivors
+    queued = live.queued(dc)
+    assert queued[new_dc] == 1 and sum(queued.values()) == 1, queued
+
+
+def test_failed_fencing_is_unknown_then_normal_when_a_later_attempt_succeeds(poll):
+    live, c = poll, poll.cluster
+    victim = _victim(live)
+    c.fail_fencing(True)
+    c.kill(victim)
+    t0 = time.monotonic()
+    wait_for(lambda: live.stored(victim), STONITH_WAIT + 30, what="UNKNOWN stored")
+    assert time.monotonic() - t0 >= STONITH_WAIT - 1, "UNKNOWN only after stonith_wait"
+    live.settle()
+    assert live.stored(victim) == [STOPPED_UNKNOWN]
+    assert "refused" in c.fence_log()
+    c.fail_fencing(False)  # Pacemaker retries the fencing; the next attempt succeeds
+    wait_for(lambda: len(live.stored(victim)) == 2, 60, what="NORMAL after fencing")
+    live.settle()
+    assert live.stored(victim) == [STOPPED_UNKNOWN, STOPPED_NORMAL]
+
+
+def test_partition_minority_reports_nobody_majority_waits_for_fencing(poll):
+    """LP#1878548 (masakari-monitors: both sides of a split report each other): the node
+    cut off alone has no quorum and reports nobody, for as long as it lives; the majority
+    reports it only as UNKNOWN while fencing fails, NORMAL once fenced."""
+    live, c = poll, poll.cluster
+    alone = _victim(live)
+    majority = [n for n in c.nodes if n != alone]
+    c.fail_fencing(True)  # the cut-off node stays alive: both partitions run on
+    c.partition([alone])
+    wait_for(lambda: live.stored(alone), STONITH_WAIT + 30, what="UNKNOWN of the cut-off node")
+    assert c.stack_running(alone)
+    view = c.view(alone)
+    assert not view["quorum"], view
+    live.settle()
+    assert live.stored(alone) == [STOPPED_UNKNOWN]
+    assert all(live.stored(n) == [] for n in majority)
+    rows = live._rows()
+    assert all(rows.get((alone, n), 0) == live.base_rows.get((alone, n), 0)
+               for n in c.nodes), "the cut-off node queued nothing about anybody"
+    assert "no quorum" in live.daemons[alone].log_text()
+    c.fail_fencing(False)
+    wait_for(lambda: len(live.stored(alone)) == 2, 60, what="NORMAL once fenced")
+    assert live.stored(alone) == [STOPPED_UNKNOWN, STOPPED_NORMAL]
+    assert all(live.stored(n) == [] for n in majority)
+
+
+ALERT = "masakari"
+
+
+@pytest.fixture
+def alerts(live):
+    """Daemons that only deliver (monitoring_driver none) and the alert agent installed in
+    the CIB as docs/hostmonitor-peers.md says, run by Pacemaker as hacluster."""
+    live.use("none")
+    live.begin()
+    # Every node runs the alert. In a real cluster the recipient (the configuration file) is
+    # the same path on each node; here each node's file lives in its own state directory,
+    # so a one-line wrapper names it by the node's name.
+    wrapper = live.workdir / f"ha-pacemaker-alert-run{live.run}"
+    wrapper.write_text("#!/bin/sh\n"
+                       f"exec {BIN / 'ha-pacemaker-alert'} --config-file "
+                       f"{live.workdir}/run{live.run}/$(uname -n)/hm.conf \"$@\"\n")
+    wrapper.chmod(0o755)
+    live.cluster.configure_alert(live.cluster.nodes[0], str(wrapper), "monitors.conf",
+                                 alert_id=ALERT)
+    yield live
+    live.cluster.remove_alert(live.cluster.nodes[0], ALERT)
+    _reset(live)
+    live.stop_daemons()
+    live.driver = None
+
+
+def test_alert_agent_as_hacluster_reports_once_started_then_unknown_and_normal(alerts):
+    live, c = alerts, alerts.cluster
+    victim = _victim(live)
+    t0 = time.monotonic()
+    c.kill(victim)
+    wait_for(lambda: live.stored(victim), 40, what="STOPPED from the alert agent")
+    took = time.monotonic() - t0
+    live.settle()
+    assert live.stored(victim) == [STOPPED_NORMAL]
+    queued = live.queued(victim)
+    assert sum(queued.values()) == 1, queued
+    # Pacemaker ran it as hacluster: the row was queued by hacluster in the shared outbox
+    reporter = next(n for n, q in queued.items() if q)
+    state = live.confs[reporter].parent
+    owners = {p.name: p.stat().st_uid for p in (state / "pacemaker-alert").iterdir()}
+    assert pwd.getpwnam("hacluster").pw_uid in owners.values(), owners
+    for n in c.nodes:
+        text = c.pacemaker_log(n).read_text(errors="replace") if n != victim else ""
+        assert "Traceback" not in text
+    c.restart(victim)
+    live.start_daemon(victim)
+    wait_for(lambda: len(live.stored(victim)) == 2, 30, what="STARTED from the alert agent")
+    live.settle()
+    assert live.stored(victim) == [STOPPED_NORMAL, STARTED]
+    print(f"kill → STOPPED/NORMAL stored via the alert agent: {took:.1f}s")
+    # second failure, fencing fails: the waiter's UNKNOWN after stonith_wait, then the
+    # fencing alert of the attempt that succeeds gives NORMAL
+    c.fail_fencing(True)
+    t0 = time.monotonic()
+    c.kill(victim)
+    wait_for(lambda: len(live.stored(victim)) == 3, STONITH_WAIT + 30, what="UNKNOWN")
+    assert time.monotonic() - t0 >= STONITH_WAIT, "UNKNOWN only after stonith_wait"
+    assert live.stored(victim)[2] == STOPPED_UNKNOWN
+    c.fail_fencing(False)
+    wait_for(lambda: len(live.stored(victim)) == 4, 60, what="NORMAL after the fencing")
+    live.settle()
+    assert live.stored(victim) == [STOPPED_NORMAL, STARTED, STOPPED_UNKNOWN, STOPPED_NORMAL]
+    assert sum(live.queued(victim).values()) == 4
