@@ -21,6 +21,7 @@ from monitors.notification import COMPUTE_HOST, Notification
 from monitors.service import Health
 
 from hostmonitor import matrix as matrix_mod, opts
+from hostmonitor.kernel import KernelWatcher
 from hostmonitor.links import DOWN, UP, LinkWatcher, roles_of
 from hostmonitor.storage import StorageChecks
 
@@ -58,6 +59,7 @@ class LocalHostSource:
         self.matrix = matrix_mod.from_conf(conf, opts.matrix_path(conf))
         self.storage = StorageChecks(conf)
         self.links = LinkWatcher(self._wake_up)
+        self.kernel = KernelWatcher(conf, self._wake_up)  # kernel log + hardware: storage, health
         self.emit = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -76,6 +78,8 @@ class LocalHostSource:
     def start(self, emit) -> None:
         self.emit = emit
         self.links.start()
+        if self.kernel:
+            self.kernel.start(emit)
         self._spawn(self._evaluate_loop, "hm-evaluate")
         if self.storage:
             self._spawn(self._storage_loop, "hm-storage")
@@ -85,6 +89,7 @@ class LocalHostSource:
         self._stop.set()
         self._wake.set()
         self.links.stop()
+        self.kernel.stop()
         for t in self._threads:
             t.join(2.0)
 
@@ -93,6 +98,7 @@ class LocalHostSource:
         if problems:
             raise ValueError("; ".join(problems))
         new_matrix = matrix_mod.from_conf(new_conf, opts.matrix_path(new_conf))
+        self.kernel.reload(new_conf)
         with self._lock:
             self.conf, self.matrix = new_conf, new_matrix
             self.storage = StorageChecks(new_conf)
@@ -108,6 +114,10 @@ class LocalHostSource:
                          f"({self.candidate_count}/{self.conf.host.monitoring_samples})")
         if self.row.get("management") == DOWN:
             parts.append(f"management down: {self._held()} notifications held")
+        if self.kernel.status():
+            parts.append(self.kernel.status())
+        if self.kernel.enabled and self.kernel.emit is not None and not self.kernel.alive:
+            return Health(False, "kernel log reader not running; " + ", ".join(parts))
         flaps = sum(self.flaps.values())
         if flaps:
             parts.append(f"{flaps} role changes")
@@ -164,12 +174,19 @@ class LocalHostSource:
         link_storage = self.links.role_state(names["storage"])
         row["storage"] = max(link_storage, self.storage_state, key=_severity)
         row["compute"], missing = compute_state(list(conf.hostmonitor.compute_processes))
+        kernel_storage, kernel_storage_evidence = self.kernel.storage()
+        row["storage"] = max(row["storage"], kernel_storage, key=_severity)
+        row["health"], health_evidence = self.kernel.health()
         evidence = {"interfaces": {role: self.links.details(n) for role, n in names.items()
                                    if n},
                     "storage_checks": [f"{r.name}: {r.state} {r.detail}"
                                        for r in self.storage_results]}
         if missing:
             evidence["compute_missing"] = missing
+        if kernel_storage_evidence:
+            evidence["storage_kernel"] = kernel_storage_evidence
+        if health_evidence:
+            evidence["health"] = health_evidence
         return row, evidence
 
     def observe(self, periodic: bool = True) -> None:
@@ -218,6 +235,7 @@ class LocalHostSource:
         # The outbox delivers per host in order: a STARTED never overtakes its STOPPED.
         sent = self.state["sent"]
         operator = self.conf.hostmonitor.operator_driver
+        self._drain(actions, decision, sent, operator)
         if matrix_mod.REPORT in actions and not sent.get("report"):
             self._send(STOPPED, None, decision, "report_host_failure")
             sent["report"] = True
@@ -238,6 +256,32 @@ class LocalHostSource:
             sent["notify"] = False
         self.state["applied"] = list(actions)
         self._save_state()
+
+    def _drain(self, actions, decision, sent, operator) -> None:
+        """The degraded-host row's drain: the operator notice through ``drain_driver``
+        (together with notify_operator's, one notification: the outbox would take a second
+        identical one for a repeat). Its STARTED says "enable the compute service again"."""
+        drain = self.conf.hostmonitor.drain_driver
+        if matrix_mod.DRAIN in actions and not sent.get("drain"):
+            if not drain:
+                log.event(LOG, logging.WARNING, "drain: host degraded %s (no [hostmonitor] "
+                          "drain_driver configured: logged only)", decision.get("health"),
+                          fields={"ACTION": "drain"})
+                return
+            drivers = [drain]
+            if matrix_mod.NOTIFY in actions and operator and not sent.get("notify"):
+                drivers.append(operator)
+                sent["notify"] = True
+            self._send(OPERATOR_NOTICE, drivers, decision, "drain")
+            sent["drain"] = True
+        elif matrix_mod.DRAIN not in actions and sent.get("drain"):
+            drivers = [drain] if drain else []
+            if matrix_mod.NOTIFY not in actions and sent.get("notify"):
+                drivers.append(operator)
+                sent["notify"] = False
+            if drivers:
+                self._send(STARTED, drivers, decision, "drain recovery")
+            sent["drain"] = False
 
     def _send(self, payload, drivers, decision, what) -> int:
         notification = Notification.create(COMPUTE_HOST, self.conf.hostname, payload)
