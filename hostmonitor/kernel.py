@@ -2,7 +2,9 @@
 
 Where each finding goes (and why):
   * storage_readonly, hung_task, storage_error on the instance storage
-    (``[hostmonitor] storage_paths``) → the matrix's **storage** input: down while the
+    (``[hostmonitor] storage_paths``; a hung task is on it when it has a file open there,
+    is the journal thread of its device, or the device has requests in flight that do not
+    complete) → the matrix's **storage** input: down while the
     mount is read-only (``ro`` or ``emergency_ro`` in its options; the latter still starts
     with ``rw``) or while the blocked task stays in state D; degraded for ``hold`` seconds
     after a filesystem error. The read-only state of every storage path is also read from
@@ -136,6 +138,15 @@ def _listdir(path: str) -> list[str]:
         return os.listdir(path)
     except OSError:
         return []
+
+
+def inflight(device: str) -> int:
+    """Requests the block device has in flight (reads + writes), 0 when unknown."""
+    try:
+        with open(f"/sys/class/block/{device}/inflight", encoding="ascii") as f:
+            return sum(int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return 0
 
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
@@ -295,7 +306,9 @@ class KernelWatcher:
         if finding == "oom_invoked":  # the victim is still alive: learn its UUID now
             self.qemu.update(scan_qemu())
             return False
-        subject = groups.get("device") or groups.get("iface") or groups.get("pid") or rule.name
+        subject = groups.get("device") or groups.get("iface") or rule.name
+        if "pid" in groups:
+            subject = f"{groups.get('comm', '?')}:{groups['pid']}"
         if self._repeat(rule, subject):
             return False
         fields = {"HOSTNAME": self.conf.hostname, "KERNEL_RULE": rule.name,
@@ -347,7 +360,6 @@ class KernelWatcher:
         cond = Condition(inp, state, rule.finding, subject, rule.origin, rec.line(), rec.seq,
                          time.time(), until)
         if rule.finding == "hung_task":
-            cond.subject = f"{groups.get('comm', '?')}:{groups['pid']}"
             cond.pid = int(groups["pid"])
         self.conditions[(rule.finding, cond.subject)] = cond
 
@@ -366,6 +378,10 @@ class KernelWatcher:
                     return path
                 if any(p == real or p.startswith(real.rstrip("/") + "/")
                        for p in task_paths(pid)):
+                    return path
+                # blocked before it had a file open (in open(2), waiting for the journal):
+                # the storage device has I/O in flight that does not complete
+                if m and inflight(device_name(m[1])):
                     return path
             return None
         for path in paths:
