@@ -5,8 +5,9 @@ pairs); the rest of the cloud, with a real masakari-api, is a second namespace r
 the management link. A private libvirtd serves test-driver domains and a stand-in plays
 nova-compute. ha-instancemonitor, ha-processmonitor and ha-hostmonitor run as real
 processes on the node from one config file. The demo then destroys a VM, crashes
-nova-compute (its restart fails: STOPPED; repaired: STARTED) and takes the storage link
-down, waits (bounded) for each notification to be stored by the API, and prints them as
+nova-compute (its restart fails: STOPPED; repaired: STARTED), has the kernel's OOM killer
+kill a qemu process (a real OOM kill in a memory-limited cgroup: a kernel-level fault only
+the kernel log shows) and takes the storage link down, waits (bounded) for each notification to be stored by the API, and prints them as
 the API stored them and as `ha-monitors history` tells it. Everything it started is
 stopped at the end, also on Ctrl-C. Exit status 0 only if every notification arrived.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,20 +57,25 @@ def run(lab: Lab, steps: Steps) -> int:
             s.notes.append(f"pid {d.proc.pid}, log {d.log.name}")
 
     logs = {name: d.log for name, d in lab.daemons.items()}
+    oom_instance = str(uuid.uuid4())
     expected = [("VM", {"event": "LIFECYCLE", "instance_uuid": vm.UUIDString(),
                         "vir_domain_event": "STOPPED_DESTROYED"}, "instancemonitor"),
                 ("PROCESS", {"event": "STOPPED", "process_name": "nova-compute"},
                  "processmonitor"),
                 ("PROCESS", {"event": "STARTED", "process_name": "nova-compute"},
                  "processmonitor"),
+                ("VM", {"event": "LIFECYCLE", "instance_uuid": oom_instance,
+                        "vir_domain_event": "STOPPED_FAILED"}, "hostmonitor"),
                 ("COMPUTE_HOST", STOPPED_HOST, "hostmonitor")]
     injections = [
         "VM failure: virsh destroy demo-vm-1",
         "nova-compute crash: SIGKILL; its restart command fails (2 attempts)",
         "nova-compute repaired by hand: the demo starts it again",
+        f"kernel OOM killer: the qemu of instance {oom_instance} eats past its 48 MiB "
+        "cgroup limit (hostmonitor reads it in /dev/kmsg)",
         f"storage link down: ip -n {lab.topo.d.name} link set brs down"]
     actions = [vm.destroy, lab.crash_nova_compute, lab.start_nova_compute,
-               lab.storage_link_down]
+               lambda: lab.oom_kill_qemu(oom_instance), lab.storage_link_down]
     for text, act, (type_, payload, daemon) in zip(injections, actions, expected):
         with steps(f"{text}; waiting for {type_} {payload['event']} in the API") as s:
             act()

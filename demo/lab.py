@@ -5,13 +5,16 @@ private libvirtd serves test-driver domains. Everything started here is stopped 
 `close()`, which is safe to call at any point of a half-built lab."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from tests.fixtures.hm_topology import Topology
 from tests.fixtures.libvirtd import Libvirtd
 from tests.helpers import Daemon, write_conf
+from tests.hostmonitor import kernel_faults
 # Standins is the processmonitor tests' stand-in service (a python process that runs until
 # killed, with a tag in its command line); it lives in that package's conftest.
 from tests.processmonitor.conftest import BIN as STANDIN_BIN
@@ -30,6 +33,7 @@ class Lab:
         self.standins = Standins()
         self.daemons: dict[str, Daemon] = {}
         self.conf = self.work / "monitors.conf"
+        self.cleanups = contextlib.ExitStack()  # kernel-level faults (cgroups)
 
     # -- the cloud -----------------------------------------------------------------------
     def start_cloud(self) -> str:
@@ -81,7 +85,8 @@ class Lab:
                                   # nova-compute is processmonitor's job here; otherwise its
                                   # crash would also be a "compute down" row of the matrix.
                                   "compute_processes": "",
-                                  "evaluation_interval": 1},
+                                  "evaluation_interval": 1,
+                                  "kernel_qemu_scan_interval": 0.5},
                               # One node, no cluster engine: peer monitoring is off.
                               "host": {"monitoring_samples": 1, "monitoring_driver": "none"}})
 
@@ -101,6 +106,15 @@ class Lab:
     def crash_nova_compute(self) -> list[int]:
         return self.standins.kill(NOVA)
 
+    def oom_kill_qemu(self, instance: str) -> None:
+        """A real OOM kill: a 'qemu' of ``instance`` (the interpreter named
+        qemu-system-x86_64, with -uuid on its command line as libvirt starts qemu) in a
+        cgroup v1 memory child limited to 48 MiB eats past its limit; the kernel kills it."""
+        cgroup = self.cleanups.enter_context(kernel_faults.memory_cgroup(48))
+        proc, _ = kernel_faults.start_qemu(self.work, cgroup, instance)
+        time.sleep(1.0)  # running a while, as a VM does: the monitor's scan knows its UUID
+        kernel_faults.oom(proc)
+
     def storage_link_down(self) -> None:
         self.topo.admin("brs", "down")
 
@@ -114,6 +128,7 @@ class Lab:
                 d.notify.close()
                 shutil.rmtree(d.notify.dir, ignore_errors=True)
         self.standins.cleanup()
+        self.cleanups.close()
         if self.libvirtd is not None:
             self.libvirtd.stop()
         if self.topo is not None:

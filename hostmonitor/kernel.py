@@ -200,6 +200,7 @@ class KernelWatcher:
         self.conditions: dict[tuple[str, str], Condition] = {}
         self.hw_state, self.hw_findings = UP, []
         self.qemu: dict[int, str] = {}
+        self._scanned = 0.0
         self.seen: dict[tuple[str, str], list] = {}  # (rule, subject) -> [mono, repeats]
         self.records = 0
         self.vm_sent = 0
@@ -258,9 +259,9 @@ class KernelWatcher:
         try:
             while not self._stop.is_set():
                 interval = self.conf.hostmonitor.kernel_qemu_scan_interval
+                if time.monotonic() - self._scanned >= interval:  # also under a busy log
+                    self.qemu, self._scanned = scan_qemu(), time.monotonic()
                 if not self.reader.wait(min(interval, 1.0)):
-                    if time.monotonic() - getattr(self, "_scanned", 0) >= interval:
-                        self.qemu, self._scanned = scan_qemu(), time.monotonic()
                     self.expire()
                     continue
                 for rec in self.reader.read_available():
@@ -336,16 +337,23 @@ class KernelWatcher:
         return False
 
     def _repeat(self, rule, subject) -> bool:
-        """Dedup / rate limit: one decision per rule and subject per ``dedup`` seconds."""
+        """Storm control: while a finding's condition holds, its repeats are counted into it
+        (one notification however many lines); a finding that led to no condition (logged
+        only, or an OOM kill) is decided once per rule and subject per ``dedup`` seconds.
+        A new occurrence after the condition cleared is a new finding."""
         now = time.monotonic()
         key = (rule.name, subject)
+        cond = self.conditions.get((rule.finding, subject))
         seen = self.seen.get(key)
-        if seen and now - seen[0] < rule.dedup:
-            seen[1] += 1
-            cond = next((c for c in self.conditions.values()
-                         if c.rule == rule.origin and c.subject == subject), None)
-            if cond:
+        if cond is not None or (seen and now - seen[0] < rule.dedup):
+            if cond is not None:
                 cond.count += 1
+            if seen:
+                seen[1] += 1
+                if now - seen[0] >= rule.dedup:  # a long storm: a count now and then
+                    LOG.info("kernel: rule %s on %s: %d repeat(s) counted, not acted on",
+                             rule.name, subject, seen[1])
+                    self.seen[key] = [now, 0]
             return True
         if seen and seen[1]:
             LOG.info("kernel: rule %s on %s: %d repeat(s) within %gs were counted, not "

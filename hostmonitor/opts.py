@@ -73,10 +73,12 @@ hostmonitor_opts = [
     cfg.StrOpt("kernel_rules_file",
                help="YAML file extending or replacing the shipped kernel-log rules "
                     "(hostmonitor/kmsg_rules.yaml); errors name file:line."),
-    cfg.FloatOpt("kernel_qemu_scan_interval", default=5.0, min=0.1,
+    cfg.FloatOpt("kernel_qemu_scan_interval", default=2.0, min=0.1,
                  help="Seconds between scans of the qemu processes (pid → instance UUID "
                       "from -uuid), so an OOM-killed qemu is known even when its command "
-                      "line is gone; the OOM killer's first line also triggers a scan."),
+                      "line is gone (a qemu killed sooner after its start than this is not "
+                      "recognised; libvirt still reports it); the OOM killer's first line "
+                      "also triggers a scan."),
     cfg.FloatOpt("hardware_check_interval", default=60.0, min=0.0,
                  help="Seconds between reads of the hardware counters (EDAC, hwmon alarms, "
                       "rasdaemon, ipmitool); an EDAC/MCE kernel line triggers one at once. "

@@ -1,5 +1,6 @@
 """`make demo` as an operator runs it: `python -m demo` brings up the real components, injects
-the three failures, prints what the real masakari-api stored and leaves nothing behind."""
+the failures (one of them kernel-level: a real OOM kill of a qemu process), prints what the
+real masakari-api stored and leaves nothing behind."""
 from __future__ import annotations
 
 import os
@@ -44,6 +45,8 @@ def test_demo_shows_every_notification_as_the_api_stored_it_and_cleans_up():
     assert got == {
         ("VM", re.search(r'\{"event":"LIFECYCLE","instance_uuid":"' + UUID +
                          r'","vir_domain_event":"STOPPED_DESTROYED"\}', api_part)[0]),
+        ("VM", re.search(r'\{"event":"LIFECYCLE","instance_uuid":"' + UUID +
+                         r'","vir_domain_event":"STOPPED_FAILED"\}', api_part)[0]),
         ("PROCESS", '{"event":"STOPPED","process_name":"nova-compute"}'),
         ("PROCESS", '{"event":"STARTED","process_name":"nova-compute"}'),
         ("COMPUTE_HOST",
