@@ -22,10 +22,14 @@ Where each finding goes (and why):
     line (``invoked oom-killer``) triggers a scan of the qemu processes while the victim
     is still alive; the scan also runs every ``kernel_qemu_scan_interval`` seconds.
 Every decision is logged with the kernel line and recorded in the outbox decision.
+The conditions are kept in ``<state_path>/hostmonitor-kernel.json`` (with the boot id): a
+restart of the daemon does not forget an oops from an hour ago, whose line the resumed
+reader will not read again; a reboot does.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -196,15 +200,18 @@ class KernelWatcher:
         self.hw_enabled = conf.hostmonitor.hardware_check_interval > 0
         self.reader = kmsg.KmsgReader(conf.hostmonitor.kmsg_path,
                                       os.path.join(conf.state_path, "hostmonitor-kmsg.json"))
+        self.conditions_file = os.path.join(conf.state_path, "hostmonitor-kernel.json")
         self.emit = None
         self.conditions: dict[tuple[str, str], Condition] = {}
         self.hw_state, self.hw_findings = UP, []
         self.qemu: dict[int, str] = {}
         self._scanned = 0.0
-        self.seen: dict[tuple[str, str], list] = {}  # (rule, subject) -> [mono, repeats]
+        # (rule, subject) -> [monotonic time, repeats, led to a condition]
+        self.seen: dict[tuple[str, str], list] = {}
         self.records = 0
         self.vm_sent = 0
         self.alive = False
+        self.error = ""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._hw_now = threading.Event()
@@ -216,10 +223,17 @@ class KernelWatcher:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, emit) -> None:
         self.emit = emit
+        self._load_conditions()
         if self.enabled:
-            self.reader.open()
-            self.qemu = scan_qemu()
-            self._spawn(self._kmsg_loop, "hm-kmsg")
+            try:
+                self.reader.open()
+            except OSError as exc:  # not root, or no /dev/kmsg: the rest keeps running
+                self.error = f"cannot read {self.reader.path}: {exc.strerror}"
+                LOG.error("kernel log: %s; kernel findings are off", self.error)
+            else:
+                self.qemu = scan_qemu()
+                self.alive = True
+                self._spawn(self._kmsg_loop, "hm-kmsg")
         if self.hw_enabled:
             self._spawn(self._hardware_loop, "hm-hardware")
 
@@ -242,8 +256,8 @@ class KernelWatcher:
         self._threads.append(t)
 
     def status(self) -> str:
-        parts = []
-        if self.enabled:
+        parts = [f"kernel log: {self.error}"] if self.error else []
+        if self.enabled and not self.error:
             parts.append(f"kmsg {self.records} records" + (f", {self.reader.lost} lost"
                                                            if self.reader.lost else ""))
         if self.conditions:
@@ -255,7 +269,6 @@ class KernelWatcher:
 
     # -- threads -----------------------------------------------------------------------------
     def _kmsg_loop(self) -> None:
-        self.alive = True
         try:
             while not self._stop.is_set():
                 interval = self.conf.hostmonitor.kernel_qemu_scan_interval
@@ -345,6 +358,8 @@ class KernelWatcher:
         key = (rule.name, subject)
         cond = self.conditions.get((rule.finding, subject))
         seen = self.seen.get(key)
+        if cond is None and seen and seen[2]:
+            seen = None  # its condition cleared: this is a new occurrence
         if cond is not None or (seen and now - seen[0] < rule.dedup):
             if cond is not None:
                 cond.count += 1
@@ -353,12 +368,12 @@ class KernelWatcher:
                 if now - seen[0] >= rule.dedup:  # a long storm: a count now and then
                     LOG.info("kernel: rule %s on %s: %d repeat(s) counted, not acted on",
                              rule.name, subject, seen[1])
-                    self.seen[key] = [now, 0]
+                    self.seen[key] = [now, 0, seen[2]]
             return True
         if seen and seen[1]:
             LOG.info("kernel: rule %s on %s: %d repeat(s) within %gs were counted, not "
                      "acted on", rule.name, subject, seen[1], rule.dedup)
-        self.seen[key] = [now, 0]
+        self.seen[key] = [now, 0, False]  # _hold marks it when a condition comes of it
         return False
 
     def _hold(self, inp, state, rule, subject, rec, groups) -> None:
@@ -370,6 +385,8 @@ class KernelWatcher:
         if rule.finding == "hung_task":
             cond.pid = int(groups["pid"])
         self.conditions[(rule.finding, cond.subject)] = cond
+        self._save_conditions()
+        self.seen.setdefault((rule.name, subject), [time.monotonic(), 0, True])[2] = True
 
     def _on_storage(self, finding: str, groups: dict) -> str | None:
         """The storage path a finding concerns, or None when it is not instance storage."""
@@ -430,19 +447,63 @@ class KernelWatcher:
     # -- the matrix's view -------------------------------------------------------------------
     def expire(self) -> None:
         """Drop conditions whose timer ran out or whose live check says they are over."""
-        now = time.monotonic()
+        now, table = time.monotonic(), mounts()
         for key, cond in list(self.conditions.items()):
-            over = None
-            if cond.until is not None and now >= cond.until:
-                over = "hold time over"
-            elif cond.finding == "hung_task" and task_state(cond.pid) != "D":
-                over = "the task is no longer blocked"
-            elif cond.finding == "storage_readonly" and not self._still_read_only(cond.subject):
-                over = "the filesystem is writable again"
+            over = self._over(cond, now, table)
             if over:
                 del self.conditions[key]
                 LOG.info("kernel: %s %s cleared: %s", cond.finding, cond.subject, over)
+                self._save_conditions()
                 self.wake()
+
+    def _save_conditions(self) -> None:
+        wall = time.time() - time.monotonic()  # monotonic -> wall clock, for the file
+        doc = {"boot_id": self.reader.boot, "conditions": [
+            {**dataclasses.asdict(c), "until": None if c.until is None else c.until + wall}
+            for c in self.conditions.values()]}
+        tmp = self.conditions_file + ".tmp"
+        try:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                json.dump(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.conditions_file)
+        except OSError as exc:
+            LOG.warning("cannot write %s: %s", self.conditions_file, exc)
+
+    def _load_conditions(self) -> None:
+        try:
+            with open(self.conditions_file, encoding="utf-8") as f:
+                doc = json.load(f)
+            if doc.get("boot_id") != self.reader.boot:
+                return  # a reboot clears what the kernel said
+            wall = time.time() - time.monotonic()
+            for item in doc.get("conditions", []):
+                if item.get("until") is not None:
+                    item["until"] -= wall
+                cond = Condition(**item)
+                self.conditions[(cond.finding, cond.subject)] = cond
+        except (OSError, ValueError, TypeError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                LOG.warning("cannot read %s: %s", self.conditions_file, exc)
+            return
+        if self.conditions:
+            LOG.info("kernel: %d finding(s) still held from before the restart: %s",
+                     len(self.conditions), ", ".join(f"{c.finding}:{c.subject}"
+                                                    for c in self.conditions.values()))
+
+    def _over(self, cond: Condition, now: float, table) -> str | None:
+        if cond.finding in ("storage_readonly", "storage_error") and not any(
+                (m := mount_of(p, table)) and same_device(cond.subject, device_name(m[1]))
+                for p in self.conf.hostmonitor.storage_paths):
+            return "the device no longer holds a storage path"  # unmounted, reconfigured
+        if cond.until is not None and now >= cond.until:
+            return "hold time over"
+        if cond.finding == "hung_task" and task_state(cond.pid) != "D":
+            return "the task is no longer blocked"
+        if cond.finding == "storage_readonly" and not self._still_read_only(cond.subject):
+            return "the filesystem is writable again"
+        return None
 
     def _still_read_only(self, device: str) -> bool:
         return any(same_device(device, device_name(src)) and read_only(opts)

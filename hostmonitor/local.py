@@ -116,7 +116,8 @@ class LocalHostSource:
             parts.append(f"management down: {self._held()} notifications held")
         if self.kernel.status():
             parts.append(self.kernel.status())
-        if self.kernel.enabled and self.kernel.emit is not None and not self.kernel.alive:
+        if self.kernel.enabled and self.kernel.emit is not None and (
+                self.kernel.error or not self.kernel.alive):
             return Health(False, "kernel log reader not running; " + ", ".join(parts))
         flaps = sum(self.flaps.values())
         if flaps:

@@ -374,3 +374,73 @@ def test_machine_check_degrades_host_notify_and_drain_never_masakari(tmp_path, m
         assert "host health degraded" in log and line in log
     finally:
         d.stop()
+
+
+def test_a_storm_is_one_condition_and_a_new_occurrence_after_it_cleared_is_new(tmp_path):
+    from hostmonitor.kernel import KernelWatcher
+
+    conf = _conf(tmp_path, hardware_check_interval=0)
+    conf.set_override("state_path", str(tmp_path))
+    wakes = []
+    w = KernelWatcher(conf, lambda: wakes.append(1))
+    line = "NETDEV WATCHDOG: eth0 (e1000e): transmit queue 0 timed out 5016 ms"
+    for seq in range(1, 1001):
+        w.handle(kmsg.Record(seq, 4, 0, seq, line))
+    state, evidence = w.health()
+    assert state == "degraded" and len(evidence) == 1
+    assert evidence[0]["records"] == 1000 and evidence[0]["seq"] == 1
+    assert evidence[0]["kernel_line"].endswith(line) and len(wakes) == 1
+    next(iter(w.conditions.values())).until = 0.0  # its hold (600 s) is over
+    assert w.health() == ("up", [])
+    w.handle(kmsg.Record(2000, 4, 0, 2000, line))  # within dedup, but the old one cleared
+    state, evidence = w.health()
+    assert state == "degraded" and evidence[0]["seq"] == 2000
+
+
+def test_daemon_restart_reads_what_the_kernel_logged_while_it_was_down_once(
+        tmp_path, masakari_api, host, receiver):
+    url, got = receiver
+    rules = tmp_path / "kernel.yaml"
+    rules.write_text("mode: replace\nrules:\n  - {name: mce, match: '^mce: \\[Hardware "
+                     "Error\\]: (?P<iface>test-\\S+)', finding: nic_reset, hold: 1}\n")
+    kw = dict(kernel_rules_file=str(rules), operator_driver="webhook",
+              sections={"delivery": {"drivers": "masakari,webhook"}, "webhook": {"url": url}})
+    marker = kf.tag()
+    d = start(tmp_path, masakari_api.endpoint, host, **kw)
+    try:
+        kf.inject(f"mce: [Hardware Error]: test-{marker}-a")
+        wait_for(lambda: len(got) >= 2, 15, what="notice and recovery")  # hold: 1 s
+    finally:
+        assert d.stop() == 0
+    kf.inject(f"mce: [Hardware Error]: test-{marker}-b")  # while the daemon is down
+    d = start(tmp_path, masakari_api.endpoint, host, **kw)
+    try:
+        wait_for(lambda: len(got) >= 4, 15, what="the record logged while down")
+        time.sleep(2.0)
+        assert [g["payload"]["payload"]["event"] for g in got] == [
+            "STOPPED", "STARTED", "STOPPED", "STARTED"]  # -a was not read a second time
+        log = d.log_text()
+        assert "(resumed)" in log and f"test-{marker}-b" in log
+        assert f"test-{marker}-a" not in log.split("(resumed)")[-1]
+    finally:
+        d.stop()
+
+
+def test_held_findings_survive_a_daemon_restart_not_a_reboot(tmp_path):
+    from hostmonitor.kernel import KernelWatcher
+
+    conf = _conf(tmp_path, hardware_check_interval=0)
+    conf.set_override("state_path", str(tmp_path))
+    first = KernelWatcher(conf, lambda: None)
+    first.handle(kmsg.Record(7, 0, 0, 7, "BUG: kernel NULL pointer dereference, address: 0"))
+    assert first.health()[0] == "degraded"
+    again = KernelWatcher(conf, lambda: None)  # the daemon restarted: the line is not re-read
+    again._load_conditions()
+    state, evidence = again.health()
+    assert state == "degraded" and evidence[0]["finding"] == "kernel_oops"
+    doc = json.loads((tmp_path / "hostmonitor-kernel.json").read_text())
+    doc["boot_id"] = "another-boot"
+    (tmp_path / "hostmonitor-kernel.json").write_text(json.dumps(doc))
+    rebooted = KernelWatcher(conf, lambda: None)
+    rebooted._load_conditions()
+    assert rebooted.health() == ("up", [])
