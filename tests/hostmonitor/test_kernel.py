@@ -74,6 +74,23 @@ def test_rules_file_errors_name_file_and_line(tmp_path, text, line, message):
     assert message in str(exc.value)
 
 
+def test_bad_rules_file_stops_the_daemon_and_check_config_with_file_and_line(tmp_path):
+    from tests.helpers import BIN
+
+    path = tmp_path / "kernel.yaml"
+    path.write_text("rules:\n  - name: a\n    match: 'x'\n    finding: meltdown\n")
+    conf = write_conf(tmp_path / "hm.conf", hostname="x", state_path=tmp_path, endpoint=None,
+                      sections={"hostmonitor": {"storage_paths": str(tmp_path),
+                                                "kernel_rules_file": str(path)}})
+    out = subprocess.run([str(BIN / "ha-hostmonitor"), "--config-file", str(conf)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert f"{path}:4: a: unknown finding 'meltdown'" in out.stderr
+    out = cli(conf, "check-config")
+    assert out.returncode != 0
+    assert f"{path}:4: a: unknown finding 'meltdown'" in out.stdout + out.stderr
+
+
 def test_operator_file_extends_replaces_and_disables(tmp_path):
     path = tmp_path / "kernel.yaml"
     path.write_text("disable: [nic-reset, nic-watchdog]\nrules:\n"
