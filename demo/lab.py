@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from tests.fixtures.hm_topology import Topology
@@ -85,8 +84,7 @@ class Lab:
                                   # nova-compute is processmonitor's job here; otherwise its
                                   # crash would also be a "compute down" row of the matrix.
                                   "compute_processes": "",
-                                  "evaluation_interval": 1,
-                                  "kernel_qemu_scan_interval": 0.5},
+                                  "evaluation_interval": 1},
                               # One node, no cluster engine: peer monitoring is off.
                               "host": {"monitoring_samples": 1, "monitoring_driver": "none"}})
 
@@ -112,7 +110,6 @@ class Lab:
         cgroup v1 memory child limited to 48 MiB eats past its limit; the kernel kills it."""
         cgroup = self.cleanups.enter_context(kernel_faults.memory_cgroup(48))
         proc, _ = kernel_faults.start_qemu(self.work, cgroup, instance)
-        time.sleep(1.0)  # running a while, as a VM does: the monitor's scan knows its UUID
         kernel_faults.oom(proc)
 
     def storage_link_down(self) -> None:

@@ -18,9 +18,11 @@ Where each finding goes (and why):
     event masakari-engine recovers (stop + start of an HA-enabled instance). libvirt
     reports the same death as STOPPED_FAILED ~1.4 s later through ha-instancemonitor with
     the identical payload, which the API answers 409 (duplicate within 180 s); this one
-    still arrives when libvirtd or the instance monitor is down. The OOM killer's first
-    line (``invoked oom-killer``) triggers a scan of the qemu processes while the victim
-    is still alive; the scan also runs every ``kernel_qemu_scan_interval`` seconds.
+    still arrives when libvirtd or the instance monitor is down. The UUID is captured
+    while the victim still lives: the OOM report's first lines (``invoked oom-killer``,
+    then ``CPU: N UID: N PID: P Comm: C``) name the task that hit the limit, whose command
+    line is read at once, then every qemu is scanned; the scan also runs every
+    ``kernel_qemu_scan_interval`` seconds for a victim other than the invoker.
 Every decision is logged with the kernel line and recorded in the outbox decision.
 The conditions are kept in ``<state_path>/hostmonitor-kernel.json`` (with the boot id): a
 restart of the daemon does not forget an oops from an hour ago, whose line the resumed
@@ -153,6 +155,7 @@ def inflight(device: str) -> int:
         return 0
 
 
+_DUMP_HEADER = re.compile(r"^CPU: \d+ (?:UID: \d+ )?PID: (\d+) Comm: ")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
                    r"[0-9a-fA-F]{12}$")
 
@@ -206,6 +209,7 @@ class KernelWatcher:
         self.hw_state, self.hw_findings = UP, []
         self.qemu: dict[int, str] = {}
         self._scanned = 0.0
+        self._oom_pending = False
         # (rule, subject) -> [monotonic time, repeats, led to a condition]
         self.seen: dict[tuple[str, str], list] = {}
         self.records = 0
@@ -311,14 +315,26 @@ class KernelWatcher:
     # -- one record ----------------------------------------------------------------------------
     def handle(self, rec: kmsg.Record) -> bool:
         """Decide one record; True when something durable (a notification) came of it."""
+        if self._oom_pending:
+            m = _DUMP_HEADER.match(rec.text)
+            if m:  # the task that ran into the limit, usually the victim, still alive
+                self._oom_pending = False
+                uuid = qemu_uuid(int(m.group(1)))
+                if uuid:
+                    self.qemu[int(m.group(1))] = uuid
+                self.qemu.update(scan_qemu())  # and every other qemu, in case it is another
+                return False
         with self._lock:
             hit = self.rules.match(rec.text)
         if hit is None:
             return False
         rule, groups = hit
         finding = rule.finding
-        if finding == "oom_invoked":  # the victim is still alive: learn its UUID now
-            self.qemu.update(scan_qemu())
+        if finding == "oom_invoked":
+            # The victim is chosen and killed ~50-100 ms later, after the report: the next
+            # record names the invoking task (`CPU: N UID: N PID: P Comm: C`), whose command
+            # line is read at once; a scan of all qemu processes follows.
+            self._oom_pending = True
             return False
         subject = groups.get("device") or groups.get("iface") or rule.name
         if "pid" in groups:

@@ -249,7 +249,9 @@ def outbox_json(conf, type_):
 
 
 def test_oom_killed_qemu_becomes_a_vm_notification(tmp_path, masakari_api, host):
-    d = start(tmp_path, masakari_api.endpoint, host)
+    # No periodic scan during the test: the UUID must come from the OOM report itself
+    # (the qemu starts after the daemon and is killed before any scan could see it).
+    d = start(tmp_path, masakari_api.endpoint, host, kernel_qemu_scan_interval=600)
     try:
         with kf.memory_cgroup(48) as cg:
             proc, instance = kf.start_qemu(tmp_path, cg)
@@ -261,6 +263,9 @@ def test_oom_killed_qemu_becomes_a_vm_notification(tmp_path, masakari_api, host)
         assert f"OOM killer killed qemu pid {proc.pid} of instance {instance}" in log
         assert f"Killed process {proc.pid} (qemu-system-x86)" in log
         assert stored(masakari_api, host, "COMPUTE_HOST") == []  # a VM fault, not a host one
+        text = outbox_json(d.conf, "VM")  # the decision: the kernel line, rule, where from
+        assert f"Killed process {proc.pid} (qemu-system-x86)" in text
+        assert "command line captured before the kill" in text and "kmsg_rules.yaml" in text
     finally:
         assert d.stop() == 0
 
