@@ -126,7 +126,7 @@ def run_class(name, api, tmp, hook, received, runs) -> list[tuple[float, float]]
                 switch_host(d, api, work, host, hook, **hm)
             if name == "oom":
                 proc, _ = kf.start_qemu(tmp, cg)
-                time.sleep(0.5)
+                time.sleep(2.5)  # a VM runs a while (> kernel_qemu_scan_interval, 2 s)
                 t0, w0 = time.monotonic(), time.time()
                 proc.stdin.write("go\n")
                 proc.stdin.flush()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from tests.fixtures.hm_topology import Topology
@@ -110,7 +111,8 @@ class Lab:
         cgroup v1 memory child limited to 48 MiB eats past its limit; the kernel kills it."""
         cgroup = self.cleanups.enter_context(kernel_faults.memory_cgroup(48))
         proc, _ = kernel_faults.start_qemu(self.work, cgroup, instance)
-        kernel_faults.oom(proc)
+        time.sleep(2.5)  # a VM runs a while (> kernel_qemu_scan_interval, 2 s) before it
+        kernel_faults.oom(proc)  # grows past its limit
 
     def storage_link_down(self) -> None:
         self.topo.admin("brs", "down")

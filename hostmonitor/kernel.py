@@ -19,10 +19,11 @@ Where each finding goes (and why):
     reports the same death as STOPPED_FAILED ~1.4 s later through ha-instancemonitor with
     the identical payload, which the API answers 409 (duplicate within 180 s); this one
     still arrives when libvirtd or the instance monitor is down. The UUID is captured
-    while the victim still lives: the OOM report's first lines (``invoked oom-killer``,
-    then ``CPU: N UID: N PID: P Comm: C``) name the task that hit the limit, whose command
-    line is read at once, then every qemu is scanned; the scan also runs every
-    ``kernel_qemu_scan_interval`` seconds for a victim other than the invoker.
+    while the victim still lives: every ``kernel_qemu_scan_interval`` seconds all qemu
+    processes are scanned into a pid → UUID map, and the OOM report's first lines
+    (``invoked oom-killer``, then ``CPU: N UID: N PID: P Comm: C``) name the task that hit
+    the limit, whose command line is read at once when the report is read before the
+    kill (~50 ms later here; not guaranteed under load).
 Every decision is logged with the kernel line and recorded in the outbox decision.
 The conditions are kept in ``<state_path>/hostmonitor-kernel.json`` (with the boot id): a
 restart of the daemon does not forget an oops from an hour ago, whose line the resumed

@@ -59,7 +59,7 @@ class LocalHostSource:
         self.matrix = matrix_mod.from_conf(conf, opts.matrix_path(conf))
         self.storage = StorageChecks(conf)
         self.links = LinkWatcher(self._wake_up)
-        self.kernel = KernelWatcher(conf, self._wake_up)  # kernel log + hardware: storage, health
+        self.kernel = KernelWatcher(conf, self._wake_up)  # kernel log + hardware: storage, host_health
         self.emit = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -177,7 +177,7 @@ class LocalHostSource:
         row["compute"], missing = compute_state(list(conf.hostmonitor.compute_processes))
         kernel_storage, kernel_storage_evidence = self.kernel.storage()
         row["storage"] = max(row["storage"], kernel_storage, key=_severity)
-        row["health"], health_evidence = self.kernel.health()
+        row["host_health"], health_evidence = self.kernel.health()
         evidence = {"interfaces": {role: self.links.details(n) for role, n in names.items()
                                    if n},
                     "storage_checks": [f"{r.name}: {r.state} {r.detail}"
@@ -187,7 +187,7 @@ class LocalHostSource:
         if kernel_storage_evidence:
             evidence["storage_kernel"] = kernel_storage_evidence
         if health_evidence:
-            evidence["health"] = health_evidence
+            evidence["host_health"] = health_evidence
         return row, evidence
 
     def observe(self, periodic: bool = True) -> None:
@@ -266,7 +266,7 @@ class LocalHostSource:
         if matrix_mod.DRAIN in actions and not sent.get("drain"):
             if not drain:
                 log.event(LOG, logging.WARNING, "drain: host degraded %s (no [hostmonitor] "
-                          "drain_driver configured: logged only)", decision.get("health"),
+                          "drain_driver configured: logged only)", decision.get("host_health"),
                           fields={"ACTION": "drain"})
                 return
             drivers = [drain]

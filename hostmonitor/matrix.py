@@ -2,7 +2,7 @@
 
 Built-in table (the reference's context-aware recovery table), for ``profile``:
   cattle: any input down → report_host_failure; something degraded → notify_operator.
-  both:   health degraded (the degraded-host row: kernel or hardware findings, see
+  both:   host_health degraded (the degraded-host row: kernel or hardware findings, see
           hostmonitor/kernel.py) → notify_operator and drain (disable the compute service
           through ``drain_driver``; never an evacuation), unless the host is reported failed.
   pets:   storage down, or management and tenant both down → report_host_failure;
@@ -30,10 +30,10 @@ import yaml
 from monitors import yamlfile
 
 UP, DEGRADED, DOWN = "up", "degraded", "down"
-INPUTS = ("management", "tenant", "storage", "compute", "health")
+INPUTS = ("management", "tenant", "storage", "compute", "host_health")
 STATES = {"management": (UP, DEGRADED, DOWN), "tenant": (UP, DEGRADED, DOWN),
           "storage": (UP, DEGRADED, DOWN), "compute": (UP, DOWN),
-          "health": (UP, DEGRADED)}  # health: the degraded-host row (kernel, hardware)
+          "host_health": (UP, DEGRADED)}  # the degraded-host row (kernel, hardware)
 REPORT, NOTIFY, NONE = "report_host_failure", "notify_operator", "none"
 DRAIN = "drain"
 ACTIONS = (REPORT, NOTIFY, DRAIN, NONE)
@@ -62,7 +62,7 @@ def all_rows():
 
 def default_actions(profile: str, row: dict[str, str]) -> tuple[str, ...]:
     actions = _default_actions(profile, row)
-    if row.get("health") == DEGRADED and REPORT not in actions:
+    if row.get("host_health") == DEGRADED and REPORT not in actions:
         # the degraded-host row: proactive, never an evacuation by itself
         return tuple(dict.fromkeys(actions + (NOTIFY, DRAIN)))
     return actions
@@ -70,7 +70,7 @@ def default_actions(profile: str, row: dict[str, str]) -> tuple[str, ...]:
 
 def _default_actions(profile: str, row: dict[str, str]) -> tuple[str, ...]:
     downs = {k for k in INPUTS if row.get(k, UP) == DOWN}
-    degraded = any(row.get(k, UP) == DEGRADED for k in INPUTS if k != "health")
+    degraded = any(row.get(k, UP) == DEGRADED for k in INPUTS if k != "host_health")
     if not downs:
         return (NOTIFY,) if degraded else ()
     if profile == "cattle":

@@ -75,9 +75,9 @@ hostmonitor_opts = [
                     "(hostmonitor/kmsg_rules.yaml); errors name file:line."),
     cfg.FloatOpt("kernel_qemu_scan_interval", default=2.0, min=0.1,
                  help="Seconds between scans of the qemu processes (pid → instance UUID "
-                      "from -uuid), for an OOM victim other than the task that invoked the "
-                      "OOM killer (that one's command line is read from the OOM report "
-                      "itself, before the kill)."),
+                      "from -uuid), so an OOM-killed qemu is known although its command "
+                      "line is gone after the kill; a qemu killed sooner after its start "
+                      "may stay unknown (logged; libvirt still reports it)."),
     cfg.FloatOpt("hardware_check_interval", default=60.0, min=0.0,
                  help="Seconds between reads of the hardware counters (EDAC, hwmon alarms, "
                       "rasdaemon, ipmitool); an EDAC/MCE kernel line triggers one at once. "

