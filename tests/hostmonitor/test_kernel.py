@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.fixtures.journald import journald  # noqa: F401 - the fixture
 from tests.helpers import Daemon, cli, wait_for, write_conf
 from tests.hostmonitor import kernel_faults as kf
 from tests.hostmonitor.test_links import STARTED, STOPPED
@@ -215,7 +216,7 @@ def test_degraded_host_row_notifies_and_drains_but_never_reports():
 
 
 # -- the daemon, with real faults -------------------------------------------------------------
-def start(tmp_path, endpoint, host, sections=None, **hm):
+def start(tmp_path, endpoint, host, sections=None, argv_prefix=(), **hm):
     opts = {"storage_paths": str(tmp_path), "compute_processes": "",
             "evaluation_interval": 0.3, "storage_check_interval": 0.5,
             "kernel_qemu_scan_interval": 0.5, "hardware_check_interval": 0, **hm}
@@ -225,7 +226,7 @@ def start(tmp_path, endpoint, host, sections=None, **hm):
                       endpoint=endpoint, sections={"hostmonitor": opts,
                                                    "host": {"monitoring_samples": 1},
                                                    **(sections or {})})
-    return Daemon("hostmonitor", conf).start()
+    return Daemon("hostmonitor", conf, argv_prefix=list(argv_prefix)).start()
 
 
 def stored(api, host, type_):
@@ -480,3 +481,24 @@ def test_matrix_file_names_the_degraded_host_row(tmp_path):
         matrix.load(str(path))
     assert str(exc.value) == (f"{path}:2: host_health: unknown state 'down' (allowed: up, "
                               "degraded, any)")
+
+
+def test_oom_kill_story_in_the_journal(journald, tmp_path, masakari_api, host):  # noqa: F811
+    """`journalctl INSTANCE_UUID=<vm>` tells the kernel line, the rule and the delivery."""
+    d = start(tmp_path, masakari_api.endpoint, host, argv_prefix=journald.prefix(),
+              sections={"DEFAULT": {"use_journal": "true"}})
+    try:
+        with kf.memory_cgroup(48) as cg:
+            proc, instance = kf.start_qemu(tmp_path, cg)
+            time.sleep(1.0)
+            kf.oom(proc)
+            entries = journald.wait_delivered(INSTANCE_UUID=instance)
+    finally:
+        d.stop()
+    finding = [e for e in entries if e.get("FINDING") == "oom_kill"]
+    assert len(finding) == 1, journald.messages(INSTANCE_UUID=instance)
+    assert finding[0]["KERNEL_RULE"] == "oom-kill"
+    assert f"Killed process {proc.pid} (qemu-system-x86)" in finding[0]["KERNEL_LINE"]
+    delivered = [e for e in entries if e.get("DELIVERY_STATE") == "delivered"]
+    assert finding[0]["NOTIFICATION_ID"] == delivered[0]["NOTIFICATION_ID"]
+    assert {e["SYSLOG_IDENTIFIER"] for e in entries} == {"ha-hostmonitor"}
