@@ -92,8 +92,9 @@ def mounts(path: str = "/proc/self/mountinfo") -> list[tuple[str, str, set[str]]
 
 
 def mount_of(path: str, table) -> tuple[str, str, set[str]] | None:
-    """The mount a path lives on (the last-mounted longest prefix)."""
-    real = os.path.realpath(path)
+    """The mount a path lives on (the last-mounted longest prefix). The path is compared as
+    written, never resolved: a stat of a hung mount would block the daemon."""
+    real = os.path.normpath(os.path.abspath(path))
     best = None
     for point, source, opts in table:
         if real == point or real.startswith(point.rstrip("/") + "/"):
@@ -413,7 +414,7 @@ class KernelWatcher:
             comm = groups.get("comm", "")
             jbd = re.match(r"jbd2/([^-]+)-", comm)
             for path in paths:
-                real = os.path.realpath(path)
+                real = os.path.normpath(os.path.abspath(path))  # no stat: may hang
                 m = mount_of(path, table)
                 if jbd and m and same_device(jbd.group(1), device_name(m[1])):
                     return path
