@@ -209,7 +209,8 @@ class KernelWatcher:
         self.emit = None
         self.conditions: dict[tuple[str, str], Condition] = {}
         self.hw_state, self.hw_findings = UP, []
-        self.qemu: dict[int, str] = {}
+        self.qemu: dict[int, str] = {}      # pid -> instance UUID
+        self._qemu_seen: dict[int, float] = {}  # pid -> when a scan last saw it
         self._scanned = 0.0
         self._oom_pending = False
         # (rule, subject) -> [monotonic time, repeats, led to a condition]
@@ -237,7 +238,7 @@ class KernelWatcher:
                 self.error = f"cannot read {self.reader.path}: {exc.strerror}"
                 LOG.error("kernel log: %s; kernel findings are off", self.error)
             else:
-                self.qemu = scan_qemu()
+                self._rescan()
                 self.alive = True
                 self._spawn(self._kmsg_loop, "hm-kmsg")
         if self.hw_enabled:
@@ -279,7 +280,7 @@ class KernelWatcher:
             while not self._stop.is_set():
                 interval = self.conf.hostmonitor.kernel_qemu_scan_interval
                 if time.monotonic() - self._scanned >= interval:  # also under a busy log
-                    self.qemu, self._scanned = scan_qemu(), time.monotonic()
+                    self._rescan()
                 if not self.reader.wait(min(interval, 1.0)):
                     self.expire()
                     continue
@@ -295,6 +296,17 @@ class KernelWatcher:
             LOG.exception("kernel log reader stopped")
         finally:
             self.alive = False
+
+    def _rescan(self) -> None:
+        """Refresh the pid → UUID map. A pid that vanished is kept for a minute: the scan
+        may run between a kill and the reading of its record (the map is what names it)."""
+        now = time.monotonic()
+        for pid, uuid in scan_qemu().items():
+            self.qemu[pid], self._qemu_seen[pid] = uuid, now
+        for pid in [p for p, seen in self._qemu_seen.items() if now - seen > 60]:
+            self.qemu.pop(pid, None)
+            del self._qemu_seen[pid]
+        self._scanned = now
 
     def _hardware_loop(self) -> None:
         while not self._stop.is_set():
@@ -324,6 +336,7 @@ class KernelWatcher:
                 uuid = qemu_uuid(int(m.group(1)))  # ~0.1 ms; a full scan (~20 ms) here
                 if uuid:                            # would delay the kill's own record
                     self.qemu[int(m.group(1))] = uuid
+                    self._qemu_seen[int(m.group(1))] = time.monotonic()
                 return False
         with self._lock:
             hit = self.rules.match(rec.text)
@@ -436,7 +449,7 @@ class KernelWatcher:
         pid, comm = int(groups["pid"]), groups.get("comm", "")
         uuid = qemu_uuid(pid)
         how = "command line"
-        if uuid is None:
+        if uuid is None and comm.startswith("qemu"):  # a reused pid is not a qemu's
             uuid, how = self.qemu.get(pid), "command line captured before the kill"
         if uuid is None:
             log.event(LOG, logging.WARNING, "kernel: OOM killer killed %s (pid %d), not a "

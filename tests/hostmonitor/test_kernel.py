@@ -507,3 +507,39 @@ def test_oom_kill_story_in_the_journal(journald, tmp_path, masakari_api, host): 
     delivered = [e for e in entries if e.get("DELIVERY_STATE") == "delivered"]
     assert finding[0]["NOTIFICATION_ID"] == delivered[0]["NOTIFICATION_ID"]
     assert {e["SYSLOG_IDENTIFIER"] for e in entries} == {"ha-hostmonitor"}
+
+
+def test_a_scan_between_the_kill_and_its_record_keeps_the_victims_uuid(tmp_path):
+    import uuid as uuid_mod
+
+    from hostmonitor.kernel import KernelWatcher
+
+    conf = _conf(tmp_path, hardware_check_interval=0)
+    conf.set_override("state_path", str(tmp_path))
+    sent = []
+
+    class Put:
+        id = 1
+
+    def emit(notification, decision=None, drivers=None):
+        sent.append((notification.payload, decision))
+        return Put()
+
+    w = KernelWatcher(conf, lambda: None)
+    w.emit = emit
+    instance = str(uuid_mod.uuid4())
+    proc = subprocess.Popen([str(kf.fake_qemu(tmp_path)), "-c", "import time; time.sleep(60)",
+                             "-uuid", instance])
+    try:
+        wait_for(lambda: w._rescan() or proc.pid in w.qemu, 10, what="qemu in the map")
+    finally:
+        proc.kill()
+        proc.wait()
+    w._rescan()  # the process is gone: the map still knows it
+    line = (f"Memory cgroup out of memory: Killed process {proc.pid} (qemu-system-x86) "
+            "total-vm:58728kB")
+    assert w.handle(kmsg.Record(9, 3, 0, 9, line)) is True
+    payload, decision = sent[0]
+    assert payload == {"event": "LIFECYCLE", "instance_uuid": instance,
+                       "vir_domain_event": "STOPPED_FAILED"}
+    assert decision["instance_uuid_from"] == "command line captured before the kill"
