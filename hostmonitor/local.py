@@ -31,6 +31,10 @@ STOPPED = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORM
 STARTED = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}
 # notify_operator: the host is still in the cluster, something it needs is lost.
 OPERATOR_NOTICE = {"event": "STOPPED", "cluster_status": "ONLINE", "host_status": "UNKNOWN"}
+# drain (degraded-host row): "take this host out of scheduling" / "put it back". Masakari
+# would ignore both (host_status not NORMAL); they go to [hostmonitor] drain_driver only.
+DRAIN_NOTICE = {"event": "STOPPED", "host_status": "UNKNOWN"}
+DRAIN_RELEASE = {"event": "STARTED", "host_status": "UNKNOWN"}
 
 
 def compute_state(names: list[str]) -> tuple[str, list[str]]:
@@ -236,7 +240,7 @@ class LocalHostSource:
         # The outbox delivers per host in order: a STARTED never overtakes its STOPPED.
         sent = self.state["sent"]
         operator = self.conf.hostmonitor.operator_driver
-        self._drain(actions, decision, sent, operator)
+        self._drain(actions, decision, sent)
         if matrix_mod.REPORT in actions and not sent.get("report"):
             self._send(STOPPED, None, decision, "report_host_failure")
             sent["report"] = True
@@ -258,10 +262,11 @@ class LocalHostSource:
         self.state["applied"] = list(actions)
         self._save_state()
 
-    def _drain(self, actions, decision, sent, operator) -> None:
-        """The degraded-host row's drain: the operator notice through ``drain_driver``
-        (together with notify_operator's, one notification: the outbox would take a second
-        identical one for a repeat). Its STARTED says "enable the compute service again"."""
+    def _drain(self, actions, decision, sent) -> None:
+        """The degraded-host row's drain, through ``drain_driver`` only: DRAIN_NOTICE
+        ("stop scheduling onto this host"), DRAIN_RELEASE when the row clears. Their
+        payloads differ from the operator notice's, so neither is ever taken for a repeat
+        of the other by the outbox's deduplication."""
         drain = self.conf.hostmonitor.drain_driver
         if matrix_mod.DRAIN in actions and not sent.get("drain"):
             if not drain:
@@ -269,19 +274,11 @@ class LocalHostSource:
                           "drain_driver configured: logged only)", decision.get("host_health"),
                           fields={"ACTION": "drain"})
                 return
-            drivers = [drain]
-            if matrix_mod.NOTIFY in actions and operator and not sent.get("notify"):
-                drivers.append(operator)
-                sent["notify"] = True
-            self._send(OPERATOR_NOTICE, drivers, decision, "drain")
+            self._send(DRAIN_NOTICE, [drain], decision, "drain")
             sent["drain"] = True
         elif matrix_mod.DRAIN not in actions and sent.get("drain"):
-            drivers = [drain] if drain else []
-            if matrix_mod.NOTIFY not in actions and sent.get("notify"):
-                drivers.append(operator)
-                sent["notify"] = False
-            if drivers:
-                self._send(STARTED, drivers, decision, "drain recovery")
+            if drain:
+                self._send(DRAIN_RELEASE, [drain], decision, "drain recovery")
             sent["drain"] = False
 
     def _send(self, payload, drivers, decision, what) -> int:

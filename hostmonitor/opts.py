@@ -152,7 +152,11 @@ def kernel_problems(conf) -> list[str]:
     except kmsg_rules.RulesError as exc:
         problems.append(str(exc))
     drv = conf.hostmonitor.drain_driver
-    if drv and drv not in conf.delivery.drivers:
+    if drv == "masakari":
+        problems.append("[hostmonitor] drain_driver: masakari does not disable a compute "
+                        "service on request (it ignores host_status UNKNOWN): use a driver "
+                        "that reaches your automation, e.g. webhook")
+    elif drv and drv not in conf.delivery.drivers:
         problems.append(f"[hostmonitor] drain_driver: {drv!r} is not in [delivery] drivers "
                         f"{conf.delivery.drivers}: its notifications would never be "
                         "delivered")

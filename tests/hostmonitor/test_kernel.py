@@ -389,13 +389,19 @@ def test_machine_check_degrades_host_notify_and_drain_never_masakari(tmp_path, m
         kf.inject(f"{line} {kf.tag()}")
         for _ in range(20):  # a storm: still one notification
             kf.inject(line)
-        wait_for(lambda: len(got) >= 1, 15, what="operator/drain notice")
-        doc = got[0]["payload"]
-        assert doc["hostname"] == host and doc["payload"] == {
-            "event": "STOPPED", "cluster_status": "ONLINE", "host_status": "UNKNOWN"}
-        wait_for(lambda: len(got) >= 2, 20, what="recovery after the hold")
-        assert got[1]["payload"]["payload"]["event"] == "STARTED"
-        assert len(got) == 2
+        wait_for(lambda: len(got) >= 2, 15, what="operator notice and drain")
+        assert {g["payload"]["hostname"] for g in got} == {host}
+        payloads = [g["payload"]["payload"] for g in got]
+        assert sorted(payloads[:2], key=len) == [
+            {"event": "STOPPED", "host_status": "UNKNOWN"},  # drain: stop scheduling here
+            {"event": "STOPPED", "cluster_status": "ONLINE", "host_status": "UNKNOWN"}]
+        wait_for(lambda: len(got) >= 4, 20, what="recovery after the hold")
+        payloads = [g["payload"]["payload"] for g in got]
+        assert sorted(payloads[2:], key=len) == [
+            {"event": "STARTED", "host_status": "UNKNOWN"},  # drain released
+            {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}]
+        time.sleep(1.0)
+        assert len(got) == 4  # the storm of 21 lines: one finding
         assert stored(masakari_api, host, "COMPUTE_HOST") == []  # Masakari never acts on it
         log = d.log_text()
         assert "host health degraded" in log and line in log
@@ -543,3 +549,16 @@ def test_a_scan_between_the_kill_and_its_record_keeps_the_victims_uuid(tmp_path)
     assert payload == {"event": "LIFECYCLE", "instance_uuid": instance,
                        "vir_domain_event": "STOPPED_FAILED"}
     assert decision["instance_uuid_from"] == "command line captured before the kill"
+
+
+def test_drain_driver_must_reach_something_that_drains(tmp_path):
+    conf = write_conf(tmp_path / "hm.conf", hostname="x", state_path=tmp_path, endpoint=None,
+                      sections={"hostmonitor": {"storage_paths": str(tmp_path),
+                                                "drain_driver": "masakari"}})
+    out = cli(conf, "check-config")
+    assert out.returncode != 0
+    assert "[hostmonitor] drain_driver: masakari does not disable a compute service" in (
+        out.stdout + out.stderr)
+    conf.write_text(conf.read_text().replace("drain_driver = masakari", "drain_driver = webhook"))
+    out = cli(conf, "check-config")
+    assert "drain_driver: 'webhook' is not in [delivery] drivers" in out.stdout + out.stderr
