@@ -8,7 +8,9 @@ stand-in plays nova-compute. ha-instancemonitor, ha-processmonitor and ha-hostmo
 as real processes on the node from one config file; the hostmonitor also watches its
 Pacemaker peers (a CIB file read by the real crm_mon, a fencing-history stand-in). The demo
 takes the storage link down (a verdict withheld for safety: UNKNOWN, nothing evacuated),
-destroys a VM, crashes nova-compute (its restart fails: STOPPED, service disabled;
+destroys a VM, has the kernel's OOM killer kill a qemu process (a real OOM kill in a
+memory-limited cgroup, a fault only the kernel log shows: the instance restarted), crashes
+nova-compute (its restart fails: STOPPED, service disabled;
 repaired: STARTED, held while the host is on maintenance), and fences a peer (NORMAL: its
 instances evacuated). For each it waits (bounded) for the API and the engine, and prints
 the engine's status and Nova calls beside the notification, then `ha-monitors history`.
@@ -21,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +73,8 @@ def run(lab: Lab, steps: Steps) -> int:
     logs = {name: d.log for name, d in lab.daemons.items()}
     # (what is done, the notification expected, the daemon, its host, the engine's
     #  expected status and what it does in Nova; None = held by the outbox, not stored)
+    oom_instance = str(uuid.uuid4())
+    lab.nova.add_server(lab.hostname, server_id=oom_instance, name="demo-vm-oom")
     cases = [
         (f"storage link down: ip -n {lab.topo.d.name} link set brs down",
          lab.storage_link_down, "COMPUTE_HOST", STOPPED_HOST, "hostmonitor", lab.hostname,
@@ -80,6 +85,13 @@ def run(lab: Lab, steps: Steps) -> int:
          {"event": "LIFECYCLE", "instance_uuid": vm.UUIDString(),
           "vir_domain_event": "STOPPED_DESTROYED"}, "instancemonitor", lab.hostname,
          "ignored", "no Nova call", "a destroyed VM is not a failure Masakari recovers"),
+        (f"kernel OOM killer: the qemu of instance {oom_instance} eats past its 48 MiB "
+         "cgroup limit (hostmonitor reads it in /dev/kmsg)",
+         lambda: lab.oom_kill_qemu(oom_instance), "VM",
+         {"event": "LIFECYCLE", "instance_uuid": oom_instance,
+          "vir_domain_event": "STOPPED_FAILED"}, "hostmonitor", lab.hostname,
+         "finished", "1 instance restarted",
+         "a kernel-level fault only /dev/kmsg shows: the engine restarts the instance"),
         ("nova-compute crash: SIGKILL; its restart command fails (2 attempts)",
          lab.crash_nova_compute, "PROCESS", {"event": "STOPPED", "process_name": "nova-compute"},
          "processmonitor", lab.hostname, "finished",

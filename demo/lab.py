@@ -8,8 +8,10 @@ stonith_admin stand-in answers the fencing history. Everything started here is s
 `close()`, which is safe to call at any point of a half-built lab."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from tests.engine.node import FENCER
@@ -17,6 +19,7 @@ from tests.fixtures.cib import Cib
 from tests.fixtures.hm_topology import Topology
 from tests.fixtures.libvirtd import Libvirtd
 from tests.helpers import Daemon, write_conf
+from tests.hostmonitor import kernel_faults
 # Standins is the processmonitor tests' stand-in service (a python process that runs until
 # killed, with a tag in its command line); it lives in that package's conftest.
 from tests.processmonitor.conftest import BIN as STANDIN_BIN
@@ -38,6 +41,7 @@ class Lab:
         self.peer, self.spare = "compute-2", "compute-3"
         self.cib = Cib(self.work / "cib.xml")
         self.fencer_state = self.work / "fencer"
+        self.cleanups = contextlib.ExitStack()  # kernel-level faults (cgroups)
 
     # -- the cloud -----------------------------------------------------------------------
     def start_cloud(self) -> str:
@@ -129,6 +133,15 @@ class Lab:
     def crash_nova_compute(self) -> list[int]:
         return self.standins.kill(NOVA)
 
+    def oom_kill_qemu(self, instance: str) -> None:
+        """A real OOM kill: a 'qemu' of ``instance`` (the interpreter named
+        qemu-system-x86_64, with -uuid on its command line as libvirt starts qemu) in a
+        cgroup v1 memory child limited to 48 MiB eats past its limit; the kernel kills it."""
+        cgroup = self.cleanups.enter_context(kernel_faults.memory_cgroup(48))
+        proc, _ = kernel_faults.start_qemu(self.work, cgroup, instance)
+        time.sleep(2.5)  # a VM runs a while (> kernel_qemu_scan_interval, 2 s) before it
+        kernel_faults.oom(proc)  # grows past its limit
+
     def storage_link_down(self) -> None:
         self.topo.admin("brs", "down")
 
@@ -150,6 +163,7 @@ class Lab:
                 d.notify.close()
                 shutil.rmtree(d.notify.dir, ignore_errors=True)
         self.standins.cleanup()
+        self.cleanups.close()
         if self.libvirtd is not None:
             self.libvirtd.stop()
         if self.topo is not None:

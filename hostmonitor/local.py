@@ -26,6 +26,7 @@ from monitors.service import Health
 
 from hostmonitor import fencing, matrix as matrix_mod, opts
 from hostmonitor.compute import ComputeColumn
+from hostmonitor.kernel import KernelWatcher
 from hostmonitor.links import DOWN, UP, LinkWatcher, roles_of
 from hostmonitor.storage import StorageChecks
 
@@ -38,6 +39,10 @@ UNFIT = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOW
 STARTED = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}
 # notify_operator: the host is still in the cluster, something it needs is lost.
 OPERATOR_NOTICE = {"event": "STOPPED", "cluster_status": "ONLINE", "host_status": "UNKNOWN"}
+# drain (degraded-host row): "take this host out of scheduling" / "put it back". Masakari
+# would ignore both (host_status not NORMAL); they go to [hostmonitor] drain_driver only.
+DRAIN_NOTICE = {"event": "STOPPED", "host_status": "UNKNOWN"}
+DRAIN_RELEASE = {"event": "STARTED", "host_status": "UNKNOWN"}
 
 
 class LocalHostSource:
@@ -48,6 +53,7 @@ class LocalHostSource:
         self.matrix = matrix_mod.from_conf(conf, opts.matrix_path(conf))
         self.storage = StorageChecks(conf)
         self.links = LinkWatcher(self._wake_up)
+        self.kernel = KernelWatcher(conf, self._wake_up)  # kernel log + hardware: storage, host_health
         self.emit = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -72,6 +78,8 @@ class LocalHostSource:
     def start(self, emit) -> None:
         self.emit = emit
         self.links.start()
+        if self.kernel:
+            self.kernel.start(emit)
         self._spawn(self._evaluate_loop, "hm-evaluate")
         if self.storage:
             self._spawn(self._storage_loop, "hm-storage")
@@ -81,6 +89,7 @@ class LocalHostSource:
         self._stop.set()
         self._wake.set()
         self.links.stop()
+        self.kernel.stop()
         for t in self._threads:
             t.join(2.0)
 
@@ -89,6 +98,7 @@ class LocalHostSource:
         if problems:
             raise ValueError("; ".join(problems))
         new_matrix = matrix_mod.from_conf(new_conf, opts.matrix_path(new_conf))
+        self.kernel.reload(new_conf)
         with self._lock:
             self.conf, self.matrix = new_conf, new_matrix
             self.storage = StorageChecks(new_conf)
@@ -107,6 +117,11 @@ class LocalHostSource:
         if self.fence_result is not None:
             r = self.fence_result
             parts.append(f"fencing {r.method} {'requested' if r.ok else 'FAILED'}: {r.detail}")
+        if self.kernel.status():
+            parts.append(self.kernel.status())
+        if self.kernel.enabled and self.kernel.emit is not None and (
+                self.kernel.error or not self.kernel.alive):
+            return Health(False, "kernel log reader not running; " + ", ".join(parts))
         flaps = sum(self.flaps.values())
         if flaps:
             parts.append(f"{flaps} role changes")
@@ -165,12 +180,19 @@ class LocalHostSource:
         row["compute"], compute = self.compute.state(
             list(conf.hostmonitor.compute_processes), conf.hostmonitor.compute_restart_window,
             getattr(self.emit, "outbox", None), conf.hostname)
+        kernel_storage, kernel_storage_evidence = self.kernel.storage()
+        row["storage"] = max(row["storage"], kernel_storage, key=_severity)
+        row["host_health"], health_evidence = self.kernel.health()
         evidence = {"interfaces": {role: self.links.details(n) for role, n in names.items()
                                    if n},
                     "storage_checks": [f"{r.name}: {r.state} {r.detail}"
                                        for r in self.storage_results]}
         if compute:
             evidence["compute"] = compute
+        if kernel_storage_evidence:
+            evidence["storage_kernel"] = kernel_storage_evidence
+        if health_evidence:
+            evidence["host_health"] = health_evidence
         return row, evidence
 
     def observe(self, periodic: bool = True) -> None:
@@ -219,6 +241,7 @@ class LocalHostSource:
         # The outbox delivers per host in order: a STARTED never overtakes its STOPPED.
         sent = self.state["sent"]
         operator = self.conf.hostmonitor.operator_driver
+        self._drain(actions, decision, sent)
         if matrix_mod.REPORT in actions and not sent.get("report"):
             self.report_unfit(decision)
             sent["report"] = True
@@ -296,6 +319,25 @@ class LocalHostSource:
             log.event(LOG, logging.CRITICAL, "fencing of this host FAILED (%s): %s: %s; "
                       "nothing will evacuate it: operator action needed", result.method,
                       result.action, result.detail, fields=fields)
+
+    def _drain(self, actions, decision, sent) -> None:
+        """The degraded-host row's drain, through ``drain_driver`` only: DRAIN_NOTICE
+        ("stop scheduling onto this host"), DRAIN_RELEASE when the row clears. Their
+        payloads differ from the operator notice's, so neither is ever taken for a repeat
+        of the other by the outbox's deduplication."""
+        drain = self.conf.hostmonitor.drain_driver
+        if matrix_mod.DRAIN in actions and not sent.get("drain"):
+            if not drain:
+                log.event(LOG, logging.WARNING, "drain: host degraded %s (no [hostmonitor] "
+                          "drain_driver configured: logged only)", decision.get("host_health"),
+                          fields={"ACTION": "drain"})
+                return
+            self._send(DRAIN_NOTICE, [drain], decision, "drain")
+            sent["drain"] = True
+        elif matrix_mod.DRAIN not in actions and sent.get("drain"):
+            if drain:
+                self._send(DRAIN_RELEASE, [drain], decision, "drain recovery")
+            sent["drain"] = False
 
     def _send(self, payload, drivers, decision, what) -> int:
         notification = Notification.create(COMPUTE_HOST, self.conf.hostname, payload)

@@ -2,6 +2,9 @@
 
 Built-in table (the reference's context-aware recovery table), for ``profile``:
   cattle: any input down → report_host_failure; something degraded → notify_operator.
+  both:   host_health degraded (the degraded-host row: kernel or hardware findings, see
+          hostmonitor/kernel.py) → notify_operator and drain (disable the compute service
+          through ``drain_driver``; never an evacuation), unless the host is reported failed.
   pets:   storage down, or management and tenant both down → report_host_failure;
           any other input down → notify_operator (migration and service restarts are the
           operator's / processmonitor's job); something degraded → notify_operator.
@@ -27,11 +30,13 @@ import yaml
 from monitors import yamlfile
 
 UP, DEGRADED, DOWN = "up", "degraded", "down"
-INPUTS = ("management", "tenant", "storage", "compute")
+INPUTS = ("management", "tenant", "storage", "compute", "host_health")
 STATES = {"management": (UP, DEGRADED, DOWN), "tenant": (UP, DEGRADED, DOWN),
-          "storage": (UP, DEGRADED, DOWN), "compute": (UP, DOWN)}
+          "storage": (UP, DEGRADED, DOWN), "compute": (UP, DOWN),
+          "host_health": (UP, DEGRADED)}  # the degraded-host row (kernel, hardware)
 REPORT, NOTIFY, NONE = "report_host_failure", "notify_operator", "none"
-ACTIONS = (REPORT, NOTIFY, NONE)
+DRAIN = "drain"
+ACTIONS = (REPORT, NOTIFY, DRAIN, NONE)
 _CONSUL_ROLES = {"manage": "management", "management": "management", "tenant": "tenant",
                  "storage": "storage"}
 
@@ -47,7 +52,7 @@ class Rule:
     line: int | None = None  # 1-based line in the file, None for the built-in table
 
     def matches(self, row: dict[str, str]) -> bool:
-        return all(row[k] in self.match[k] for k in INPUTS)
+        return all(row.get(k, UP) in self.match[k] for k in INPUTS)
 
 
 def all_rows():
@@ -56,8 +61,16 @@ def all_rows():
 
 
 def default_actions(profile: str, row: dict[str, str]) -> tuple[str, ...]:
-    downs = {k for k in INPUTS if row[k] == DOWN}
-    degraded = any(row[k] == DEGRADED for k in INPUTS)
+    actions = _default_actions(profile, row)
+    if row.get("host_health") == DEGRADED and REPORT not in actions:
+        # the degraded-host row: proactive, never an evacuation by itself
+        return tuple(dict.fromkeys(actions + (NOTIFY, DRAIN)))
+    return actions
+
+
+def _default_actions(profile: str, row: dict[str, str]) -> tuple[str, ...]:
+    downs = {k for k in INPUTS if row.get(k, UP) == DOWN}
+    degraded = any(row.get(k, UP) == DEGRADED for k in INPUTS if k != "host_health")
     if not downs:
         return (NOTIFY,) if degraded else ()
     if profile == "cattle":

@@ -38,7 +38,8 @@ hostmonitor_opts = [
                 help="Multipath maps whose paths are counted with `multipathd show paths`: "
                      "no active path = down, some failed = degraded."),
     cfg.StrOpt("sysfs_root", default="/sys",
-               help="Root of sysfs for the iSCSI and FC checks (tests point it elsewhere)."),
+               help="Root of sysfs for the iSCSI, FC and hardware (EDAC, hwmon) checks "
+                    "(tests point it elsewhere)."),
     cfg.ListOpt("compute_processes", default=["nova-compute", "libvirtd"],
                 help="Processes that make up the compute service on this node (matched on "
                      "the process name or the basename of an argv element, and on the "
@@ -101,6 +102,43 @@ hostmonitor_opts = [
                help="Delivery driver the notify_operator action goes through (e.g. "
                     "webhook; must be in [delivery] drivers). Unset: notify_operator only "
                     "logs."),
+    # -- kernel log and hardware health (hostmonitor/kernel.py, docs/hostmonitor.md) --------
+    cfg.BoolOpt("kernel_log", default=True,
+                help="Read the kernel log (/dev/kmsg, pushed) with the kernel rules: read-only "
+                     "remounts, filesystem errors and hung tasks on the storage_paths feed "
+                     "the storage input; oopses, NIC resets and machine checks the health "
+                     "input; an OOM kill of a qemu process becomes a VM notification. Runs "
+                     "with the local source (interfaces or storage configured)."),
+    cfg.StrOpt("kmsg_path", default="/dev/kmsg",
+               help="The kernel log device."),
+    cfg.StrOpt("kernel_rules_file",
+               help="YAML file extending or replacing the shipped kernel-log rules "
+                    "(hostmonitor/kmsg_rules.yaml); errors name file:line."),
+    cfg.FloatOpt("kernel_qemu_scan_interval", default=2.0, min=0.1,
+                 help="Seconds between scans of the qemu processes (pid → instance UUID "
+                      "from -uuid), so an OOM-killed qemu is known although its command "
+                      "line is gone after the kill; a qemu killed sooner after its start "
+                      "may stay unknown (logged; libvirt still reports it)."),
+    cfg.FloatOpt("hardware_check_interval", default=60.0, min=0.0,
+                 help="Seconds between reads of the hardware counters (EDAC, hwmon alarms, "
+                      "rasdaemon, ipmitool); an EDAC/MCE kernel line triggers one at once. "
+                      "0 = no hardware checks."),
+    cfg.IntOpt("hardware_ce_threshold", default=1000, min=1,
+               help="Corrected memory errors (EDAC ce_count per memory controller, or "
+                    "rasdaemon) from which the host counts as degraded."),
+    cfg.IntOpt("hardware_ue_threshold", default=1, min=1,
+               help="Uncorrected memory errors from which the host counts as degraded."),
+    cfg.StrOpt("hardware_rasdaemon_db", default="/var/lib/rasdaemon/ras-mc_event.db",
+               help="rasdaemon's database, read when it exists (memory-controller events "
+                    "against the thresholds; any MCE record = degraded)."),
+    cfg.BoolOpt("hardware_ipmi", default=False,
+                help="Also run `ipmitool sdr list` (when installed): a sensor whose status "
+                     "is not ok/ns = degraded."),
+    cfg.StrOpt("drain_driver",
+               help="Delivery driver the drain action goes through (must be in [delivery] "
+                    "drivers; e.g. webhook to the automation that disables nova-compute so "
+                    "nothing new lands on a degraded host). A drain never evacuates. Unset: "
+                    "drain only logs."),
 ]
 
 
@@ -134,6 +172,7 @@ def check(conf) -> list[str]:
     problems += links.missing_interfaces(conf)
     problems += operator_driver_problems(conf)
     problems += fencing.problems(conf)
+    problems += kernel_problems(conf)
     problems += peer_opts.check(conf)
     return problems
 
@@ -144,6 +183,26 @@ def operator_driver_problems(conf) -> list[str]:
         return [f"[hostmonitor] operator_driver: {drv!r} is not in [delivery] drivers "
                 f"{conf.delivery.drivers}: its notifications would never be delivered"]
     return []
+
+
+def kernel_problems(conf) -> list[str]:
+    from hostmonitor import kmsg_rules
+
+    problems = []
+    try:
+        kmsg_rules.load(conf.hostmonitor.kernel_rules_file)
+    except kmsg_rules.RulesError as exc:
+        problems.append(str(exc))
+    drv = conf.hostmonitor.drain_driver
+    if drv == "masakari":
+        problems.append("[hostmonitor] drain_driver: masakari does not disable a compute "
+                        "service on request (it ignores host_status UNKNOWN): use a driver "
+                        "that reaches your automation, e.g. webhook")
+    elif drv and drv not in conf.delivery.drivers:
+        problems.append(f"[hostmonitor] drain_driver: {drv!r} is not in [delivery] drivers "
+                        f"{conf.delivery.drivers}: its notifications would never be "
+                        "delivered")
+    return problems
 
 
 def validate(conf) -> None:

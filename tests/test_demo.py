@@ -1,6 +1,7 @@
 """`make demo` as an operator runs it: `python -m demo` brings up the real components, injects
-the failures, prints what the real masakari-api stored and what the real masakari-engine did
-(Nova calls, from the recording Nova stand-in), and leaves nothing behind."""
+the failures (one of them kernel-level: a real OOM kill of a qemu process), prints what
+the real masakari-api stored and what the real masakari-engine did (Nova calls, from the
+recording Nova stand-in), and leaves nothing behind."""
 from __future__ import annotations
 
 import os
@@ -48,6 +49,9 @@ def test_demo_shows_every_notification_as_the_api_stored_it_and_cleans_up():
         ("VM", "compute-1", re.search(r'\{"event":"LIFECYCLE","instance_uuid":"' + UUID +
                                       r'","vir_domain_event":"STOPPED_DESTROYED"\}',
                                       api_part)[0], "ignored"),
+        ("VM", "compute-1", re.search(r'\{"event":"LIFECYCLE","instance_uuid":"' + UUID +
+                                      r'","vir_domain_event":"STOPPED_FAILED"\}',
+                                      api_part)[0], "finished"),
         ("PROCESS", "compute-1", '{"event":"STOPPED","process_name":"nova-compute"}',
          "finished"),
         # only the peer path, with fencing confirmed, says NORMAL: and only then evacuation
@@ -60,6 +64,7 @@ def test_demo_shows_every_notification_as_the_api_stored_it_and_cleans_up():
     assert [(t, h, e, st.strip(), n) for t, h, e, st, n in did] == [
         ("COMPUTE_HOST", "compute-1", "STOPPED/UNKNOWN", "ignored", "no Nova call"),
         ("VM", "compute-1", "LIFECYCLE/STOPPED_DESTROYED", "ignored", "no Nova call"),
+        ("VM", "compute-1", "LIFECYCLE/STOPPED_FAILED", "finished", "1 instance restarted"),
         ("PROCESS", "compute-1", "STOPPED/nova-compute", "finished",
          "compute service disabled ('Masakari detected process failed.')"),
         ("PROCESS", "compute-1", "STARTED/nova-compute", "held (409, maintenance)",

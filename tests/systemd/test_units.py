@@ -117,7 +117,8 @@ def test_capabilities_per_daemon():
     """Root everywhere (shared 0600 outbox), but only the capabilities each daemon uses."""
     caps = {u.name: _service(u).get("CapabilityBoundingSet") for u in UNITS}
     assert caps == {"ha-instancemonitor.service": "",  # the libvirt socket is root's
-                    "ha-hostmonitor.service": "CAP_DAC_READ_SEARCH",  # others' storage paths
+                    # others' storage paths; /dev/kmsg under dmesg_restrict
+                    "ha-hostmonitor.service": "CAP_DAC_READ_SEARCH CAP_SYSLOG",
                     "ha-processmonitor.service": None}  # restart commands may need any
     for unit in UNITS:
         service = _service(unit)

@@ -1,0 +1,563 @@
+"""Kernel-log and hardware findings → the host matrix's inputs and VM notifications.
+
+Where each finding goes (and why):
+  * storage_readonly, hung_task, storage_error on the instance storage
+    (``[hostmonitor] storage_paths``; a hung task is on it when it has a file open there,
+    is the journal thread of its device, or the device has requests in flight that do not
+    complete) → the matrix's **storage** input: down while the
+    mount is read-only (``ro`` or ``emergency_ro`` in its options; the latter still starts
+    with ``rw``) or while the blocked task stays in state D; degraded for ``hold`` seconds
+    after a filesystem error. The read-only state of every storage path is also read from
+    /proc/self/mountinfo at each evaluation (a safety net for a remount the daemon did not
+    see, e.g. before it started). The same finding on another device is logged only.
+  * kernel_oops, nic_reset, hardware_error, and the hardware checks
+    (``hostmonitor/hardware.py``) → the matrix's **health** input (up / degraded): the
+    degraded-host row, whose built-in action is proactive (notify the operator, drain).
+  * oom_kill of a qemu process → a **VM notification** for the instance it ran
+    (``-uuid`` from its command line): LIFECYCLE / STOPPED_FAILED by default, which is the
+    event masakari-engine recovers (stop + start of an HA-enabled instance). libvirt
+    reports the same death as STOPPED_FAILED ~1.4 s later through ha-instancemonitor with
+    the identical payload, which the API answers 409 (duplicate within 180 s); this one
+    still arrives when libvirtd or the instance monitor is down. The UUID is captured
+    while the victim still lives: every ``kernel_qemu_scan_interval`` seconds all qemu
+    processes are scanned into a pid → UUID map, and the OOM report's first lines
+    (``invoked oom-killer``, then ``CPU: N UID: N PID: P Comm: C``) name the task that hit
+    the limit, whose command line is read at once when the report is read before the
+    kill (~50 ms later here; not guaranteed under load).
+Every decision is logged with the kernel line and recorded in the outbox decision.
+The conditions are kept in ``<state_path>/hostmonitor-kernel.json`` (with the boot id): a
+restart of the daemon does not forget an oops from an hour ago, whose line the resumed
+reader will not read again; a reboot does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import threading
+import time
+
+from monitors import log
+from monitors.notification import VM, InvalidNotification, Notification
+
+from hostmonitor import hardware, kmsg, kmsg_rules
+
+LOG = logging.getLogger(__name__)
+
+UP, DEGRADED, DOWN = "up", "degraded", "down"
+_SEVERITY = {UP: 0, DEGRADED: 1, DOWN: 2}
+HOST_HEALTH = ("kernel_oops", "nic_reset", "hardware_error")
+STORAGE = ("storage_readonly", "storage_error", "hung_task")
+
+
+@dataclasses.dataclass
+class Condition:
+    input: str            # storage | health
+    state: str            # degraded | down
+    finding: str
+    subject: str
+    rule: str             # rule origin, file:line
+    line: str             # the kernel line (dmesg form)
+    seq: int
+    since: float          # wall clock
+    until: float | None   # monotonic expiry; None = held by a live check or until reboot
+    count: int = 1
+    pid: int | None = None  # hung_task: the blocked task
+
+    def evidence(self) -> dict:
+        return {"finding": self.finding, "subject": self.subject, "state": self.state,
+                "rule": self.rule, "kernel_line": self.line, "seq": self.seq,
+                "records": self.count}
+
+
+# -- the host's mounts and processes ------------------------------------------------------
+def mounts(path: str = "/proc/self/mountinfo") -> list[tuple[str, str, set[str]]]:
+    """(mount point, source device, options) for every mount, in mount order."""
+    out = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                lf, rf = left.split(), right.split()
+                if len(lf) < 6 or len(rf) < 3:
+                    continue
+                point = lf[4].replace("\\040", " ")
+                opts = set(lf[5].split(",")) | set(rf[2].split(","))
+                out.append((point, rf[1], opts))
+    except OSError:
+        pass
+    return out
+
+
+def mount_of(path: str, table) -> tuple[str, str, set[str]] | None:
+    """The mount a path lives on (the last-mounted longest prefix). The path is compared as
+    written, never resolved: a stat of a hung mount would block the daemon."""
+    real = os.path.normpath(os.path.abspath(path))
+    best = None
+    for point, source, opts in table:
+        if real == point or real.startswith(point.rstrip("/") + "/"):
+            if best is None or len(point) >= len(best[0]):
+                best = (point, source, opts)
+    return best
+
+
+def read_only(opts: set[str]) -> bool:
+    # ext4's emergency read-only keeps `rw` in the list: look for the flag itself
+    return "ro" in opts or "emergency_ro" in opts
+
+
+def device_name(source: str) -> str:
+    return os.path.basename(os.path.realpath(source)) if source.startswith("/dev/") else source
+
+
+def same_device(kernel_dev: str, mount_dev: str) -> bool:
+    """loop3 is loop3; sda (a disk) holds sda1; nvme0n1 holds nvme0n1p2; loop3 not loop30."""
+    if kernel_dev == mount_dev:
+        return True
+    sep = "p" if kernel_dev[-1:].isdigit() else ""
+    return re.fullmatch(re.escape(kernel_dev) + sep + r"\d+", mount_dev) is not None
+
+
+def task_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return data[data.rindex(b")") + 2:].split()[0].decode()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def task_paths(pid: int) -> list[str]:
+    """What a (blocked) task has open: cwd and fd targets (readlink never blocks on it)."""
+    out = []
+    for link in [f"/proc/{pid}/cwd"] + [f"/proc/{pid}/fd/{n}" for n in _listdir(
+            f"/proc/{pid}/fd")]:
+        try:
+            out.append(os.readlink(link))
+        except OSError:
+            pass
+    return out
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def inflight(device: str) -> int:
+    """Requests the block device has in flight (reads + writes), 0 when unknown."""
+    try:
+        with open(f"/sys/class/block/{device}/inflight", encoding="ascii") as f:
+            return sum(int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return 0
+
+
+_DUMP_HEADER = re.compile(r"^CPU: \d+ (?:UID: \d+ )?PID: (\d+) Comm: ")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+                   r"[0-9a-fA-F]{12}$")
+
+
+def qemu_uuid(pid: int) -> str | None:
+    """The instance UUID from a qemu command line (``-uuid U``), if it is one."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-uuid" and _UUID.match(argv[i + 1]):
+            return argv[i + 1].lower()
+    return None
+
+
+def scan_qemu() -> dict[int, str]:
+    """pid → instance UUID of every running qemu process."""
+    found = {}
+    for entry in _listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", encoding="utf-8", errors="replace") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm.startswith("qemu"):
+            uuid = qemu_uuid(int(entry))
+            if uuid:
+                found[int(entry)] = uuid
+    return found
+
+
+class KernelWatcher:
+    """Reads /dev/kmsg (push) and the hardware checks; holds the conditions they found."""
+
+    def __init__(self, conf, wake):
+        self.conf = conf
+        self.wake = wake
+        self.rules = kmsg_rules.load(conf.hostmonitor.kernel_rules_file)
+        self.hardware = hardware.HardwareChecks(conf)
+        self.enabled = conf.hostmonitor.kernel_log
+        self.hw_enabled = conf.hostmonitor.hardware_check_interval > 0
+        self.reader = kmsg.KmsgReader(conf.hostmonitor.kmsg_path,
+                                      os.path.join(conf.state_path, "hostmonitor-kmsg.json"))
+        self.conditions_file = os.path.join(conf.state_path, "hostmonitor-kernel.json")
+        self.emit = None
+        self.conditions: dict[tuple[str, str], Condition] = {}
+        self.hw_state, self.hw_findings = UP, []
+        self.qemu: dict[int, str] = {}      # pid -> instance UUID
+        self._qemu_seen: dict[int, float] = {}  # pid -> when a scan last saw it
+        self._scanned = 0.0
+        self._oom_pending = False
+        # (rule, subject) -> [monotonic time, repeats, led to a condition]
+        self.seen: dict[tuple[str, str], list] = {}
+        self.records = 0
+        self.vm_sent = 0
+        self.alive = False
+        self.error = ""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._hw_now = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __bool__(self) -> bool:
+        return self.enabled or self.hw_enabled
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, emit) -> None:
+        self.emit = emit
+        self._load_conditions()
+        if self.enabled:
+            try:
+                self.reader.open()
+            except OSError as exc:  # not root, or no /dev/kmsg: the rest keeps running
+                self.error = f"cannot read {self.reader.path}: {exc.strerror}"
+                LOG.error("kernel log: %s; kernel findings are off", self.error)
+            else:
+                self._rescan()
+                self.alive = True
+                self._spawn(self._kmsg_loop, "hm-kmsg")
+        if self.hw_enabled:
+            self._spawn(self._hardware_loop, "hm-hardware")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._hw_now.set()
+        for t in self._threads:
+            t.join(2.0)
+        self.reader.close()
+
+    def reload(self, conf) -> None:
+        rules = kmsg_rules.load(conf.hostmonitor.kernel_rules_file)
+        with self._lock:
+            self.conf, self.rules = conf, rules
+            self.hardware = hardware.HardwareChecks(conf)
+
+    def _spawn(self, target, name) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def status(self) -> str:
+        parts = [f"kernel log: {self.error}"] if self.error else []
+        if self.enabled and not self.error:
+            parts.append(f"kmsg {self.records} records" + (f", {self.reader.lost} lost"
+                                                           if self.reader.lost else ""))
+        if self.conditions:
+            parts.append("kernel " + ",".join(f"{c.finding}:{c.subject}"
+                                              for c in self.conditions.values()))
+        if self.hw_state != UP:
+            parts.append(f"hardware {self.hw_state}")
+        return " ".join(parts)
+
+    # -- threads -----------------------------------------------------------------------------
+    def _kmsg_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                interval = self.conf.hostmonitor.kernel_qemu_scan_interval
+                if time.monotonic() - self._scanned >= interval:  # also under a busy log
+                    self._rescan()
+                if not self.reader.wait(min(interval, 1.0)):
+                    self.expire()
+                    continue
+                for rec in self.reader.read_available():
+                    self.records += 1
+                    try:
+                        if self.handle(rec):
+                            self.reader.commit(rec.seq)  # right after the outbox put
+                    except Exception:  # noqa: BLE001 - one bad record never stops reading
+                        LOG.exception("kernel log record %d: handling failed", rec.seq)
+                self.reader.commit()
+        except Exception:  # noqa: BLE001
+            LOG.exception("kernel log reader stopped")
+        finally:
+            self.alive = False
+
+    def _rescan(self) -> None:
+        """Refresh the pid → UUID map. A pid that vanished is kept for a minute: the scan
+        may run between a kill and the reading of its record (the map is what names it)."""
+        now = time.monotonic()
+        for pid, uuid in scan_qemu().items():
+            self.qemu[pid], self._qemu_seen[pid] = uuid, now
+        for pid in [p for p, seen in self._qemu_seen.items() if now - seen > 60]:
+            self.qemu.pop(pid, None)
+            del self._qemu_seen[pid]
+        self._scanned = now
+
+    def _hardware_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                state, findings = self.hardware.run()
+            except Exception:  # noqa: BLE001
+                LOG.exception("hardware checks failed")
+                state, findings = UP, []
+            if (state, [f.detail for f in findings]) != (self.hw_state,
+                                                        [f.detail for f in self.hw_findings]):
+                log.event(LOG, logging.WARNING if state != UP else logging.INFO,
+                          "hardware health: %s (%s)", state,
+                          "; ".join(f"{f.source}: {f.detail}" for f in findings) or "no findings",
+                          fields={"HOSTNAME": self.conf.hostname, "HARDWARE_STATE": state})
+                self.hw_state, self.hw_findings = state, findings
+                self.wake()
+            self._hw_now.wait(self.conf.hostmonitor.hardware_check_interval)
+            self._hw_now.clear()
+
+    # -- one record ----------------------------------------------------------------------------
+    def handle(self, rec: kmsg.Record) -> bool:
+        """Decide one record; True when something durable (a notification) came of it."""
+        if self._oom_pending:
+            m = _DUMP_HEADER.match(rec.text)
+            if m:  # the task that ran into the limit, usually the victim, still alive
+                self._oom_pending = False
+                uuid = qemu_uuid(int(m.group(1)))  # ~0.1 ms; a full scan (~20 ms) here
+                if uuid:                            # would delay the kill's own record
+                    self.qemu[int(m.group(1))] = uuid
+                    self._qemu_seen[int(m.group(1))] = time.monotonic()
+                return False
+        with self._lock:
+            hit = self.rules.match(rec.text)
+        if hit is None:
+            return False
+        rule, groups = hit
+        finding = rule.finding
+        if finding == "oom_invoked":
+            # The victim is chosen and killed ~50-100 ms later, after the report: the next
+            # record names the invoking task (`CPU: N UID: N PID: P Comm: C`), usually the
+            # victim, whose command line is read at once (others: the periodic scan).
+            self._oom_pending = True
+            return False
+        subject = groups.get("device") or groups.get("iface") or rule.name
+        if "pid" in groups:
+            subject = f"{groups.get('comm', '?')}:{groups['pid']}"
+        if self._repeat(rule, subject):
+            return False
+        fields = {"HOSTNAME": self.conf.hostname, "KERNEL_RULE": rule.name,
+                  "FINDING": finding, "KERNEL_SEQ": rec.seq, "KERNEL_LINE": rec.text}
+        if finding == "oom_kill":
+            return self._oom_kill(rec, rule, groups, fields)
+        if finding in STORAGE:
+            where = self._on_storage(finding, groups)
+            if where is None:
+                log.event(LOG, logging.INFO, "kernel: %s %s (rule %s) is not on the instance "
+                          "storage: logged only: %s", finding, subject, rule.name, rec.text,
+                          fields=fields)
+                return False
+            state = DEGRADED if finding == "storage_error" else DOWN
+            self._hold("storage", state, rule, subject, rec, groups)
+            log.event(LOG, logging.WARNING, "kernel: %s on instance storage %s (%s): storage "
+                      "%s: %s", finding, where, subject, state, rec.text, fields=fields)
+        else:
+            self._hold("health", DEGRADED, rule, subject, rec, groups)
+            log.event(LOG, logging.WARNING, "kernel: %s %s (rule %s): host health degraded: "
+                      "%s", finding, subject, rule.name, rec.text, fields=fields)
+            if finding == "hardware_error":
+                self._hw_now.set()  # re-read the counters now
+        self.wake()
+        return False
+
+    def _repeat(self, rule, subject) -> bool:
+        """Storm control: while a finding's condition holds, its repeats are counted into it
+        (one notification however many lines); a finding that led to no condition (logged
+        only, or an OOM kill) is decided once per rule and subject per ``dedup`` seconds.
+        A new occurrence after the condition cleared is a new finding."""
+        now = time.monotonic()
+        key = (rule.name, subject)
+        cond = self.conditions.get((rule.finding, subject))
+        seen = self.seen.get(key)
+        if cond is None and seen and seen[2]:
+            seen = None  # its condition cleared: this is a new occurrence
+        if cond is not None or (seen and now - seen[0] < rule.dedup):
+            if cond is not None:
+                cond.count += 1
+            if seen:
+                seen[1] += 1
+                if now - seen[0] >= rule.dedup:  # a long storm: a count now and then
+                    LOG.info("kernel: rule %s on %s: %d repeat(s) counted, not acted on",
+                             rule.name, subject, seen[1])
+                    self.seen[key] = [now, 0, seen[2]]
+            return True
+        if seen and seen[1]:
+            LOG.info("kernel: rule %s on %s: %d repeat(s) within %gs were counted, not "
+                     "acted on", rule.name, subject, seen[1], rule.dedup)
+        self.seen[key] = [now, 0, False]  # _hold marks it when a condition comes of it
+        return False
+
+    def _hold(self, inp, state, rule, subject, rec, groups) -> None:
+        until = None
+        if isinstance(rule.hold, float) and rule.hold > 0:
+            until = time.monotonic() + rule.hold
+        cond = Condition(inp, state, rule.finding, subject, rule.origin, rec.line(), rec.seq,
+                         time.time(), until)
+        if rule.finding == "hung_task":
+            cond.pid = int(groups["pid"])
+        self.conditions[(rule.finding, cond.subject)] = cond
+        self._save_conditions()
+        self.seen.setdefault((rule.name, subject), [time.monotonic(), 0, True])[2] = True
+
+    def _on_storage(self, finding: str, groups: dict) -> str | None:
+        """The storage path a finding concerns, or None when it is not instance storage."""
+        table = mounts()
+        paths = list(self.conf.hostmonitor.storage_paths)
+        if finding == "hung_task":
+            pid = int(groups["pid"])
+            comm = groups.get("comm", "")
+            jbd = re.match(r"jbd2/([^-]+)-", comm)
+            for path in paths:
+                real = os.path.normpath(os.path.abspath(path))  # no stat: may hang
+                m = mount_of(path, table)
+                if jbd and m and same_device(jbd.group(1), device_name(m[1])):
+                    return path
+                if any(p == real or p.startswith(real.rstrip("/") + "/")
+                       for p in task_paths(pid)):
+                    return path
+                # blocked before it had a file open (in open(2), waiting for the journal):
+                # the storage device has I/O in flight that does not complete
+                if m and inflight(device_name(m[1])):
+                    return path
+            return None
+        for path in paths:
+            m = mount_of(path, table)
+            if m and same_device(groups["device"], device_name(m[1])):
+                return path
+        return None
+
+    def _oom_kill(self, rec, rule, groups, fields) -> bool:
+        pid, comm = int(groups["pid"]), groups.get("comm", "")
+        uuid = qemu_uuid(pid)
+        how = "command line"
+        if uuid is None and comm.startswith("qemu"):  # a reused pid is not a qemu's
+            uuid, how = self.qemu.get(pid), "command line captured before the kill"
+        if uuid is None:
+            log.event(LOG, logging.WARNING, "kernel: OOM killer killed %s (pid %d), not a "
+                      "qemu process of an instance: logged only: %s", comm, pid, rec.text,
+                      fields=fields)
+            return False
+        notification = Notification.create(VM, self.conf.hostname, {
+            "event": "LIFECYCLE", "instance_uuid": uuid,
+            "vir_domain_event": rule.vir_domain_event})
+        decision = {"rule": rule.origin, "kernel_rule": rule.name, "finding": "oom_kill",
+                    "kernel_line": rec.line(), "seq": rec.seq, "pid": pid, "comm": comm,
+                    "instance_uuid_from": how}
+        try:
+            result = self.emit(notification, decision=decision)
+        except InvalidNotification as exc:
+            LOG.error("kernel: OOM kill of %s: %s", uuid, exc)
+            return False
+        self.vm_sent += 1
+        log.event(LOG, logging.WARNING, "kernel: OOM killer killed qemu pid %d of instance %s: "
+                  "VM notification %s (%s): %s", pid, uuid, result.id, rule.vir_domain_event,
+                  rec.text, fields={**fields, **notification.subject(),
+                                    "NOTIFICATION_ID": result.id})
+        return True
+
+    # -- the matrix's view -------------------------------------------------------------------
+    def expire(self) -> None:
+        """Drop conditions whose timer ran out or whose live check says they are over."""
+        now, table = time.monotonic(), mounts()
+        for key, cond in list(self.conditions.items()):
+            over = self._over(cond, now, table)
+            if over:
+                del self.conditions[key]
+                LOG.info("kernel: %s %s cleared: %s", cond.finding, cond.subject, over)
+                self._save_conditions()
+                self.wake()
+
+    def _save_conditions(self) -> None:
+        wall = time.time() - time.monotonic()  # monotonic -> wall clock, for the file
+        doc = {"boot_id": self.reader.boot, "conditions": [
+            {**dataclasses.asdict(c), "until": None if c.until is None else c.until + wall}
+            for c in self.conditions.values()]}
+        tmp = self.conditions_file + ".tmp"
+        try:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                json.dump(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.conditions_file)
+        except OSError as exc:
+            LOG.warning("cannot write %s: %s", self.conditions_file, exc)
+
+    def _load_conditions(self) -> None:
+        try:
+            with open(self.conditions_file, encoding="utf-8") as f:
+                doc = json.load(f)
+            if doc.get("boot_id") != self.reader.boot:
+                return  # a reboot clears what the kernel said
+            wall = time.time() - time.monotonic()
+            for item in doc.get("conditions", []):
+                if item.get("until") is not None:
+                    item["until"] -= wall
+                cond = Condition(**item)
+                self.conditions[(cond.finding, cond.subject)] = cond
+        except (OSError, ValueError, TypeError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                LOG.warning("cannot read %s: %s", self.conditions_file, exc)
+            return
+        if self.conditions:
+            LOG.info("kernel: %d finding(s) still held from before the restart: %s",
+                     len(self.conditions), ", ".join(f"{c.finding}:{c.subject}"
+                                                    for c in self.conditions.values()))
+
+    def _over(self, cond: Condition, now: float, table) -> str | None:
+        if cond.finding in ("storage_readonly", "storage_error") and not any(
+                (m := mount_of(p, table)) and same_device(cond.subject, device_name(m[1]))
+                for p in self.conf.hostmonitor.storage_paths):
+            return "the device no longer holds a storage path"  # unmounted, reconfigured
+        if cond.until is not None and now >= cond.until:
+            return "hold time over"
+        if cond.finding == "hung_task" and task_state(cond.pid) != "D":
+            return "the task is no longer blocked"
+        if cond.finding == "storage_readonly" and not self._still_read_only(cond.subject):
+            return "the filesystem is writable again"
+        return None
+
+    def _still_read_only(self, device: str) -> bool:
+        return any(same_device(device, device_name(src)) and read_only(opts)
+                   for _, src, opts in mounts())
+
+    def storage(self) -> tuple[str, list[dict]]:
+        """The storage input from the kernel: conditions, and read-only storage mounts."""
+        self.expire()
+        evidence = [c.evidence() for c in self.conditions.values() if c.input == "storage"]
+        state = max([UP] + [c["state"] for c in evidence], key=_SEVERITY.get)
+        table = mounts()
+        for path in self.conf.hostmonitor.storage_paths:
+            m = mount_of(path, table)
+            if m and read_only(m[2]):
+                state = DOWN
+                evidence.append({"finding": "mounted read-only", "subject": path,
+                                 "state": DOWN, "mount": m[0], "device": m[1],
+                                 "options": ",".join(sorted(m[2]))})
+        return state, evidence
+
+    def health(self) -> tuple[str, list[dict]]:
+        """The degraded-host input: kernel health findings and the hardware checks."""
+        self.expire()
+        evidence = [c.evidence() for c in self.conditions.values() if c.input == "health"]
+        evidence += [{"finding": "hardware", "source": f.source, "detail": f.detail}
+                     for f in self.hw_findings]
+        return (DEGRADED if evidence else UP), evidence
