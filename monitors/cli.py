@@ -223,7 +223,7 @@ def cmd_status(args) -> int:
     box, broken = None, None
     if os.path.exists(config.outbox_path(conf)):
         try:
-            box = _outbox(conf)
+            box = config.open_outbox(conf)  # not _outbox(): the cause is judged below
         except Exception as exc:  # noqa: BLE001 - reported with the daemons below
             from monitors.backlog import describe
             broken = describe(exc, config.outbox_path(conf)) \

@@ -217,7 +217,9 @@ def test_degraded_host_row_notifies_and_drains_but_never_reports():
 
 # -- the daemon, with real faults -------------------------------------------------------------
 def start(tmp_path, endpoint, host, sections=None, argv_prefix=(), **hm):
-    opts = {"storage_paths": str(tmp_path), "compute_processes": "",
+    # Undamped (the shipped hold_down of 30 s is for production): these tests time the
+    # kernel path, not the damping.
+    opts = {"storage_paths": str(tmp_path), "compute_processes": "", "hold_down": 0,
             "evaluation_interval": 0.3, "storage_check_interval": 0.5,
             "kernel_qemu_scan_interval": 0.5, "hardware_check_interval": 0, **hm}
     state = tmp_path / "state"
