@@ -149,7 +149,7 @@ class Lab:
         """compute-2 dies and the cluster fences it: the fencer's history has it, Pacemaker
         shows it offline, Nova stops hearing its nova-compute."""
         with open(self.fencer_state, "a") as f:
-            f.write(f"fenced {self.peer} 0\n")
+            f.write(f"fenced {self.peer} {time.time()}\n")
         self.nova.set_service(self.peer, state="down")
         self.cib.write({self.hostname: True, self.peer: False, self.spare: True})
 
