@@ -172,6 +172,11 @@ def _reset(live: Live) -> None:
     for n, d in list(live.daemons.items()):
         if d.proc.poll() is not None:
             live.start_daemon(n)
+    # A node reported down and back now gets its STARTED: let it land here, not inside the
+    # next test (whose begin() would otherwise count it as that test's first report).
+    for n in c.nodes:
+        wait_for(lambda n=n: (payloads(live.api, n) or [{}])[-1].get("event") != "STOPPED",
+                 60, what=f"{n}: STARTED after the heal")
 
 
 def _victim(live: Live) -> str:
