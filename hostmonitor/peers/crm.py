@@ -41,15 +41,21 @@ class FenceEvent:
     completed: dt.datetime | None
 
 
-def run_xml(argv: list[str], timeout: float) -> ET.Element:
-    """Run a Pacemaker tool and return its <pacemaker-result> root; raise CommandError."""
+def run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a Pacemaker tool (no shell, no stdin, bounded); raise CommandError when it cannot
+    run or does not answer in time."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise CommandError(f"{argv[0]}: no answer within {timeout:g} s") from None
     except OSError as exc:
         raise CommandError(f"{argv[0]}: cannot run: {exc}") from None
+
+
+def run_xml(argv: list[str], timeout: float) -> ET.Element:
+    """Run a Pacemaker tool and return its <pacemaker-result> root; raise CommandError."""
+    proc = run(argv, timeout)
     try:
         root = ET.fromstring(proc.stdout)
     except ET.ParseError as exc:
@@ -176,13 +182,7 @@ def read_report(crm_mon: str, node: str, timeout: float) -> Report | None:
     CIB cannot be read."""
     argv = [_crm_attribute(crm_mon), "--type", "nodes", "--node", node, "--name",
             REPORT_ATTRIBUTE, "--query", "--output-as=xml"]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise CommandError(f"{argv[0]}: no answer within {timeout:g} s") from None
-    except OSError as exc:
-        raise CommandError(f"{argv[0]}: cannot run: {exc}") from None
+    proc = run(argv, timeout)
     if proc.returncode == 105:  # ENXIO: no such attribute
         return None
     try:
@@ -201,13 +201,7 @@ def read_report(crm_mon: str, node: str, timeout: float) -> Report | None:
 def write_report(crm_mon: str, node: str, report: Report, timeout: float) -> None:
     argv = [_crm_attribute(crm_mon), "--type", "nodes", "--node", node, "--name",
             REPORT_ATTRIBUTE, "--update", report.value()]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise CommandError(f"{argv[0]}: no answer within {timeout:g} s") from None
-    except OSError as exc:
-        raise CommandError(f"{argv[0]}: cannot run: {exc}") from None
+    proc = run(argv, timeout)
     if proc.returncode != 0:
         raise CommandError(f"{argv[0]}: exit {proc.returncode}: "
                            f"{(proc.stderr or proc.stdout).strip()[:200]}")
