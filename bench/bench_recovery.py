@@ -253,7 +253,7 @@ def bench_etcd(engine, tmp: Path, runs: int) -> list[dict]:
     from monitors import actions, drivers
     from monitors.delivery import DeliveryWorker
     from monitors.outbox import Outbox
-    from monitors.service import Emitter
+    from monitors.emitter import Emitter
 
     (tmp / "etcd").mkdir()
     etcd = Etcd(tmp / "etcd")

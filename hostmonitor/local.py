@@ -22,7 +22,7 @@ import time
 
 from monitors import log
 from monitors.notification import COMPUTE_HOST, Notification
-from monitors.service import Health
+from monitors.source import Health
 
 from hostmonitor import fencing, matrix as matrix_mod, opts
 from hostmonitor.compute import ComputeColumn

@@ -15,7 +15,7 @@ import time
 
 from monitors import log
 from monitors.notification import VM, InvalidNotification, Notification
-from monitors.service import Health
+from monitors.source import Health
 
 from instancemonitor import domain_rules, event_filter, reconcile
 

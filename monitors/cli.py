@@ -312,7 +312,7 @@ def cmd_reload(args) -> int:
     import time
 
     from monitors import status as st
-    from monitors.outbox import owner_alive
+    from monitors.procfs import owner_alive
 
     try:
         conf = _load_conf(args)

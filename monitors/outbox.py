@@ -26,6 +26,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 from monitors.notification import Notification
+from monitors.procfs import BOOT_ID, boot_clock, owner_alive, process_identity
 
 LOG = logging.getLogger(__name__)
 
@@ -96,50 +97,6 @@ _ADDED_COLUMNS = (
     # put()'s ``first``: a delivery waits for the earlier stages of its notification.
     ("deliveries", "stage", "INTEGER NOT NULL DEFAULT 0"),
 )
-
-
-def boot_clock() -> float:
-    """Seconds since boot, counting suspend; never steps (unlike time.time())."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-def _read_boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
-
-BOOT_ID = _read_boot_id()
-
-
-def process_identity(pid: int | None = None) -> str:
-    """pid plus its start time, so a recycled pid is not mistaken for the old owner."""
-    pid = pid or os.getpid()
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            start = f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        start = "?"
-    return f"{pid}:{start}"
-
-
-def owner_alive(owner: str) -> bool:
-    """Whether the process a lease or status file names (``pid:starttime``) still runs."""
-    try:
-        pid = int(owner.split(":", 1)[0])
-    except ValueError:
-        return False
-    if not os.path.exists(f"/proc/{pid}"):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return False
-    except OSError:
-        return False
-    return process_identity(pid) == owner
 
 
 def _share_with_group(directory: str, path: str, group: str) -> None:

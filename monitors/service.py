@@ -12,7 +12,6 @@ and sd_notify from a non-main pid needs NotifyAccess=all).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -21,91 +20,22 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Callable
 
 from oslo_config import cfg
 from oslo_service.backend.base import ServiceBase
 
-from monitors import actions, config, drivers as drivers_mod, log, metrics
-from monitors.backlog import Backlog, Held
+from monitors import actions, config, drivers as drivers_mod, log, metrics, statefile
+from monitors.backlog import Backlog
 from monitors.delivery import DeliveryWorker
-from monitors.notification import InvalidNotification, Notification
-from monitors.outbox import Outbox, PutResult, process_identity
+from monitors.emitter import Emitter
+from monitors.notification import InvalidNotification
+from monitors.outbox import Outbox
+from monitors.procfs import process_identity
 from monitors.sdnotify import Notifier
+from monitors.source import Health, Source, StartError, build as build_enabled_sources
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Health:
-    ok: bool
-    detail: str
-    warn: bool = False  # ok, but an operator should look (e.g. an empty process list)
-
-
-class StartError(Exception):
-    """The daemon cannot do its job (no outbox, no source started): exit non-zero."""
-
-
-class Source(Protocol):
-    """What every detection source provides."""
-
-    name: str
-
-    def start(self, emit: "Emitter") -> None: ...
-    def stop(self) -> None: ...
-    def reload(self, conf: cfg.ConfigOpts) -> None: ...  # raise ValueError to refuse
-    def health(self) -> Health: ...
-    # optional: def threads(self) -> list[threading.Thread] -- loops that must stay alive
-    # (the watchdog is pinged only while they are); def ticked(self) -> str | None -- why
-    # the source's loop is stuck, None when it ticked recently
-
-
-class Emitter:
-    """The one door from a source into the outbox: validate, record durably, log. When the
-    outbox cannot take it (disk full, read-only, I/O error) the detection waits in the
-    daemon's Backlog (returned as ``Held``) and ``on_stored`` runs once it is durable."""
-
-    def __init__(self, conf, outbox: Outbox, source: str, backlog: Backlog | None = None):
-        self.conf = conf
-        self.outbox = outbox
-        self.source = source
-        self.backlog = backlog if backlog is not None else Backlog()
-        self.last_event: float | None = None
-
-    def __call__(self, notification: Notification, decision: dict | None = None,
-                 drivers: list[str] | None = None, on_stored: Callable | None = None):
-        # The routing decision (which actions this detection asks for) is made here, where
-        # the row is created, and recorded with it; drivers only execute.
-        all_drivers, decision, first = actions.plan(self.outbox, self.conf, notification,
-                                                    decision, drivers)
-        result = self.backlog.put(self.outbox, notification, source=self.source,
-                                  drivers=all_drivers, decision=decision,
-                                  on_stored=on_stored, first=first)
-        self.last_event = time.time()
-        fields = {**notification.subject(), "SOURCE": self.source}
-        if result is None or isinstance(result, Held):
-            metrics.event_detected(self.source, notification.type,
-                                   "held" if result else "refused")
-            log.event(LOG, logging.ERROR, "detected %s %s on %s: the outbox cannot take it "
-                      "(%s); %s", notification.type,
-                      json.dumps(notification.payload, sort_keys=True), notification.hostname,
-                      self.backlog.error, "held in memory and retried" if result else
-                      "memory backlog full, NOT kept", fields={**fields,
-                                                                 "DELIVERY_STATE": "held"})
-            return result if result is not None else Held(queued=False, held=False)
-        metrics.event_detected(self.source, notification.type, result.queued)
-        fields.update({"NOTIFICATION_ID": result.id, "DELIVERY_STATE": "pending"})
-        if result.queued:
-            log.event(LOG, logging.WARNING, "detected %s %s on %s: queued as notification %s",
-                      notification.type, json.dumps(notification.payload, sort_keys=True),
-                      notification.hostname, result.id, fields=fields)
-        else:
-            log.event(LOG, logging.INFO, "detected %s %s again: notification %s still "
-                      "pending, not queued twice", notification.type,
-                      json.dumps(notification.payload, sort_keys=True), result.id,
-                      fields=fields)
-        return result
 
 
 SourceFactory = Callable[[cfg.ConfigOpts], list]
@@ -115,37 +45,15 @@ RESTART_ONLY = ("debug", "log_file", "log_dir", "use_journal", "use_syslog", "lo
 
 
 def write_status_file(path: str, doc: dict) -> None:
-    """Atomically (write, rename). The file is padded with spaces to whole 4 KiB blocks
-    (JSON ignores them), so when the disk is full the fallback can still overwrite it in
-    place, inside blocks it already owns: `ha-monitors status` then reads the cause."""
-    text = json.dumps(doc)
-    size = (len(text) // STATUS_BLOCK + 1) * STATUS_BLOCK
-    data = (text + " " * (size - len(text) - 1) + "\n").encode()
-    tmp = path + ".tmp"
+    """Padded to whole 4 KiB blocks (see statefile): when the disk is full it is still
+    overwritten in place, so `ha-monitors status` reads the cause. Never raises."""
     try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-        return
-    except OSError as exc:
-        error = exc
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    try:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            if os.fstat(fd).st_size >= len(text) + 1:
-                room = os.fstat(fd).st_size
-                os.pwrite(fd, (text + " " * (room - len(text) - 1) + "\n").encode(), 0)
-                return
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    now = time.monotonic()
-    if now - _status_warned.get(path, -1e9) >= 60.0:  # once a minute, not every round
-        _status_warned[path] = now
-        LOG.warning("cannot write %s: %s", path, error)
+        statefile.write(path, doc, fsync=False, pad_block=STATUS_BLOCK)
+    except OSError as error:
+        now = time.monotonic()
+        if now - _status_warned.get(path, -1e9) >= 60.0:  # once a minute, not every round
+            _status_warned[path] = now
+            LOG.warning("cannot write %s: %s", path, error)
 
 
 _status_warned: dict[str, float] = {}
@@ -154,7 +62,7 @@ _status_warned: dict[str, float] = {}
 class MonitorService(ServiceBase):
     """One daemon: its sources, the outbox, the delivery worker, sd_notify."""
 
-    def __init__(self, conf, name: str, build_sources: SourceFactory, notifier: Notifier):
+    def __init__(self, conf, name: str, build_sources: SourceFactory | None, notifier: Notifier):
         self.conf = conf
         self.name = name
         self.build_sources = build_sources
@@ -203,16 +111,16 @@ class MonitorService(ServiceBase):
                                      threads=self.conf.delivery.workers)
         self.worker.start()
         try:
-            self.sources = self.build_sources(self.conf)
+            self.sources = self._build_sources()
         except Exception as exc:  # noqa: BLE001
             raise StartError(f"no source could be set up: {type(exc).__name__}: {exc}") from exc
         failed = {}
         for source in self.sources:
-            emitter = Emitter(self.conf, self.outbox, f"{self.name}/{source.name}",
-                              self.backlog)
-            self.emitters[source.name] = emitter
             try:
-                source.start(emitter)
+                if isinstance(source, Source):
+                    source.start()
+                else:  # not yet on the source kit: given its emitter at start
+                    source.start(self._emitter(source.name))
             except Exception as exc:  # noqa: BLE001 - one failing source never takes the rest down
                 failed[source.name] = f"{type(exc).__name__}: {exc}"
                 LOG.exception("source %s failed to start; the others keep running",
@@ -227,6 +135,18 @@ class MonitorService(ServiceBase):
                                                daemon=True)
         self._status_thread.start()
         threading.Thread(target=self._backlog_loop, name="backlog", daemon=True).start()
+
+    def _emitter(self, source_name: str) -> Emitter:
+        emitter = Emitter(self.conf, self.outbox, f"{self.name}/{source_name}", self.backlog)
+        self.emitters[source_name] = emitter
+        return emitter
+
+    def _build_sources(self) -> list:
+        """The enabled sources registered for this daemon (entry points), or the daemon's
+        own factory where one is given."""
+        if self.build_sources is not None:
+            return self.build_sources(self.conf)
+        return build_enabled_sources(self.conf, self.name, self._emitter)
 
     def _abort_start(self) -> None:
         for source in self.sources:
@@ -502,7 +422,7 @@ def _load_valid(name, argv, register, validate) -> cfg.ConfigOpts:
     return conf
 
 
-def run(name: str, build_sources: SourceFactory, argv=None, register=None,
+def run(name: str, build_sources: SourceFactory | None = None, argv=None, register=None,
         validate: Callable[[cfg.ConfigOpts], None] | None = None) -> int:
     """Entry point of a daemon: parse config, validate it, start, serve until SIGTERM."""
     import warnings

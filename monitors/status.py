@@ -12,7 +12,8 @@ import os
 import time
 from typing import TextIO
 
-from monitors.outbox import Outbox, owner_alive
+from monitors.outbox import Outbox
+from monitors.procfs import owner_alive
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LEVELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}

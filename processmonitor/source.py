@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from monitors import service
+from monitors.source import Health
 
 from processmonitor import process_list
 from processmonitor.restarter import FAILED, EntryWorker
@@ -107,7 +107,7 @@ class ProcessSource:
         LOG.info("process list reloaded: %d process(es)", len(self.workers))
         self._warn_if_empty()
 
-    def health(self) -> service.Health:
+    def health(self) -> Health:
         failed = [n for n, w in self.workers.items() if w.state == FAILED]
         watcher = self.watcher
         detail = (f"{len(self.workers)} process(es), {watcher.watched() if watcher else 0} "
@@ -118,6 +118,6 @@ class ProcessSource:
         if self.plist.errors:
             detail += f"; {len(self.plist.errors)} invalid list entr(ies) left out"
         if not self.workers:
-            return service.Health(ok=True, warn=True, detail=f"the process list "
+            return Health(ok=True, warn=True, detail=f"the process list "
                                   f"{self.plist.path} names no process: nothing is watched")
-        return service.Health(ok=not failed and not self.plist.errors, detail=detail)
+        return Health(ok=not failed and not self.plist.errors, detail=detail)

@@ -21,6 +21,7 @@ from typing import Callable
 
 import psutil
 
+from monitors import procfs
 from processmonitor.process_list import ProcessEntry
 
 LOG = logging.getLogger(__name__)
@@ -42,35 +43,6 @@ _EVENT = struct.Struct("=IIQ")
 ChangeCallback = Callable[[str, bool, "int | None", str], None]
 
 
-def read_argv(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    if not raw:
-        return None  # kernel thread or already a zombie
-    return [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")]
-
-
-def read_comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
-
-def _ppid_state(pid: int) -> tuple[int, str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    rest = data[data.rfind(")") + 2:].split()
-    return int(rest[1]), rest[0]
-
-
 def is_own(pid: int, me: int | None = None) -> bool:
     """True for this daemon and its descendants (walks the parent chain)."""
     me = me or os.getpid()
@@ -79,7 +51,7 @@ def is_own(pid: int, me: int | None = None) -> bool:
             return True
         if pid <= 1:
             return False
-        info = _ppid_state(pid)
+        info = procfs.ppid_state(pid)
         if info is None:
             return False
         pid = info[0]
@@ -273,7 +245,7 @@ class Watcher:
             if exc.errno != errno.ESRCH:
                 LOG.warning("pidfd_open(%s) failed: %s", pid, exc)
             return False
-        info = _ppid_state(pid)  # after pidfd_open: the pid cannot be reused under us
+        info = procfs.ppid_state(pid)  # after pidfd_open: the pid cannot be reused under us
         if info is None or info[1] == "Z":
             os.close(fd)
             return False
@@ -282,7 +254,7 @@ class Watcher:
         self._fd_pid[fd] = pid
         self._pid_names[pid] = set(names)
         LOG.debug("watching pid %s for %s (%s): %s", pid, sorted(names), how,
-                  " ".join(read_argv(pid) or [])[:200])
+                  " ".join(procfs.argv(pid) or [])[:200])
         return True
 
     def _release(self, pid: int) -> None:
@@ -317,10 +289,10 @@ class Watcher:
             if parent is not None and parent not in self._pid_names:
                 return  # a fork of an unwatched process: its exec will tell us more
             entries = list(self._entries)
-        argv = read_argv(pid)
+        argv = procfs.argv(pid)
         if not argv:
             return
-        comm = read_comm(pid)
+        comm = procfs.comm(pid)
         names = {e.process_name for e in entries if e.matches(argv, comm)}
         if not names or is_own(pid):
             return

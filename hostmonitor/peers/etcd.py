@@ -31,7 +31,7 @@ import urllib.parse
 import etcd3gw
 
 from monitors import log
-from monitors.service import Health
+from monitors.source import Health
 
 from hostmonitor.peers import payloads
 from hostmonitor.peers.opts import GROUP

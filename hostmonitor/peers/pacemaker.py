@@ -21,7 +21,7 @@ import threading
 import time
 
 from monitors import log
-from monitors.service import Health
+from monitors.source import Health
 
 from hostmonitor.peers import crm, election, payloads, state
 from hostmonitor.peers.opts import GROUP

@@ -24,7 +24,7 @@ from monitors import actions, config, drivers
 from monitors.delivery import DeliveryWorker
 from monitors.notification import PROCESS, Notification
 from monitors.outbox import Outbox
-from monitors.service import Emitter
+from monitors.emitter import Emitter
 from tests.helpers import wait_for
 
 MASAKARI_HOST_FAILED = "Masakari detected host failed."

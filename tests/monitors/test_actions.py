@@ -12,7 +12,7 @@ from hostmonitor.peers import payloads
 from monitors import actions, config
 from monitors.notification import PROCESS, Notification
 from monitors.outbox import Outbox
-from monitors.service import Emitter
+from monitors.emitter import Emitter
 
 
 def make_conf(tmp_path, **nova):
