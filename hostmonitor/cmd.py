@@ -6,7 +6,7 @@ from monitors import service
 from hostmonitor import opts
 
 
-def build_sources(conf):
+def build_sources(conf, emitter_for):
     """One source per concern: this node's links and storage, and peer failure through
     the cluster engine chosen by [host] monitoring_driver."""
     from hostmonitor.local import LocalHostSource

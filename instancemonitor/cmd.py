@@ -6,7 +6,7 @@ from monitors import service
 from instancemonitor import opts
 
 
-def build_sources(conf):
+def build_sources(conf, emitter_for):
     from instancemonitor.libvirt_source import LibvirtSource
     return [LibvirtSource(conf)]
 

@@ -38,7 +38,9 @@ from monitors.source import Health, Source, StartError, build as build_enabled_s
 LOG = logging.getLogger(__name__)
 
 
-SourceFactory = Callable[[cfg.ConfigOpts], list]
+# A daemon's own way to build its sources (conf, emitter_for(source name)); without one the
+# registry (monitors/source.py) builds every enabled source of the daemon.
+SourceFactory = Callable[[cfg.ConfigOpts, Callable[[str], Emitter]], list]
 
 STATUS_BLOCK = 4096
 RESTART_ONLY = ("debug", "log_file", "log_dir", "use_journal", "use_syslog", "log_config_append")
@@ -120,7 +122,7 @@ class MonitorService(ServiceBase):
                 if isinstance(source, Source):
                     source.start()
                 else:  # not yet on the source kit: given its emitter at start
-                    source.start(self._emitter(source.name))
+                    source.start(self.emitters.get(source.name) or self._emitter(source.name))
             except Exception as exc:  # noqa: BLE001 - one failing source never takes the rest down
                 failed[source.name] = f"{type(exc).__name__}: {exc}"
                 LOG.exception("source %s failed to start; the others keep running",
@@ -145,7 +147,7 @@ class MonitorService(ServiceBase):
         """The enabled sources registered for this daemon (entry points), or the daemon's
         own factory where one is given."""
         if self.build_sources is not None:
-            return self.build_sources(self.conf)
+            return self.build_sources(self.conf, self._emitter)
         return build_enabled_sources(self.conf, self.name, self._emitter)
 
     def _abort_start(self) -> None:

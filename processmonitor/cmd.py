@@ -8,7 +8,7 @@ from processmonitor.process_list import ProcessListError, load
 from processmonitor.source import ProcessSource
 
 
-def build_sources(conf):
+def build_sources(conf, emitter_for):
     return [ProcessSource(conf)]
 
 

@@ -64,7 +64,7 @@ DYING = textwrap.dedent("""
         def health(self): return service.Health(True, "looping")
         def threads(self): return [self.thread]
 
-    sys.exit(service.run("dyingmonitor", lambda conf: [Dying(conf)], sys.argv[1:]))
+    sys.exit(service.run("dyingmonitor", lambda conf, emitter_for: [Dying(conf)], sys.argv[1:]))
 """)
 
 
