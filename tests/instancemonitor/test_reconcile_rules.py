@@ -1,5 +1,6 @@
 """What a reconnect reports, decided from last known states and the listing (pure)."""
-from instancemonitor.reconcile import PAUSED, RUNNING, SHUTOFF, CRASHED, missed_events
+from instancemonitor.libvirt_constants import CRASHED, PAUSED, RUNNING, SHUTOFF
+from instancemonitor.reconcile import missed_events
 
 
 def test_missed_events():
