@@ -64,6 +64,7 @@ class DomainStates:
         self._open: dict[int, dict] = {}     # intents of this run not yet resolved
         self._loaded: list[dict] = []        # intents found in the journal at load
         self._journal_fd: int | None = None
+        self._journal_on_disk = False  # a journal of an earlier run, not opened by this one
         self._journal_warned = 0.0
 
     # -- load / save ------------------------------------------------------------------------
@@ -83,6 +84,7 @@ class DomainStates:
                       self.path, exc)
             self.domains = {}
         self._loaded = self._read_journal()
+        self._journal_on_disk = os.path.exists(self.journal_path)
 
     def _read_journal(self) -> list[dict]:
         out = []
@@ -123,11 +125,16 @@ class DomainStates:
             return
         self.saved_at = doc["saved_at"]
         with self.lock:
-            if not self._open and self._journal_fd is not None:
-                try:
+            if self._open or self._loaded:  # still needed after a restart
+                return
+            try:
+                if self._journal_fd is not None:
                     os.ftruncate(self._journal_fd, 0)
-                except OSError as exc:
-                    LOG.debug("cannot empty %s: %s", self.journal_path, exc)
+                elif self._journal_on_disk:
+                    os.truncate(self.journal_path, 0)
+                self._journal_on_disk = False
+            except OSError as exc:
+                LOG.debug("cannot empty %s: %s", self.journal_path, exc)
 
     def flush_if_dirty(self) -> None:
         if self._dirty.is_set():
