@@ -57,9 +57,6 @@ class DomainEvents:
     def reconfigure(self, conf, new_filter, new_rules) -> None:
         self.filter, self.rules, self.hostname = new_filter, new_rules, conf.hostname
 
-    def held_domains(self) -> int:
-        return len(self._deferred)
-
     # -- a live event (event-loop thread) ---------------------------------------------------
     def on_event(self, event_id: str, dom, event: int, detail: int) -> None:
         now = time.time()

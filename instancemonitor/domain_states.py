@@ -56,6 +56,7 @@ class DomainStates:
         self.path = os.path.join(state_path, STATE_FILE)
         self.journal_path = os.path.join(state_path, JOURNAL)
         self.lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self.domains: dict[str, dict] = {}
         self.saved_at = 0.0
         self._seq = 0
@@ -89,8 +90,8 @@ class DomainStates:
     def _read_journal(self) -> list[dict]:
         out = []
         try:
-            with open(self.journal_path, encoding="utf-8") as f:
-                lines = f.readlines()
+            with open(self.journal_path, "rb") as f:
+                lines = f.read().splitlines()
         except FileNotFoundError:
             return out
         except OSError as exc:
@@ -115,14 +116,16 @@ class DomainStates:
         return out
 
     def save(self) -> None:
-        with self.lock:
-            doc = {"saved_at": time.time(), "seq": self._seq, "domains": dict(self.domains)}
-        try:
-            statefile.write(self.path, doc, sort_keys=True)
-        except OSError as exc:
-            self._dirty.set()
-            LOG.error("cannot write %s: %s", self.path, exc)
-            return
+        with self._save_lock:  # the flusher, the reconcile and stop() share one temp file
+            with self.lock:
+                doc = {"saved_at": time.time(), "seq": self._seq,
+                       "domains": dict(self.domains)}
+            try:
+                statefile.write(self.path, doc, sort_keys=True)
+            except OSError as exc:
+                self._dirty.set()
+                LOG.error("cannot write %s: %s", self.path, exc)
+                return
         self.saved_at = doc["saved_at"]
         with self.lock:
             if self._open or self._loaded:  # still needed after a restart
