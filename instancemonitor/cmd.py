@@ -1,4 +1,5 @@
-"""Entry point of ha-instancemonitor."""
+"""Entry point of ha-instancemonitor: its options, and the sources the registry builds
+(entry points ``compute_ha_monitors.sources`` of this package: ``libvirt``)."""
 import sys
 
 from monitors import service
@@ -6,13 +7,8 @@ from monitors import service
 from instancemonitor import opts
 
 
-def build_sources(conf, emitter_for):
-    from instancemonitor.libvirt_source import LibvirtSource
-    return [LibvirtSource(conf)]
-
-
 def main(argv=None) -> int:
-    return service.run("instancemonitor", build_sources, argv, register=opts.register_opts,
+    return service.run("instancemonitor", argv=argv, register=opts.register_opts,
                        validate=opts.validate)
 
 

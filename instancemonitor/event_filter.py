@@ -39,43 +39,7 @@ import yaml
 
 from monitors import yamlfile
 
-# libvirt's enum values, by name (from libvirt-include.h; stable ABI). Kept here so the
-# filter can be validated and tested without importing libvirt.
-EVENT_IDS = {
-    "LIFECYCLE": 0, "REBOOT": 1, "RTC_CHANGE": 2, "WATCHDOG": 3, "IO_ERROR": 4,
-    "GRAPHICS": 5, "IO_ERROR_REASON": 6, "CONTROL_ERROR": 7, "BLOCK_JOB": 8,
-    "DISK_CHANGE": 9, "TRAY_CHANGE": 10, "PMWAKEUP": 11, "PMSUSPEND": 12,
-    "BALLOON_CHANGE": 13, "PMSUSPEND_DISK": 14, "DEVICE_REMOVED": 15, "BLOCK_JOB_2": 16,
-    "TUNABLE": 17, "AGENT_LIFECYCLE": 18, "DEVICE_ADDED": 19, "MIGRATION_ITERATION": 20,
-    "JOB_COMPLETED": 21, "DEVICE_REMOVAL_FAILED": 22, "METADATA_CHANGE": 23,
-    "BLOCK_THRESHOLD": 24, "MEMORY_FAILURE": 25, "MEMORY_DEVICE_SIZE_CHANGE": 26,
-}
-EVENT_NAMES = {v: k for k, v in EVENT_IDS.items()}
-
-LIFECYCLE_EVENTS = ["DEFINED", "UNDEFINED", "STARTED", "SUSPENDED", "RESUMED", "STOPPED",
-                    "SHUTDOWN", "PMSUSPENDED", "CRASHED"]
-LIFECYCLE_DETAILS = {
-    "DEFINED": ["ADDED", "UPDATED", "RENAMED", "FROM_SNAPSHOT"],
-    "UNDEFINED": ["REMOVED", "RENAMED"],
-    "STARTED": ["BOOTED", "MIGRATED", "RESTORED", "FROM_SNAPSHOT", "WAKEUP", "RECREATED"],
-    "SUSPENDED": ["PAUSED", "MIGRATED", "IOERROR", "WATCHDOG", "RESTORED", "FROM_SNAPSHOT",
-                  "API_ERROR", "POSTCOPY", "POSTCOPY_FAILED"],
-    "RESUMED": ["UNPAUSED", "MIGRATED", "FROM_SNAPSHOT", "POSTCOPY", "POSTCOPY_FAILED"],
-    "STOPPED": ["SHUTDOWN", "DESTROYED", "CRASHED", "MIGRATED", "SAVED", "FAILED",
-                "FROM_SNAPSHOT"],
-    "SHUTDOWN": ["FINISHED", "GUEST", "HOST"],
-    "PMSUSPENDED": ["MEMORY", "DISK"],
-    "CRASHED": ["PANICKED", "CRASHLOADED"],
-}
-WATCHDOG_ACTIONS = ["NONE", "PAUSE", "RESET", "POWEROFF", "SHUTDOWN", "DEBUG", "INJECTNMI"]
-IO_ERROR_ACTIONS = ["NONE", "PAUSE", "REPORT"]
-
-# Every vir_domain_event name each event ID can produce.
-KNOWN = {
-    "LIFECYCLE": {f"{e}_{d}" for e, ds in LIFECYCLE_DETAILS.items() for d in ds},
-    "WATCHDOG": {f"WATCHDOG_{a}" for a in WATCHDOG_ACTIONS},
-    "IO_ERROR": {f"IO_ERROR_{a}" for a in IO_ERROR_ACTIONS},
-}
+from instancemonitor.libvirt_constants import EVENT_IDS, KNOWN, WATCHDOG_ACTIONS
 
 DEFAULT_TABLE: dict[str, frozenset[str]] = {
     "LIFECYCLE": frozenset({"SUSPENDED_IOERROR", "SUSPENDED_WATCHDOG", "SUSPENDED_API_ERROR",
@@ -107,25 +71,6 @@ class FilterFileError(ValueError):
         where = f"{path}:{line}" if line else path
         super().__init__(f"{where}: {message}")
         self.path, self.line = path, line
-
-
-def vir_domain_event(event_id: str, event: int, detail: int) -> str:
-    """The payload's vir_domain_event name, as masakari-monitors builds it."""
-    if event_id == "LIFECYCLE":
-        ename = LIFECYCLE_EVENTS[event] if 0 <= event < len(LIFECYCLE_EVENTS) else None
-        details = LIFECYCLE_DETAILS.get(ename or "", [])
-        if ename is None:
-            return f"UNKNOWN_EVENT_{event}_{detail}"
-        if not 0 <= detail < len(details):
-            return f"{ename}_UNKNOWN_DETAIL_{detail}"
-        return f"{ename}_{details[detail]}"
-    if event_id == "WATCHDOG":
-        return (f"WATCHDOG_{WATCHDOG_ACTIONS[event]}" if 0 <= event < len(WATCHDOG_ACTIONS)
-                else f"WATCHDOG_UNKNOWN_{event}")
-    if event_id == "IO_ERROR":
-        return (f"IO_ERROR_{IO_ERROR_ACTIONS[event]}" if 0 <= event < len(IO_ERROR_ACTIONS)
-                else f"IO_ERROR_UNKNOWN_{event}")
-    return "UNKNOWN"
 
 
 # (event ID, name) -> (event ID, name, line of the rule in the file)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import re
-import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -75,18 +74,16 @@ class GuestAgentMonitor:
         self.beat = Heartbeat(group.guest_monitoring_failure_threshold)
         self.keepalive = (conf.instancemonitor.keepalive_interval,
                           conf.instancemonitor.keepalive_count)
-        self._stop = threading.Event()
         self._conn = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
                                                            thread_name_prefix="agent-ping")
-        self._thread = threading.Thread(target=self._run, name="guest-agent", daemon=True)
 
     def start(self):
-        self._thread.start()
+        """The heartbeat loop runs as a thread of the source (stopped and watched with it)."""
+        self.source.spawn(self._run, "guest-agent")
 
     def stop(self):
-        self._stop.set()
-        self._thread.join(timeout=self.timeout + 2)
+        """The source's stop event ends the loop; pings not started yet are dropped."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _connection(self):
@@ -115,7 +112,7 @@ class GuestAgentMonitor:
 
     def _run(self):
         import libvirt
-        while not self._stop.wait(self.interval):
+        while not self.source.sleep(self.interval):
             try:
                 conn = self._connection()
                 doms = []

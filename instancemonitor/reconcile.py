@@ -1,42 +1,24 @@
-"""Last known state of every domain, and what a reconnect must report that events missed.
+"""What a (re)connect must report that events missed, all in one place.
 
-The libvirt callback updates the in-memory table (a dict write under a lock, no I/O); a
-flusher writes it atomically to ``<state_path>/instancemonitor-domains.json`` when it
-changed. On every (re)connect, and at daemon start, the listing of all domains is compared
-with that table: a domain that was active and is now shut off by a crash or failure, paused
-by an I/O error or watchdog, or gone, yields the notification its missed event would have
-produced. The table then records the new state, so nothing is reported twice.
+On every (re)connect, and so at daemon start, the listing of all domains is compared with
+the last known states (domain_states.py): a domain that was active and is now shut off by
+a crash or failure, paused by an I/O error or watchdog, or gone, yields the notification
+its missed event would have produced. The table then records the listing, so nothing is
+reported twice. missed_events() is the pure rule; reconcile() applies it to a connection.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
-import threading
 import time
+
+from monitors import log
+
+from instancemonitor import libvirt_constants as C
 
 LOG = logging.getLogger(__name__)
 
-STATE_FILE = "instancemonitor-domains.json"
-
-# virDomainState
-NOSTATE, RUNNING, BLOCKED, PAUSED, SHUTDOWN, SHUTOFF, CRASHED, PMSUSPENDED = range(8)
-STATE_NAMES = {NOSTATE: "nostate", RUNNING: "running", BLOCKED: "blocked", PAUSED: "paused",
-               SHUTDOWN: "shutdown", SHUTOFF: "shutoff", CRASHED: "crashed",
-               PMSUSPENDED: "pmsuspended"}
-ACTIVE = {"running", "blocked", "paused", "shutdown", "nostate", "pmsuspended"}
-
-# virDomainShutoffReason -> the STOPPED detail it implies (None: an intended operation)
-SHUTOFF_REASON = {0: "STOPPED_FAILED", 1: "STOPPED_SHUTDOWN", 2: "STOPPED_DESTROYED",
-                  3: "STOPPED_CRASHED", 4: None, 5: None, 6: "STOPPED_FAILED", 7: None,
-                  8: "STOPPED_FAILED"}
-PAUSED_REASON = {5: "SUSPENDED_IOERROR", 6: "SUSPENDED_WATCHDOG"}
-VANISHED = "STOPPED_FAILED"
-
-# LIFECYCLE event (virDomainEventType) -> state name it leaves the domain in
-LIFECYCLE_STATE = {2: "running", 3: "paused", 4: "running", 5: "shutoff", 6: "shutdown",
-                   7: "pmsuspended", 8: "crashed"}
+VANISHED = "STOPPED_FAILED"  # an active domain that is no longer listed
 
 
 @dataclasses.dataclass
@@ -53,94 +35,87 @@ def missed_events(known: dict[str, dict], listing: dict[str, tuple[str, int, int
     → the LIFECYCLE vir_domain_events that were missed."""
     out = []
     for uuid, rec in known.items():
-        if rec.get("state") not in ACTIVE:
+        if rec.get("state") not in C.ACTIVE:
             continue
         if uuid not in listing:
             out.append(Missed(uuid, rec.get("name", ""), VANISHED, rec["state"], "vanished"))
             continue
         name, state, reason = listing[uuid]
-        now = STATE_NAMES.get(state, f"state{state}")
+        now = C.state_name(state)
         event = None
-        if state == SHUTOFF:
-            event = SHUTOFF_REASON.get(reason, "STOPPED_FAILED")
-        elif state == CRASHED:
-            event = "CRASHED_PANICKED" if reason == 1 else "STOPPED_CRASHED"
-        elif state == PAUSED and rec.get("state") != "paused":
-            event = PAUSED_REASON.get(reason)
+        if state == C.SHUTOFF:
+            event = C.SHUTOFF_REASON.get(reason, "STOPPED_FAILED")
+        elif state == C.CRASHED:
+            event = ("CRASHED_PANICKED" if reason == C.CRASHED_PANICKED_REASON
+                     else "STOPPED_CRASHED")
+        elif state == C.PAUSED and rec.get("state") != "paused":
+            event = C.PAUSED_REASON.get(reason)
         if event:
             out.append(Missed(uuid, name, event, rec["state"], now))
     return out
 
 
-class DomainStates:
-    """uuid -> {"name", "state", "at"}: in memory, flushed to JSON atomically."""
-
-    def __init__(self, state_path: str):
-        self.path = os.path.join(state_path, STATE_FILE)
-        self.lock = threading.Lock()
-        self.domains: dict[str, dict] = {}
-        self.saved_at = 0.0
-        self._dirty = threading.Event()
-
-    def load(self) -> None:
+def reconcile(conn, events) -> int:
+    """List all domains of ``conn``; report through ``events`` (a DomainEvents) what was
+    missed while disconnected or down; record the listing. Returns the number of domains."""
+    started = time.time()
+    states, rules = events.states, events.rules
+    listing, doms = {}, {}
+    for dom in conn.listAllDomains(0):
         try:
-            with open(self.path, encoding="utf-8") as f:
-                doc = json.load(f)
-            domains = doc.get("domains", {})
-            if not isinstance(domains, dict):
-                raise ValueError("'domains' is not an object")
-            self.domains = {str(k): dict(v) for k, v in domains.items() if isinstance(v, dict)}
-            self.saved_at = float(doc.get("saved_at", 0.0))
-        except FileNotFoundError:
-            self.domains = {}
-        except (OSError, ValueError, TypeError) as exc:
-            LOG.error("%s is unreadable (%s): starting without last known domain states; "
-                      "domains that failed while the daemon was down will not be reported",
-                      self.path, exc)
-            self.domains = {}
+            uuid, name = dom.UUIDString(), dom.name()
+            state, reason = dom.state()
+        except Exception as exc:  # noqa: BLE001 - vanished between list and state
+            LOG.debug("domain disappeared while listing: %s", exc)
+            continue
+        listing[uuid] = (name, state, reason)
+        doms[uuid] = dom
+        if rules.only_nova:
+            rules.learn(uuid, dom)
+    known = states.snapshot()
 
-    def set(self, uuid: str, name: str, state: str, **extra) -> dict | None:
-        """Record a state; returns the previous record."""
-        with self.lock:
-            prev = self.domains.get(uuid)
-            self.domains[uuid] = {"name": name, "state": state, "at": time.time(), **extra}
-        self._dirty.set()
-        return prev
+    def set_state(uuid):
+        def apply():
+            name, state, _ = listing[uuid]
+            new = C.state_name(state)
+            prev = states.get(uuid)
+            if not prev or prev.get("state") != new:
+                states.set(uuid, name, new)
+        return apply
 
-    def get(self, uuid: str) -> dict | None:
-        with self.lock:
-            rec = self.domains.get(uuid)
-            return dict(rec) if rec else None
-
-    def forget(self, uuid: str) -> None:
-        with self.lock:
-            self.domains.pop(uuid, None)
-        self._dirty.set()
-
-    def snapshot(self) -> dict[str, dict]:
-        with self.lock:
-            return {k: dict(v) for k, v in self.domains.items()}
-
-    def flush_if_dirty(self) -> None:
-        if self._dirty.is_set():
-            self._dirty.clear()
-            self.save()
-
-    def wait_dirty(self, timeout: float) -> bool:
-        return self._dirty.wait(timeout)
-
-    def save(self) -> None:
-        with self.lock:
-            doc = {"saved_at": time.time(), "domains": dict(self.domains)}
-            text = json.dumps(doc, sort_keys=True)
-        tmp = self.path + ".tmp"
-        try:
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            self.saved_at = doc["saved_at"]
-        except OSError as exc:
-            self._dirty.set()
-            LOG.error("cannot write %s: %s", self.path, exc)
+    for m in missed_events(known, listing):
+        why = rules.ignored(m.uuid, m.name, doms.get(m.uuid))
+        row = events.filter.match("LIFECYCLE", m.vir_domain_event)
+        intent = states.intent_for(m.uuid, m.vir_domain_event, known.get(m.uuid))
+        if why or not row:
+            LOG.info("reconcile: domain %s (%s) went %s -> %s while unobserved; not "
+                     "reported (%s)", m.name, m.uuid, m.before, m.now,
+                     why or f"{m.vir_domain_event} not in the event filter")
+            continue
+        if intent and intent["stored"]:
+            LOG.info("reconcile: %s %s of %s already recorded; not reported twice",
+                     "LIFECYCLE", m.vir_domain_event, m.uuid)
+            continue
+        decision = {"reconciled": True, "filter_row": row, "before": m.before,
+                    "now": m.now, "domain": m.name}
+        if intent:  # its report was cut short: send it as the same notification
+            decision["interrupted_report"] = True
+        log.event(LOG, logging.WARNING, "reconcile: domain %s (%s) went %s -> %s while "
+                  "unobserved: reporting the missed LIFECYCLE %s%s", m.name, m.uuid,
+                  m.before, m.now, m.vir_domain_event,
+                  " (again, as detected before the restart)" if intent else "",
+                  fields={"INSTANCE_UUID": m.uuid, "EVENT": "LIFECYCLE"})
+        events.report(m.uuid, "LIFECYCLE", m.vir_domain_event,
+                      intent["t"] if intent else started, decision, set_state(m.uuid))
+    # The listing is now the truth; keep the records of vanished domains as gone (after
+    # any detection of theirs still waiting for the outbox).
+    for uuid in listing:
+        events.in_order(uuid, set_state(uuid))
+    for uuid in known:
+        if uuid not in listing:
+            events.in_order(uuid, lambda uuid=uuid: states.forget(uuid))
+    states.drop_loaded()
+    states.save()
+    LOG.info("reconciled %d domains with %d last known states in %.0f ms",
+             len(listing), len(known), (time.time() - started) * 1000)
+    return len(listing)

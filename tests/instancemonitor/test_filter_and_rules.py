@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from instancemonitor import event_filter
+from instancemonitor import event_filter, libvirt_constants
 from tests.helpers import BIN, cli, wait_for
 from tests.instancemonitor.conftest import vm_events
 
@@ -23,10 +23,10 @@ def test_default_table_is_masakari_monitors_plus_crashes():
     assert f.match("IO_ERROR", "IO_ERROR_REPORT") and f.match("REBOOT", "UNKNOWN")
     assert f.match("WATCHDOG", "WATCHDOG_RESET") and not f.match("WATCHDOG", "WATCHDOG_INJECTNMI")
     # names built as masakari-monitors builds them
-    assert event_filter.vir_domain_event("LIFECYCLE", 5, 5) == "STOPPED_FAILED"
-    assert event_filter.vir_domain_event("IO_ERROR", 2, -1) == "IO_ERROR_REPORT"
-    assert event_filter.vir_domain_event("CONTROL_ERROR", -1, -1) == "UNKNOWN"
-    assert event_filter.vir_domain_event("LIFECYCLE", 42, 0) == "UNKNOWN_EVENT_42_0"
+    assert libvirt_constants.vir_domain_event("LIFECYCLE", 5, 5) == "STOPPED_FAILED"
+    assert libvirt_constants.vir_domain_event("IO_ERROR", 2, -1) == "IO_ERROR_REPORT"
+    assert libvirt_constants.vir_domain_event("CONTROL_ERROR", -1, -1) == "UNKNOWN"
+    assert libvirt_constants.vir_domain_event("LIFECYCLE", 42, 0) == "UNKNOWN_EVENT_42_0"
 
 
 def test_extend_replace_and_drop():

@@ -4,6 +4,7 @@ past it — the restart's reconciliation reports it. Real libvirtd, a real full 
 real API."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 import subprocess
@@ -60,6 +61,7 @@ def test_state_file_never_runs_ahead_of_the_outbox(libvirtd, make_daemon, masaka
     lock = sqlite3.connect(tmp_path / "state" / "outbox.sqlite", isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")
     try:
+        detected = time.time()
         a.destroy()
         wait_for(lambda: "held in memory" in daemon.log_text(), 45,
                  what="the detection held after the busy timeout")
@@ -75,3 +77,9 @@ def test_state_file_never_runs_ahead_of_the_outbox(libvirtd, make_daemon, masaka
         events = wait_for(lambda: vm_events(masakari_api, host), 20,
                           what="the reconciled event at the API")
         assert events == [("LIFECYCLE", a.UUIDString(), "STOPPED_DESTROYED")]
+        # sent as the detection the kill cut short, with its time (the restart came more
+        # than 30 s later): had that one reached the outbox, this would be the same one
+        assert "(again, as detected before the restart)" in again.log_text()
+        sent = masakari_api.notifications(type="VM", hostname=host)[0]["generated_time"]
+        at = dt.datetime.fromisoformat(sent).replace(tzinfo=dt.timezone.utc).timestamp()
+        assert detected - 1 <= at <= detected + 5, (sent, detected)

@@ -166,3 +166,43 @@ def test_guest_agent_connection_has_a_keepalive(libvirtd, make_daemon, host):
     finally:
         _sigcont(libvirtd)
     assert daemon.proc.poll() is None
+
+
+def test_killed_after_the_report_before_the_state_save(libvirtd, make_daemon, masakari_api,
+                                                       host, tmp_path):
+    """The daemon dies after a failure is in the outbox (and delivered) but before the
+    domain-state file recorded it: the restart's reconcile sees the failure again and must
+    not send it twice. Saves are made to fail (a directory where statefile's temporary file
+    goes), so the kill lands in that window every time."""
+    import os
+
+    a = libvirtd.create("inst-window")
+    daemon = make_daemon(host)
+    state_file = tmp_path / "state" / "instancemonitor-domains.json"
+    wait_for(lambda: a.UUIDString() in state_file.read_text(), 5, what="startup state saved")
+    blocker = tmp_path / "state" / f"instancemonitor-domains.json.tmp.{daemon.proc.pid}"
+    blocker.mkdir()
+    a.destroy()
+    assert _stored(masakari_api, host, 1) == [("LIFECYCLE", a.UUIDString(),
+                                              "STOPPED_DESTROYED")]
+    wait_for(lambda: "cannot write" in daemon.log_text(), 5, what="a failed state save")
+    daemon.kill()
+    saved = json.loads(state_file.read_text())
+    assert saved["domains"][a.UUIDString()]["state"] == "running"  # the window was hit
+    blocker.rmdir()
+
+    again = Daemon("instancemonitor", daemon.conf)
+    with again:
+        wait_for(lambda: "reconciled " in again.log_text(), 5, what="reconcile")
+        assert "STOPPED_DESTROYED of %s already recorded; not reported twice" % \
+            a.UUIDString() in again.log_text()
+        time.sleep(1.0)  # a second report, had there been one, is delivered by now
+        assert vm_events(masakari_api, host) == [("LIFECYCLE", a.UUIDString(),
+                                                  "STOPPED_DESTROYED")]
+        rows = [r for r in outbox_rows(tmp_path / "state")
+                if r["notification"]["payload"]["instance_uuid"] == a.UUIDString()]
+        assert len(rows) == 1 and rows[0]["state"] == "delivered", rows
+        wait_for(lambda: json.loads(state_file.read_text())["domains"][a.UUIDString()][
+            "state"] == "shutoff", 5, what="the state file caught up")
+    assert not os.path.exists(tmp_path / "state" / "instancemonitor-reporting.jsonl") or \
+        (tmp_path / "state" / "instancemonitor-reporting.jsonl").stat().st_size == 0
