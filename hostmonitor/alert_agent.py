@@ -101,15 +101,24 @@ def _marker_dir(conf) -> Path:
 
 
 def _read_marker(conf, node: str) -> dict:
-    from hostmonitor.peers import state
+    """The node's marker ({} when absent; an unreadable one is logged and ignored)."""
+    from monitors import statefile
 
-    return state.load(str(_marker_dir(conf) / f"{node}.json"))
+    try:
+        return statefile.read(str(_marker_dir(conf) / f"{node}.json")) or {}
+    except statefile.StateFileError as exc:
+        LOG.error("%s; starting from an empty state", exc)
+        return {}
 
 
 def _write_marker(conf, node: str, data: dict) -> None:
-    from hostmonitor.peers import state
+    from monitors import statefile
 
-    state.save(str(_marker_dir(conf) / f"{node}.json"), data)
+    path = str(_marker_dir(conf) / f"{node}.json")
+    try:
+        statefile.write(path, data, sort_keys=True)
+    except OSError as exc:
+        LOG.error("cannot write %s: %s", path, exc)
 
 
 def _view(conf):

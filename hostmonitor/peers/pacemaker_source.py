@@ -17,13 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import threading
 import time
 
-from monitors import log
-from monitors.source import Health
+from monitors import log, statefile
+from monitors.source import Health, Source
 
-from hostmonitor.peers import crm, election, payloads, state
+from hostmonitor.peers import crm, election, opts, payloads
 from hostmonitor.peers.opts import GROUP
 
 LOG = logging.getLogger(__name__)
@@ -33,47 +32,42 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class PacemakerPoller:
-    """The Pacemaker poll driver as a daemon source."""
+class PacemakerSource(Source):
+    """The Pacemaker poll driver (``[host] monitoring_driver = default``, ``simple`` or
+    ``pacemaker``)."""
 
     name = "pacemaker"
 
-    def __init__(self, conf):
-        self.conf = conf
+    @classmethod
+    def enabled(cls, conf) -> bool:
+        return opts.peer_source(conf) == cls.name
+
+    def __init__(self, conf, emit):
+        super().__init__(conf, emit)
         self.path = os.path.join(conf.state_path, "hostmonitor-peers-pacemaker.json")
         # node -> {"reported": "online"|"offline", "at": iso, "last_online": iso|None,
         #          "offline_since": iso|None}
-        self.nodes: dict[str, dict] = state.load(self.path).get("nodes", {})
+        self.nodes: dict[str, dict] = self._load().get("nodes", {})
         self.streak: dict[str, tuple[bool, int]] = {}
         # Nodes whose report the outbox has not taken yet (disk full: held in the daemon's
         # memory). Their record does not move until it is durable, and they are not
         # reported twice meanwhile.
         self._held: set[str] = set()
-        self.emit = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._health = Health(True, "starting")
 
     # -- Source interface -------------------------------------------------------------------
-    def start(self, emit) -> None:
-        self.emit = emit
-        self._thread = threading.Thread(target=self._loop, name="pacemaker-poll", daemon=True)
-        self._thread.start()
+    def start(self) -> None:
+        self.spawn(self._loop, "pacemaker-poll")
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(self.conf[GROUP].command_timeout + 2)
-
-    def reload(self, conf) -> None:
-        self.conf = conf
+    def stop(self, timeout: float | None = None) -> None:
+        super().stop(self.conf[GROUP].command_timeout + 2 if timeout is None else timeout)
 
     def health(self) -> Health:
         return self._health
 
     # -- loop -------------------------------------------------------------------------------
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while not self.stopping:
             started = time.monotonic()
             try:
                 self.poll()
@@ -82,7 +76,7 @@ class PacemakerPoller:
                               self.conf.host.monitoring_interval)
                 self._health = Health(False, "poll failed (see log)")
             wait = self.conf.host.monitoring_interval - (time.monotonic() - started)
-            self._stop.wait(max(wait, 0.05))
+            self.sleep(max(wait, 0.05))
 
     def poll(self) -> None:
         host, peers = self.conf.host, self.conf[GROUP]
@@ -255,5 +249,16 @@ class PacemakerPoller:
         rec.pop("standby", None)
         return True
 
+    def _load(self) -> dict:
+        try:
+            return statefile.read(self.path) or {}
+        except statefile.StateFileError as exc:
+            LOG.error("%s; starting from an empty state", exc)
+            return {}
+
     def _save(self) -> None:
-        state.save(self.path, {"nodes": self.nodes})
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            statefile.write(self.path, {"nodes": self.nodes}, sort_keys=True)
+        except OSError as exc:
+            LOG.error("cannot write %s: %s", self.path, exc)
