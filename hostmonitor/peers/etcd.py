@@ -33,7 +33,7 @@ import etcd3gw
 from monitors import log
 from monitors.source import Health
 
-from hostmonitor.peers import payloads
+from hostmonitor import payloads
 from hostmonitor.peers.opts import GROUP
 
 LOG = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ import time
 from monitors import log
 from monitors.source import Health
 
-from hostmonitor.peers import crm, election, payloads, state
+from hostmonitor import payloads
+from hostmonitor.peers import crm, election, state
 from hostmonitor.peers.opts import GROUP
 
 LOG = logging.getLogger(__name__)
