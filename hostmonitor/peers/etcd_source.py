@@ -29,7 +29,8 @@ import etcd3gw
 from monitors import log
 from monitors.source import Health, Source
 
-from hostmonitor.peers import election, opts, payloads
+from hostmonitor import payloads
+from hostmonitor.peers import election, opts
 from hostmonitor.peers.etcd import last_part, make_client
 from hostmonitor.peers.etcd_decision import Memory, Policy, View, decide, to_resend
 from hostmonitor.peers.opts import GROUP

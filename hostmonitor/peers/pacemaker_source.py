@@ -2,8 +2,8 @@
 
 Every ``monitoring_interval`` seconds it reads ``crm_mon --output-as=xml`` (with a timeout).
 A peer's state must be seen ``monitoring_samples`` times in a row before anything is sent
-(flapping is damped). Nothing is sent without quorum, nor when this node itself is shown
-offline (it is the isolated one). There is no silent baseline: a peer already offline when
+(flapping is damped, by hostmonitor.damper as the local source's actions are). Nothing is
+sent without quorum, nor when this node itself is shown offline (it is the isolated one). There is no silent baseline: a peer already offline when
 the daemon starts is reported. Fencing is confirmed from the fencer's history
 (``stonith_admin --history``): confirmed → host_status NORMAL; fencer unreachable or no
 confirmation within ``stonith_wait`` → UNKNOWN (``disable_ipmi_check`` → always NORMAL),
@@ -22,7 +22,9 @@ import time
 from monitors import log, statefile
 from monitors.source import Health, Source
 
-from hostmonitor.peers import crm, election, opts, payloads
+from hostmonitor import payloads
+from hostmonitor.damper import Damper
+from hostmonitor.peers import crm, election, opts
 from hostmonitor.peers.opts import GROUP
 
 LOG = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ class PacemakerSource(Source):
         # node -> {"reported": "online"|"offline", "at": iso, "last_online": iso|None,
         #          "offline_since": iso|None}
         self.nodes: dict[str, dict] = self._load().get("nodes", {})
-        self.streak: dict[str, tuple[bool, int]] = {}
+        # each peer's online flag must be seen monitoring_samples polls in a row
+        self.damper = Damper(conf.host.monitoring_samples)
         # Nodes whose report the outbox has not taken yet (disk full: held in the daemon's
         # memory). Their record does not move until it is durable, and they are not
         # reported twice meanwhile.
@@ -58,6 +61,10 @@ class PacemakerSource(Source):
     # -- Source interface -------------------------------------------------------------------
     def start(self) -> None:
         self.spawn(self._loop, "pacemaker-poll")
+
+    def reload(self, conf) -> None:
+        super().reload(conf)
+        self.damper.configure(conf.host.monitoring_samples)
 
     def stop(self, timeout: float | None = None) -> None:
         super().stop(self.conf[GROUP].command_timeout + 2 if timeout is None else timeout)
@@ -114,10 +121,7 @@ class PacemakerSource(Source):
                                     "watched" + (f", down: {','.join(down)}" if down else ""))
 
     def _observe(self, node: crm.Node, now: dt.datetime, view: crm.ClusterView) -> None:
-        samples = self.conf.host.monitoring_samples
-        online, count = self.streak.get(node.name, (node.online, 0))
-        count = count + 1 if online == node.online else 1
-        self.streak[node.name] = (node.online, count)
+        count = self.damper.observe(node.name, node.online).count
         rec = self.nodes.setdefault(node.name, {"reported": "online", "last_online": None})
         if node.online:
             rec["last_online"] = now.isoformat()
@@ -125,7 +129,7 @@ class PacemakerSource(Source):
                 rec.pop("offline_since", None)
         elif not rec.get("offline_since"):
             rec["offline_since"] = now.isoformat()
-        if count < samples:
+        if not self.damper.settled(node.name):
             return
         if not node.online and rec.get("reported") != "offline":
             self._report_offline(node, rec, now, view)

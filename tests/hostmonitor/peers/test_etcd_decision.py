@@ -4,7 +4,7 @@ NORMAL = "fenced, evacuate it"; UNKNOWN = recorded, nothing recovered). The same
 against a real 3-member etcd cluster and masakari-api: test_etcd_cluster.py."""
 from __future__ import annotations
 
-from hostmonitor.peers import payloads
+from hostmonitor import payloads
 from hostmonitor.peers.etcd_decision import Memory, Policy, View, decide, to_resend
 
 HOSTS = frozenset({"me", "a", "b", "c", "d"})
