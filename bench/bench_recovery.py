@@ -249,7 +249,7 @@ def peer_conf(engine, tmp: Path, name: str, etcd_url: str, prefix: str, actions_
 
 
 def bench_etcd(engine, tmp: Path, runs: int) -> list[dict]:
-    from hostmonitor.peers.etcd import EtcdPeers
+    from hostmonitor.peers.etcd_source import EtcdSource
     from monitors import actions, drivers
     from monitors.delivery import DeliveryWorker
     from monitors.outbox import Outbox
@@ -270,15 +270,15 @@ def bench_etcd(engine, tmp: Path, runs: int) -> list[dict]:
             worker = DeliveryWorker(conf, box, drivers.load(
                 conf, [*conf.delivery.drivers, *actions.enabled(conf)]), threads=2)
             worker.start()
-            rep = EtcdPeers(conf)
-            rep.start(Emitter(conf, box, "hostmonitor/etcd"))
+            rep = EtcdSource(conf, Emitter(conf, box, "hostmonitor/etcd"))
+            rep.start()
             wait_for(lambda: rep.reporter, 20, what="reporter elected")
 
             def victim_source():
                 vconf = peer_conf(engine, tmp, victim, etcd.url, prefix, False)
                 vbox = Outbox(str(tmp / f"{victim}-{time.time()}" / "outbox.sqlite"))
-                src = EtcdPeers(vconf)
-                src.start(Emitter(vconf, vbox, "hostmonitor/etcd"))
+                src = EtcdSource(vconf, Emitter(vconf, vbox, "hostmonitor/etcd"))
+                src.start()
                 return src
             vic = victim_source()
             wait_for(lambda: vic.last_ok.get("management"), 10, what="victim alive")

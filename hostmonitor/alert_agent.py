@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from hostmonitor import payloads
+
 LOG = logging.getLogger("ha-pacemaker-alert")
 NOTIFY_TIMEOUT = 20.0  # Pacemaker's default alert timeout is 30 s
 MARKERS = "pacemaker-alert"
@@ -101,15 +103,24 @@ def _marker_dir(conf) -> Path:
 
 
 def _read_marker(conf, node: str) -> dict:
-    from hostmonitor.peers import state
+    """The node's marker ({} when absent; an unreadable one is logged and ignored)."""
+    from monitors import statefile
 
-    return state.load(str(_marker_dir(conf) / f"{node}.json"))
+    try:
+        return statefile.read(str(_marker_dir(conf) / f"{node}.json")) or {}
+    except statefile.StateFileError as exc:
+        LOG.error("%s; starting from an empty state", exc)
+        return {}
 
 
 def _write_marker(conf, node: str, data: dict) -> None:
-    from hostmonitor.peers import state
+    from monitors import statefile
 
-    state.save(str(_marker_dir(conf) / f"{node}.json"), data)
+    path = str(_marker_dir(conf) / f"{node}.json")
+    try:
+        statefile.write(path, data, sort_keys=True)
+    except OSError as exc:
+        LOG.error("cannot write %s: %s", path, exc)
 
 
 def _view(conf):
@@ -135,12 +146,6 @@ def _settled_view(conf, timeout: float = 15.0):
         time.sleep(0.5)
 
 
-def _stopped(fenced: bool) -> dict:
-    return {"event": "STOPPED", "cluster_status": "OFFLINE",
-            "host_status": "NORMAL" if fenced else "UNKNOWN"}
-
-
-STARTED = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}
 FENCE_DESC = re.compile(r"Operation (?P<action>\S+) of (?P<target>\S+) by (?P<by>\S+)")
 
 
@@ -229,7 +234,7 @@ def handle_event(conf, files: list[str], args) -> int:
         marker = _read_marker(conf, node)
         since = marker["at"] if marker.get("state") == "lost" else now - conf.host.stonith_wait
         _write_marker(conf, node, {**marker, "state": "fenced", "at": now})
-        return report(conf, files, node, _stopped(True), since, when, _view(conf))
+        return report(conf, files, node, payloads.peer_down(True), since, when, _view(conf))
     if desc == "lost":
         view = _view(conf)
         if view is not None and view.dc and not view.quorum:
@@ -254,7 +259,7 @@ def handle_event(conf, files: list[str], args) -> int:
         if down:
             since = done.at if done is not None and done.event == "STOPPED" \
                 else marker.get("at", now)
-            return report(conf, files, node, STARTED, since, when, _view(conf))
+            return report(conf, files, node, payloads.back_up(), since, when, _view(conf))
     return 0
 
 
@@ -299,8 +304,8 @@ def await_fencing(conf, files: list[str], node: str, since: float, when: str) ->
                 "reporting without fencing (disable_ipmi_check)" if fenced else
                 "fencing not confirmed: UNKNOWN")
     if view.dc != conf.hostname:
-        return standby(conf, files, node, _stopped(fenced), since, when)
-    return report(conf, files, node, _stopped(fenced), since, when, view)
+        return standby(conf, files, node, payloads.peer_down(fenced), since, when)
+    return report(conf, files, node, payloads.peer_down(fenced), since, when, view)
 
 
 def standby(conf, files: list[str], node: str, payload: dict, since: float, when: str) -> int:
@@ -352,7 +357,7 @@ def main(argv=None) -> int:
             return await_fencing(conf, files, args.await_fencing, args.since or time.time(),
                                  args.generated_time or _event_time())
         if args.standby:
-            payload = STARTED if args.event == "STARTED" else _stopped(
+            payload = payloads.back_up() if args.event == "STARTED" else payloads.peer_down(
                 args.host_status == "NORMAL")
             return standby(conf, files, args.standby, payload, args.since or time.time(),
                            args.generated_time or _event_time())

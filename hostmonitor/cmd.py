@@ -9,8 +9,8 @@ from hostmonitor import opts
 def build_sources(conf, emitter_for):
     """One source per concern: this node's links and storage, and peer failure through
     the cluster engine chosen by [host] monitoring_driver."""
+    from hostmonitor import peers
     from hostmonitor.local import LocalHostSource
-    from hostmonitor.peers.sources import build_peer_sources
 
     sources = []
     hm = conf.hostmonitor
@@ -18,7 +18,7 @@ def build_sources(conf, emitter_for):
             or hm.storage_paths or hm.iscsi_sessions or hm.fc_hosts or hm.multipath_devices):
         # compute_processes alone (it has a default) does not enable local monitoring
         sources.append(LocalHostSource(conf))
-    return sources + build_peer_sources(conf)
+    return sources + peers.build(conf, emitter_for)
 
 
 def main(argv=None) -> int:

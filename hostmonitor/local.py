@@ -21,28 +21,18 @@ import threading
 import time
 
 from monitors import log
-from monitors.notification import COMPUTE_HOST, Notification
 from monitors.source import Health
 
-from hostmonitor import fencing, matrix as matrix_mod, opts
+from hostmonitor import fencing, matrix as matrix_mod, opts, payloads
 from hostmonitor.compute import ComputeColumn
+from hostmonitor.damper import Damper
 from hostmonitor.kernel import KernelWatcher
 from hostmonitor.links import DOWN, UP, LinkWatcher, roles_of
 from hostmonitor.storage import StorageChecks
 
 LOG = logging.getLogger(__name__)
 
-# report_host_failure, this host's own verdict: never host_status NORMAL. NORMAL means
-# "fenced, evacuate it" to Masakari, and a host that can still say so is not fenced: only
-# the peers say NORMAL, once the cluster confirmed the fencing (hostmonitor/fencing.py).
-UNFIT = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
-STARTED = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}
-# notify_operator: the host is still in the cluster, something it needs is lost.
-OPERATOR_NOTICE = {"event": "STOPPED", "cluster_status": "ONLINE", "host_status": "UNKNOWN"}
-# drain (degraded-host row): "take this host out of scheduling" / "put it back". Masakari
-# would ignore both (host_status not NORMAL); they go to [hostmonitor] drain_driver only.
-DRAIN_NOTICE = {"event": "STOPPED", "host_status": "UNKNOWN"}
-DRAIN_RELEASE = {"event": "STARTED", "host_status": "UNKNOWN"}
+ACTIONS = "actions"  # the damper's key for the matrix's actions
 
 
 class LocalHostSource:
@@ -61,10 +51,9 @@ class LocalHostSource:
         self._threads: list[threading.Thread] = []
         self.storage_state, self.storage_results = UP, []
         self.row: dict[str, str] = {}
-        self.flaps: dict[str, int] = {}
-        self.candidate: tuple | None = None
-        self.candidate_count = 0
-        self.candidate_since = 0.0
+        # the matrix's actions are damped; role changes are counted (flaps), not damped
+        self.damper = Damper(conf.host.monitoring_samples, conf.hostmonitor.hold_down)
+        self.roles = Damper()
         self.compute = ComputeColumn()
         self.fence_result: fencing.Result | None = None
         self.state_file = os.path.join(conf.state_path, "hostmonitor-local.json")
@@ -109,9 +98,10 @@ class LocalHostSource:
             return Health(False, "netlink reader not running")
         row = " ".join(f"{k}={v}" for k, v in self.row.items()) or "starting"
         parts = [row, "actions " + (",".join(self.state["applied"]) or "none")]
-        if self.candidate is not None:
-            parts.append(f"pending {','.join(self.candidate) or 'none'} "
-                         f"({self.candidate_count}/{self.conf.host.monitoring_samples})")
+        pending = self.pending()
+        if pending is not None:
+            parts.append(f"pending {','.join(pending.value) or 'none'} "
+                         f"({pending.count}/{self.conf.host.monitoring_samples})")
         if self.row.get("management") == DOWN:
             parts.append(f"management down: {self._held()} notifications pending")
         if self.fence_result is not None:
@@ -122,7 +112,7 @@ class LocalHostSource:
         if self.kernel.enabled and self.kernel.emit is not None and (
                 self.kernel.error or not self.kernel.alive):
             return Health(False, "kernel log reader not running; " + ", ".join(parts))
-        flaps = sum(self.flaps.values())
+        flaps = self.roles.flap_total()
         if flaps:
             parts.append(f"{flaps} role changes")
         return Health(True, ", ".join(parts))
@@ -157,8 +147,8 @@ class LocalHostSource:
     def _evaluate_loop(self) -> None:
         while not self._stop.is_set():
             timeout = self.conf.hostmonitor.evaluation_interval
-            if self.candidate is not None and self.conf.hostmonitor.hold_down:
-                left = self.candidate_since + self.conf.hostmonitor.hold_down - time.monotonic()
+            if self.pending() is not None and self.conf.hostmonitor.hold_down:
+                left = self.damper.wait_left(ACTIONS)
                 timeout = max(0.01, min(timeout, left + 0.01))
             pushed = self._wake.wait(timeout)
             self._wake.clear()
@@ -195,19 +185,25 @@ class LocalHostSource:
             evidence["host_health"] = health_evidence
         return row, evidence
 
+    def pending(self):
+        """The streak of actions that differ from the applied ones (None: nothing pending)."""
+        streak = self.damper.streak(ACTIONS)
+        if streak is None or streak.value == tuple(self.state["applied"]):
+            return None
+        return streak
+
     def observe(self, periodic: bool = True) -> None:
         """One observation: compute the row, damp, act. A pushed change that leaves the
         row as it was (one link change often brings several netlink messages) is not
         an observation; a periodic re-evaluation always is."""
         row, evidence = self.current_row()
-        if not periodic and row == self.row and self.candidate is not None:
+        if not periodic and row == self.row and self.pending() is not None:
             return
         for role, state in row.items():
-            old = self.row.get(role)
-            if old is not None and old != state:
-                self.flaps[role] = self.flaps.get(role, 0) + 1
+            old = self.roles.streak(role)
+            if self.roles.observe(role, state).changed:
                 log.event(LOG, logging.WARNING if state != UP else logging.INFO,
-                          "%s: %s -> %s", role, old, state,
+                          "%s: %s -> %s", role, old.value, state,
                           fields={"ROLE": role, "ROLE_STATE": state,
                                   "HOSTNAME": self.conf.hostname})
         self.row = row
@@ -215,26 +211,22 @@ class LocalHostSource:
             actions, rule = self.matrix.lookup(row)
         samples = self.conf.host.monitoring_samples
         hold = self.conf.hostmonitor.hold_down
-        if tuple(actions) == tuple(self.state["applied"]):
-            if self.candidate is not None:
+        self.damper.configure(samples, hold)
+        was = self.pending()
+        streak = self.damper.observe(ACTIONS, tuple(actions))
+        if streak.value == tuple(self.state["applied"]):
+            if was is not None:
                 LOG.info("condition %s cleared after %d observation(s): nothing sent",
-                         ",".join(self.candidate) or "none", self.candidate_count)
-            self.candidate = None
+                         ",".join(was.value) or "none", was.count)
             return
-        now = time.monotonic()
-        if self.candidate != tuple(actions):
-            self.candidate, self.candidate_count, self.candidate_since = tuple(actions), 1, now
-        else:
-            self.candidate_count += 1
-        if self.candidate_count < samples or now - self.candidate_since < hold:
+        held = self.damper.held(ACTIONS)
+        if not self.damper.settled(ACTIONS):
             LOG.info("row %s → %s (%s): observation %d/%d, held %.1fs/%.1fs", row,
-                     ",".join(actions) or "none", rule, self.candidate_count, samples,
-                     now - self.candidate_since, hold)
+                     ",".join(actions) or "none", rule, streak.count, samples, held, hold)
             return
         decision = {"row": row, "rule": rule, "actions": list(actions) or ["none"],
-                    "observations": self.candidate_count,
-                    "held_seconds": round(now - self.candidate_since, 3), **evidence}
-        self.candidate = None
+                    "observations": streak.count, "held_seconds": round(held, 3),
+                    **evidence}
         self.apply(tuple(actions), decision)
 
     def apply(self, actions: tuple[str, ...], decision: dict) -> None:
@@ -246,18 +238,20 @@ class LocalHostSource:
             self.report_unfit(decision)
             sent["report"] = True
         elif matrix_mod.REPORT not in actions and sent.get("report"):
-            self._send(STARTED, None, decision, "recovery")
+            self._send(payloads.started(self.conf.hostname), None, decision, "recovery")
             sent["report"] = False
         if matrix_mod.NOTIFY in actions and not sent.get("notify"):
             if operator:
-                self._send(OPERATOR_NOTICE, [operator], decision, "notify_operator")
+                self._send(payloads.operator_notice(self.conf.hostname), [operator], decision,
+                           "notify_operator")
                 sent["notify"] = True
             else:
                 log.event(LOG, logging.WARNING, "notify_operator: %s (no [hostmonitor] "
                           "operator_driver configured: logged only)", decision["row"],
                           fields={"ACTION": "notify_operator"})
         elif matrix_mod.NOTIFY not in actions and sent.get("notify"):
-            self._send(STARTED, [operator] if operator else None, decision,
+            self._send(payloads.started(self.conf.hostname), [operator] if operator else None,
+                       decision,
                        "notify_operator recovery")
             sent["notify"] = False
         self.state["applied"] = list(actions)
@@ -278,7 +272,7 @@ class LocalHostSource:
                                    "etcd_self_fence_deadline passed"}
         else:
             plan = {"method": "none", "request": "none: operator action needed"}
-        nid = self._send(UNFIT, None, {**decision, "fencing": plan}, "report_host_failure")
+        nid = self._send(payloads.unfit(self.conf.hostname), None, {**decision, "fencing": plan}, "report_host_failure")
         if how == fencing.NONE:
             log.event(LOG, logging.CRITICAL, "report_host_failure: this host is unfit (%s) "
                       "and no fencing is configured ([hostmonitor] fencing = none): "
@@ -321,10 +315,8 @@ class LocalHostSource:
                       result.action, result.detail, fields=fields)
 
     def _drain(self, actions, decision, sent) -> None:
-        """The degraded-host row's drain, through ``drain_driver`` only: DRAIN_NOTICE
-        ("stop scheduling onto this host"), DRAIN_RELEASE when the row clears. Their
-        payloads differ from the operator notice's, so neither is ever taken for a repeat
-        of the other by the outbox's deduplication."""
+        """The degraded-host row's drain, through ``drain_driver`` only: payloads.drain
+        ("stop scheduling onto this host"), payloads.drain_release when the row clears."""
         drain = self.conf.hostmonitor.drain_driver
         if matrix_mod.DRAIN in actions and not sent.get("drain"):
             if not drain:
@@ -332,15 +324,15 @@ class LocalHostSource:
                           "drain_driver configured: logged only)", decision.get("host_health"),
                           fields={"ACTION": "drain"})
                 return
-            self._send(DRAIN_NOTICE, [drain], decision, "drain")
+            self._send(payloads.drain(self.conf.hostname), [drain], decision, "drain")
             sent["drain"] = True
         elif matrix_mod.DRAIN not in actions and sent.get("drain"):
             if drain:
-                self._send(DRAIN_RELEASE, [drain], decision, "drain recovery")
+                self._send(payloads.drain_release(self.conf.hostname), [drain], decision,
+                           "drain recovery")
             sent["drain"] = False
 
-    def _send(self, payload, drivers, decision, what) -> int:
-        notification = Notification.create(COMPUTE_HOST, self.conf.hostname, payload)
+    def _send(self, notification, drivers, decision, what) -> int:
         with self._save_lock:
             self._unstored += 1
         result = self.emit(notification, decision={**decision, "action": what},

@@ -1,13 +1,17 @@
-"""One report per Pacemaker peer failure: the DC reports, every other node stands by.
+"""One report per peer failure: one node reports, every other node stands by.
 
-Every surviving node sees a peer fail at the same moment (crm_mon, node and fencing alerts),
-and Masakari's duplicate check is not atomic (two equal POSTs 3 ms apart were both stored),
+Pacemaker: every surviving node sees a peer fail at the same moment (crm_mon, node and
+fencing alerts), and Masakari's duplicate check is not atomic (two equal POSTs 3 ms apart were both stored),
 so "everybody reports, the API drops the duplicates" sends one failure several times. The
 Designated Controller (crm_mon's ``current_dc``; Pacemaker elects exactly one per quorate
 partition) is the reporter. It records what it reported in the CIB (``crm.write_report``).
 Any other node is a standby: it makes the same decision, waits ``reporter_grace`` seconds,
 and reports only when the record does not cover this failure by then (the DC died, or
 could not write). A new DC elected after the old one failed is simply the reporter.
+
+etcd: the reporter holds the election key ``P/reporter``, created if absent and bound to its
+lease (``claim``), so one holder at a time and a dead holder's key expires with its lease;
+before each comparison it checks it still holds it (``holds``, a linearizable read).
 """
 from __future__ import annotations
 
@@ -46,3 +50,21 @@ def record(crm_mon: str, node: str, report: crm.Report, timeout: float) -> None:
     except crm.CommandError as exc:
         LOG.warning("cannot record the report of %s in the CIB (standbys may repeat it): %s",
                     node, exc)
+
+
+def claim(client, key: str, mine: str, lease, held: bool) -> tuple[bool, str | None]:
+    """etcd: take ``key`` (create-if-absent, bound to ``lease``, value ``mine`` =
+    ``host:lease id``) or check who has it. The value names the lease, so a transient error
+    never makes a holder forget that it holds the key. Returns (we hold it, holder)."""
+    if not held and client.create(key, mine, lease):
+        return True, mine
+    holder = client.get(key)
+    value = holder[0].decode() if holder else None
+    return value == mine, value
+
+
+def holds(client, key: str, mine: str) -> bool:
+    """etcd: whether ``mine`` still holds ``key`` (a linearizable read: raises without
+    quorum, and then nobody is reported)."""
+    holder = client.get(key)
+    return bool(holder) and holder[0].decode() == mine

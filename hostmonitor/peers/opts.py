@@ -82,13 +82,24 @@ def list_opts():
     return [(GROUP, peer_opts)]
 
 
+# [host] monitoring_driver (masakari-monitors' values) -> the peer source it enables
+PEER_SOURCES = {"default": "pacemaker", "simple": "pacemaker", "pacemaker": "pacemaker",
+                "etcd": "etcd", "none": None}
+
+
+def peer_source(conf) -> str | None:
+    """The name of the peer source ``[host] monitoring_driver`` enables (None: none, or a
+    value check() refuses at start and on reload)."""
+    return PEER_SOURCES.get(conf.host.monitoring_driver)
+
+
 def check(conf) -> list[str]:
-    """Problems of the peer configuration (for check-config)."""
+    """Problems of the peer configuration (check-config, start and reload validation)."""
     problems = []
     driver = conf.host.monitoring_driver
-    if driver not in ("default", "simple", "pacemaker", "etcd", "none"):
-        problems.append(f"[host] monitoring_driver = {driver}: unknown (expected default, "
-                        "pacemaker, etcd or none)")
+    if driver not in PEER_SOURCES:
+        problems.append(f"[host] monitoring_driver = {driver}: unknown (accepted: "
+                        f"{', '.join(PEER_SOURCES)})")
     if driver == "etcd":
         for name, url in (conf[GROUP].etcd_networks or {}).items():
             if not url.startswith(("http://", "https://")):

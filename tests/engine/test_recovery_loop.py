@@ -7,7 +7,7 @@
 - when the host (or nova-compute) is back, resurrect puts it back in service without a
   person — unless a person disabled the service, which is never undone.
 
-The notifications are the peer sources' (hostmonitor.peers.payloads); whether fencing is
+The notifications are the peer sources' (hostmonitor.payloads); whether fencing is
 confirmed is the peer sources' business (tests/hostmonitor). Nova is the recording
 stand-in (tests/fixtures/keystone_nova.py): the one component that cannot run here.
 """
@@ -19,7 +19,7 @@ import time
 import pytest
 from keystoneauth1 import loading as ks_loading
 
-from hostmonitor.peers import payloads
+from hostmonitor import payloads
 from monitors import actions, config, drivers
 from monitors.delivery import DeliveryWorker
 from monitors.notification import PROCESS, Notification

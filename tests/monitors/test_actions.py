@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hostmonitor.peers import payloads
+from hostmonitor import payloads
 from monitors import actions, config
 from monitors.notification import PROCESS, Notification
 from monitors.outbox import Outbox

@@ -9,7 +9,7 @@ oslo_messaging = pytest.importorskip("oslo_messaging")
 
 from oslo_config import cfg  # noqa: E402
 
-from hostmonitor.peers import payloads  # noqa: E402
+from hostmonitor import payloads  # noqa: E402
 from monitors import config, drivers  # noqa: E402
 from monitors.delivery import DeliveryWorker  # noqa: E402
 from monitors.notification import VM, Notification  # noqa: E402

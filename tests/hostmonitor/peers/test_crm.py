@@ -10,10 +10,11 @@ import subprocess
 
 import pytest
 
+from hostmonitor import opts as hm_opts
+from hostmonitor import peers
 from hostmonitor.peers import crm
 from monitors import config
 from hostmonitor.peers import opts
-from hostmonitor.peers.sources import build_peer_sources
 from tests.fixtures.cib import Cib
 from tests.hostmonitor.peers.helpers import PEERS_DIR
 
@@ -81,16 +82,27 @@ def test_completed_time_formats():
 
 def _conf(driver):
     conf = config.new_conf()
-    opts.register_opts(conf)
-    conf([], project="x")
+    hm_opts.register_opts(conf)
+    conf([], project="x", default_config_files=[])
     conf.set_override("monitoring_driver", driver, group="host")
     return conf
 
 
 def test_driver_selection():
-    assert [s.name for s in build_peer_sources(_conf("default"))] == ["pacemaker"]
-    assert [s.name for s in build_peer_sources(_conf("etcd"))] == ["etcd"]
-    assert build_peer_sources(_conf("none")) == []
-    with pytest.raises(ValueError, match="monitoring_driver"):
-        build_peer_sources(_conf("consul"))
-    assert opts.check(_conf("consul"))
+    def built(driver):
+        emitters = []
+        sources = peers.build(_conf(driver), lambda name: emitters.append(name) or name)
+        assert [s.emit for s in sources] == emitters  # each built with its own emitter
+        return [s.name for s in sources]
+
+    for driver in ("default", "simple", "pacemaker"):
+        assert built(driver) == ["pacemaker"]
+    assert built("etcd") == ["etcd"]
+    assert built("none") == []
+    # an unknown driver is refused by the validation at start and reload, naming the
+    # option and what it accepts, not silently run without peers
+    assert not opts.check(_conf("etcd")) and not hm_opts.check(_conf("none"))
+    with pytest.raises(ValueError, match=r"\[host\] monitoring_driver = consul: unknown "
+                                         r"\(accepted: default, simple, pacemaker, etcd, none\)"):
+        hm_opts.validate(_conf("consul"))
+    assert built("consul") == []

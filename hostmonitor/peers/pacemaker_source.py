@@ -2,8 +2,8 @@
 
 Every ``monitoring_interval`` seconds it reads ``crm_mon --output-as=xml`` (with a timeout).
 A peer's state must be seen ``monitoring_samples`` times in a row before anything is sent
-(flapping is damped). Nothing is sent without quorum, nor when this node itself is shown
-offline (it is the isolated one). There is no silent baseline: a peer already offline when
+(flapping is damped, by hostmonitor.damper as the local source's actions are). Nothing is
+sent without quorum, nor when this node itself is shown offline (it is the isolated one). There is no silent baseline: a peer already offline when
 the daemon starts is reported. Fencing is confirmed from the fencer's history
 (``stonith_admin --history``): confirmed → host_status NORMAL; fencer unreachable or no
 confirmation within ``stonith_wait`` → UNKNOWN (``disable_ipmi_check`` → always NORMAL),
@@ -17,13 +17,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import threading
 import time
 
-from monitors import log
-from monitors.source import Health
+from monitors import log, statefile
+from monitors.source import Health, Source
 
-from hostmonitor.peers import crm, election, payloads, state
+from hostmonitor import payloads
+from hostmonitor.damper import Damper
+from hostmonitor.peers import crm, election, opts
 from hostmonitor.peers.opts import GROUP
 
 LOG = logging.getLogger(__name__)
@@ -33,47 +34,47 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class PacemakerPoller:
-    """The Pacemaker poll driver as a daemon source."""
+class PacemakerSource(Source):
+    """The Pacemaker poll driver (``[host] monitoring_driver = default``, ``simple`` or
+    ``pacemaker``)."""
 
     name = "pacemaker"
 
-    def __init__(self, conf):
-        self.conf = conf
+    @classmethod
+    def enabled(cls, conf) -> bool:
+        return opts.peer_source(conf) == cls.name
+
+    def __init__(self, conf, emit):
+        super().__init__(conf, emit)
         self.path = os.path.join(conf.state_path, "hostmonitor-peers-pacemaker.json")
         # node -> {"reported": "online"|"offline", "at": iso, "last_online": iso|None,
         #          "offline_since": iso|None}
-        self.nodes: dict[str, dict] = state.load(self.path).get("nodes", {})
-        self.streak: dict[str, tuple[bool, int]] = {}
+        self.nodes: dict[str, dict] = self._load().get("nodes", {})
+        # each peer's online flag must be seen monitoring_samples polls in a row
+        self.damper = Damper(conf.host.monitoring_samples)
         # Nodes whose report the outbox has not taken yet (disk full: held in the daemon's
         # memory). Their record does not move until it is durable, and they are not
         # reported twice meanwhile.
         self._held: set[str] = set()
-        self.emit = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._health = Health(True, "starting")
 
     # -- Source interface -------------------------------------------------------------------
-    def start(self, emit) -> None:
-        self.emit = emit
-        self._thread = threading.Thread(target=self._loop, name="pacemaker-poll", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(self.conf[GROUP].command_timeout + 2)
+    def start(self) -> None:
+        self.spawn(self._loop, "pacemaker-poll")
 
     def reload(self, conf) -> None:
-        self.conf = conf
+        super().reload(conf)
+        self.damper.configure(conf.host.monitoring_samples)
+
+    def stop(self, timeout: float | None = None) -> None:
+        super().stop(self.conf[GROUP].command_timeout + 2 if timeout is None else timeout)
 
     def health(self) -> Health:
         return self._health
 
     # -- loop -------------------------------------------------------------------------------
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while not self.stopping:
             started = time.monotonic()
             try:
                 self.poll()
@@ -82,7 +83,7 @@ class PacemakerPoller:
                               self.conf.host.monitoring_interval)
                 self._health = Health(False, "poll failed (see log)")
             wait = self.conf.host.monitoring_interval - (time.monotonic() - started)
-            self._stop.wait(max(wait, 0.05))
+            self.sleep(max(wait, 0.05))
 
     def poll(self) -> None:
         host, peers = self.conf.host, self.conf[GROUP]
@@ -120,10 +121,7 @@ class PacemakerPoller:
                                     "watched" + (f", down: {','.join(down)}" if down else ""))
 
     def _observe(self, node: crm.Node, now: dt.datetime, view: crm.ClusterView) -> None:
-        samples = self.conf.host.monitoring_samples
-        online, count = self.streak.get(node.name, (node.online, 0))
-        count = count + 1 if online == node.online else 1
-        self.streak[node.name] = (node.online, count)
+        count = self.damper.observe(node.name, node.online).count
         rec = self.nodes.setdefault(node.name, {"reported": "online", "last_online": None})
         if node.online:
             rec["last_online"] = now.isoformat()
@@ -131,7 +129,7 @@ class PacemakerPoller:
                 rec.pop("offline_since", None)
         elif not rec.get("offline_since"):
             rec["offline_since"] = now.isoformat()
-        if count < samples:
+        if not self.damper.settled(node.name):
             return
         if not node.online and rec.get("reported") != "offline":
             self._report_offline(node, rec, now, view)
@@ -255,5 +253,16 @@ class PacemakerPoller:
         rec.pop("standby", None)
         return True
 
+    def _load(self) -> dict:
+        try:
+            return statefile.read(self.path) or {}
+        except statefile.StateFileError as exc:
+            LOG.error("%s; starting from an empty state", exc)
+            return {}
+
     def _save(self) -> None:
-        state.save(self.path, {"nodes": self.nodes})
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            statefile.write(self.path, {"nodes": self.nodes}, sort_keys=True)
+        except OSError as exc:
+            LOG.error("cannot write %s: %s", self.path, exc)
