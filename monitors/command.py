@@ -49,7 +49,7 @@ class Result:
     def check(self) -> "Result":
         """The result when it succeeded; else raise CommandError naming the command."""
         if not self.ok:
-            raise CommandError(f"{self.command!r} {self.detail}")
+            raise CommandError(f"{self.command}: {self.detail}")
         return self
 
 
