@@ -168,18 +168,22 @@ class EntryWorker:
         """After commands that succeeded: a matching process must be pushed as running
         within ``grace`` seconds."""
         deadline = time.monotonic() + policy.grace
+        next_scan = time.monotonic() + FALLBACK_SCAN
         self._watcher.after_command()
         with self._changed:
             while not self.running:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
                 if self._done:
                     return False
-                if left <= 0:
+                if now >= deadline:
                     return self._last_look()
-                pushed = self._watcher.proc_connector
-                self._changed.wait(left if pushed else min(left, FALLBACK_SCAN))
-                if not pushed and not self.running:
-                    self._watcher.request_scan()  # nothing pushes new processes here
+                if self._watcher.proc_connector:
+                    self._changed.wait(deadline - now)
+                elif now >= next_scan:  # nothing pushes new processes here
+                    next_scan = now + FALLBACK_SCAN
+                    self._watcher.request_scan()
+                else:
+                    self._changed.wait(min(deadline, next_scan) - now)
             return True
 
     def _last_look(self) -> bool:
