@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import inspect
 import itertools
 import logging
 import os
@@ -105,6 +106,13 @@ def describe(exc: BaseException, path: str) -> str:
     return f"outbox not writable: {cause} on {directory} ({text})"
 
 
+def _arity(callback: Callable) -> int:
+    try:
+        return len(inspect.signature(callback).parameters)
+    except (TypeError, ValueError):
+        return 0
+
+
 def is_outbox_failure(exc: BaseException) -> bool:
     """Errors of the storage, not of the notification (those are raised to the source)."""
     return isinstance(exc, (sqlite3.Error, OSError))
@@ -142,7 +150,7 @@ class Backlog:
                         raise
                     self._failed(exc, outbox.path)
                     return Held() if self._hold(item) else None
-                self._stored(item)
+                self._stored(item, result)
                 return result
             if not self._hold(item):
                 return None
@@ -197,17 +205,17 @@ class Backlog:
                             "notification %s after %.1fs in memory", item.notification.type,
                             item.notification.payload, item.notification.hostname, result.id,
                             time.time() - item.detected_at)
-                self._stored(item)
+                self._stored(item, result)
             if not self._items and self.error:
                 LOG.warning("outbox writable again after %.0fs (%s); nothing held in memory",
                             time.time() - (self.since or time.time()), self.error)
                 self.error, self.since = None, None
         return done
 
-    def _stored(self, item: _Item) -> None:
-        if item.on_stored:
+    def _stored(self, item: _Item, result) -> None:
+        if item.on_stored:  # given the PutResult (the row's id) when it takes an argument
             try:
-                item.on_stored()
+                item.on_stored(*(result,)[:_arity(item.on_stored)])
             except Exception:  # noqa: BLE001
                 LOG.exception("after storing %s", item.notification.payload)
 

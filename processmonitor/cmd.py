@@ -1,15 +1,11 @@
-"""Entry point of ha-processmonitor."""
+"""Entry point of ha-processmonitor: its options and checks; the source kit builds its
+source (entry point ``processes``: processmonitor/processes_source.py)."""
 import sys
 
 from monitors import service
 
 from processmonitor import opts
 from processmonitor.process_list import ProcessListError, load
-from processmonitor.source import ProcessSource
-
-
-def build_sources(conf, emitter_for):
-    return [ProcessSource(conf)]
 
 
 def validate(conf) -> None:
@@ -28,7 +24,7 @@ def validate(conf) -> None:
 
 
 def main(argv=None) -> int:
-    return service.run("processmonitor", build_sources, argv, register=opts.register_opts,
+    return service.run("processmonitor", argv=argv, register=opts.register_opts,
                        validate=validate)
 
 

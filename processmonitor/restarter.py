@@ -1,93 +1,77 @@
 """Restarting one entry's process, in that entry's own thread, and saying when it failed.
 
-One worker thread per process-list entry, so a restart that hangs or retries for minutes
-never delays another entry's. Commands run without a shell (already split with shlex),
-each with a timeout; a command fails on a non-zero exit, a timeout or when it cannot be
-run at all — output on stderr alone is not a failure. STOPPED is sent only when every
-attempt failed; STARTED when a process reported STOPPED runs again.
+One worker per process-list entry, so a restart that hangs or retries for minutes never
+delays another entry's. Commands run through monitors/command.py (no shell, bounded); a
+command fails on a non-zero exit, a timeout or when it cannot be run at all — output on
+stderr alone is not a failure. STOPPED is sent only when every attempt failed; STARTED
+when a process reported STOPPED runs again.
+
+"Does it run?" has one answer: what the watcher last pushed through ``observe`` (pidfd
+exit, proc connector, scan). A restart waits on that push for ``grace`` seconds; it never
+scans the process table itself (where the kernel cannot push, the watcher is asked to
+scan instead).
 """
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import signal
-import subprocess
-import tempfile
 import threading
 import time
 from typing import Callable
 
-from monitors import log
+from monitors import command, log
 from monitors.notification import PROCESS, Notification
 
 from processmonitor.process_list import ProcessEntry
+from processmonitor.restart_policy import RestartPolicy
+from processmonitor.verdict_file import GAVE_UP, RESTARTING as VERDICT_RESTARTING, RUNNING, \
+    VerdictFile
 
 LOG = logging.getLogger(__name__)
 
 NEW, UP, RESTARTING, FAILED = "new", "up", "restarting", "failed"
-
-
-def _tail(f, limit: int = 400) -> str:
-    f.seek(0)
-    text = f.read().decode("utf-8", "replace").strip()
-    return text[-limit:]
-
-
-def run_command(argv: list[str], timeout: float, run_as_root: bool = False) -> tuple[bool, str]:
-    """Run ``argv`` (no shell); (succeeded, what happened). Output goes to temporary files,
-    not pipes, so a daemon the command leaves behind cannot keep us waiting for EOF."""
-    if run_as_root and os.geteuid() != 0:
-        argv = ["sudo", "-n", *argv]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True, close_fds=True)
-        except OSError as exc:
-            return False, f"cannot run: {exc.strerror or exc}"
-        try:
-            rc = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                proc.kill()
-            proc.wait()
-            return False, f"timed out after {timeout:g}s (killed)"
-        stderr = _tail(err)
-        if rc != 0:
-            detail = f"exited with status {rc}" if rc > 0 else f"killed by signal {-rc}"
-            return False, detail + (f"; stderr: {stderr}" if stderr else "")
-        return True, "ok" + (f"; stderr: {stderr}" if stderr else "")
+FALLBACK_SCAN = 0.1  # without the proc connector: scan this often while a restart waits
+LAST_LOOK = 5.0      # seconds the scan after a fruitless grace may take
 
 
 class EntryWorker:
-    """The state of one entry (new → up → restarting → up | failed) and its thread."""
+    """The state of one entry (new → up → restarting → up | failed) and its task loop
+    (run in a thread its source spawns)."""
 
-    def __init__(self, entry: ProcessEntry, settings: Callable[[], dict], emit,
-                 watcher, hostname: Callable[[], str]):
+    def __init__(self, entry: ProcessEntry, policy: RestartPolicy, emit, watcher,
+                 verdicts: VerdictFile):
         self.entry = entry
-        self._settings = settings  # -> retries, interval, command_timeout, restart_grace
+        self.policy = policy  # already resolved for this entry (policy.for_entry)
         self._emit = emit
         self._watcher = watcher
-        self._hostname = hostname
+        self._verdicts = verdicts
         self.state = NEW
+        self.running = False  # the watcher's last word: does a matching process run?
+        self._scan_pushes = 0
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified on every push and stop
+        self._done = False
         self._tasks: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name=f"restart:{entry.process_name[:20]}")
+        self.thread: threading.Thread | None = None
         self.last_error = ""
+
+    @property
+    def name(self) -> str:
+        return self.entry.payload_name
 
     # -- called by the watcher (any thread); must stay quick ------------------------------------
     def observe(self, running: bool, pid: int | None, how: str) -> None:
-        with self._lock:
+        with self._changed:
+            self.running = running
+            self._scan_pushes += how == "scan"
+            self._changed.notify_all()
             if running:
                 if self.state == FAILED:
                     self.state = UP
-                    self._notify("STARTED", {"pid": pid, "seen_by": how})
+                    self._notify("STARTED", RUNNING, {"pid": pid, "seen_by": how})
                 elif self.state == NEW:
                     self.state = UP
+                    self._verdicts.set(self.name, RUNNING)
                 return
             if self.state == UP:
                 self.state = RESTARTING
@@ -98,20 +82,24 @@ class EntryWorker:
                 self._tasks.put(("restart", pid, how))
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
+    def start(self, spawn: Callable[..., threading.Thread]) -> None:
+        self.thread = spawn(self._loop, f"restart:{self.entry.process_name[:20]}")
         self._tasks.put(("start", None, "start-up"))
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._changed:
+            self._done = True
+            self._changed.notify_all()
         self._tasks.put(("stop", None, ""))
 
-    def update(self, entry: ProcessEntry) -> None:
-        self.entry = entry
+    def update(self, entry: ProcessEntry, policy: RestartPolicy) -> None:
+        """A reload: applies from the next restart (one in progress keeps what it had)."""
+        with self._lock:
+            self.entry, self.policy = entry, policy
 
     # -- the worker thread ----------------------------------------------------------------------
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._done:
             task, pid, how = self._tasks.get()
             try:
                 if task == "start":
@@ -122,28 +110,28 @@ class EntryWorker:
                 LOG.exception("process %s: %s failed unexpectedly", self.entry.process_name,
                               task)
 
-    def _running(self) -> bool:
-        return bool(self._watcher.running(self.entry.process_name))
-
     def _initial_start(self) -> None:
         """Start commands only for a process that does not run yet (never for a running one)."""
         with self._lock:
             if self.state != NEW:
                 return
-        if self._running():
-            with self._lock:
+            if self.running:
                 self.state = UP
-            return
-        entry = self.entry
+                self._verdicts.set(self.name, RUNNING)
+                return
+            entry, policy = self.entry, self.policy
         if "start_command" not in entry.commands:
             LOG.warning("process %s does not run and has no start_command: restarting it",
                         entry.process_name)
         else:
             LOG.info("process %s does not run: starting it", entry.process_name)
-            ok, _ = self._sequence(("pre_start_command", "start_command", "post_start_command"))
-            if ok and self._wait_running():
+            ok, _ = self._sequence(entry, policy, ("pre_start_command", "start_command",
+                                                   "post_start_command"))
+            if ok and self._wait_running(policy):
                 with self._lock:
-                    self.state = UP
+                    if self.state == NEW:
+                        self.state = UP
+                        self._verdicts.set(self.name, RUNNING)
                 return
             LOG.error("process %s did not start; going through the restart steps",
                       entry.process_name)
@@ -153,91 +141,125 @@ class EntryWorker:
             self.state = RESTARTING
         self._restart(None, "not running at start-up")
 
-    def _sequence(self, keys) -> tuple[bool, str]:
-        entry = self.entry
-        timeout = self._settings()["command_timeout"]
+    def _sequence(self, entry: ProcessEntry, policy: RestartPolicy, keys) -> tuple[bool, str]:
         for key in keys:
             argv = entry.command(key)
             if not argv:
                 continue
-            started = time.monotonic()
-            ok, detail = run_command(argv, timeout, entry.run_as_root)
-            took = time.monotonic() - started
-            if ok:
+            result = command.run(argv, policy.command_timeout, as_root=entry.run_as_root)
+            if result.ok:
                 LOG.info("process %s: %s %r %s (%.2fs)", entry.process_name, key,
-                         " ".join(argv), detail, took)
+                         " ".join(argv), result.detail, result.seconds)
             else:
-                self.last_error = f"{key} {' '.join(argv)!r} {detail}"
+                self.last_error = f"{key} {' '.join(argv)!r} {result.detail}"
                 log.event(LOG, logging.ERROR, "process %s (%s:%s): %s %r failed: %s",
                           entry.process_name, "process list", entry.line, key,
-                          " ".join(argv), detail,
+                          " ".join(argv), result.detail,
                           fields={"PROCESS_NAME": entry.payload_name, "COMMAND": key})
-                return False, f"{key}: {detail}"
+                return False, f"{key}: {result.detail}"
         return True, "ok"
 
-    def _wait_running(self) -> bool:
-        """After commands that succeeded: the process must show up within restart_grace."""
-        deadline = time.monotonic() + self._settings()["restart_grace"]
+    def _wait(self, seconds: float) -> None:
+        """Sleep between attempts; ends early when stopped or when the process runs."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._done or self.running, seconds)
+
+    def _wait_running(self, policy: RestartPolicy) -> bool:
+        """After commands that succeeded: a matching process must be pushed as running
+        within ``grace`` seconds."""
+        deadline = time.monotonic() + policy.grace
+        next_scan = time.monotonic() + FALLBACK_SCAN
+        self._watcher.after_command()
+        with self._changed:
+            while not self.running:
+                now = time.monotonic()
+                if self._done:
+                    return False
+                if now >= deadline:
+                    return self._last_look()
+                if self._watcher.proc_connector:
+                    self._changed.wait(deadline - now)
+                elif now >= next_scan:  # nothing pushes new processes here
+                    next_scan = now + FALLBACK_SCAN
+                    self._watcher.request_scan()
+                else:
+                    self._changed.wait(min(deadline, next_scan) - now)
+            return True
+
+    def _last_look(self) -> bool:
+        """Grace is over and nothing was pushed: one scan (the safety net) before this
+        attempt counts as failed, for what no event shows (e.g. a process that renamed
+        itself after exec). Caller holds the lock."""
+        seen = self._scan_pushes
         self._watcher.request_scan()
-        while True:
-            if self._running():
-                return True
-            if time.monotonic() >= deadline or self._stop.is_set():
-                return False
-            self._stop.wait(0.05)
-            self._watcher.request_scan()
+        self._changed.wait_for(lambda: self.running or self._done
+                               or self._scan_pushes != seen, LAST_LOOK)
+        return self.running and not self._done
 
     def _restart(self, pid, how: str) -> None:
-        entry = self.entry
-        settings = self._settings()
-        retries = entry.restart_retries if entry.restart_retries is not None \
-            else settings["restart_retries"]
-        interval = entry.restart_interval if entry.restart_interval is not None \
-            else settings["restart_interval"]
+        with self._lock:
+            entry, policy = self.entry, self.policy
+        self._verdicts.set(self.name, VERDICT_RESTARTING)
         attempts: list[str] = []
-        for attempt in range(retries + 1):
-            if self._stop.is_set():
+        for attempt in range(policy.retries + 1):
+            if self._done:
                 return
-            if self._running():
+            if self.running:
                 LOG.info("process %s runs again; no restart needed", entry.process_name)
-                with self._lock:
-                    self.state = UP
+                self._up()
                 return
             if "restart_command" not in entry.commands:
                 attempts.append("no restart_command")
                 break
-            ok, detail = self._sequence(("pre_restart_command", "restart_command",
-                                         "post_restart_command"))
-            if ok and not self._wait_running():
+            ok, detail = self._sequence(entry, policy, ("pre_restart_command",
+                                                        "restart_command",
+                                                        "post_restart_command"))
+            if ok and not self._wait_running(policy):
                 ok, detail = False, (f"commands succeeded but no matching process ran "
-                                     f"within {settings['restart_grace']:g}s")
+                                     f"within {policy.grace:g}s")
                 self.last_error = detail
                 log.event(LOG, logging.ERROR, "process %s: %s", entry.process_name, detail,
                           fields={"PROCESS_NAME": entry.payload_name})
             if ok:
                 log.event(LOG, logging.INFO, "process %s restarted (attempt %s of %s)",
-                          entry.process_name, attempt + 1, retries + 1,
+                          entry.process_name, attempt + 1, policy.retries + 1,
                           fields={"PROCESS_NAME": entry.payload_name, "DECISION": "restarted"})
-                with self._lock:
-                    self.state = UP
+                self._up()
                 return
             attempts.append(detail)
-            if attempt < retries:
-                self._stop.wait(interval)
+            if attempt < policy.retries:
+                self._wait(policy.interval)
         with self._lock:
-            if self.state != RESTARTING:
+            if self.state != RESTARTING or self._done:  # stopping is no failed restart
                 return
             self.state = FAILED
-            self._notify("STOPPED", {"last_pid": pid, "detected_by": how,
-                                     "attempts": attempts})
+            self._notify("STOPPED", GAVE_UP, {"last_pid": pid, "detected_by": how,
+                                              "attempts": attempts})
 
-    def _notify(self, event: str, decision: dict) -> None:
-        """Queue PROCESS STOPPED/STARTED (caller holds the lock; emit is one SQLite write)."""
+    def _up(self) -> None:
+        with self._lock:
+            self.state = UP
+            self._verdicts.set(self.name, RUNNING)
+
+    def _notify(self, event: str, verdict: str, decision: dict) -> None:
+        """Queue PROCESS STOPPED/STARTED (caller holds the lock; emit is one SQLite write).
+        The verdict it carries is written once the row is durable, with the row's id."""
         entry = self.entry
+        name = self.name
         notification = Notification.create(
-            PROCESS, self._hostname(), {"event": event, "process_name": entry.payload_name})
+            PROCESS, self.policy.hostname, {"event": event, "process_name": name})
+
+        def stored(result) -> None:  # the backlog's thread when it was held in memory
+            self._verdicts.stored(name, verdict, getattr(result, "id", None))
+
+        self._verdicts.expect(name)
         try:
-            self._emit(notification, decision={"process_name": entry.process_name,
-                                               "process_list_line": entry.line, **decision})
+            result = self._emit(notification, decision={"process_name": entry.process_name,
+                                                        "process_list_line": entry.line,
+                                                        **decision}, on_stored=stored)
         except Exception:  # noqa: BLE001
+            self._verdicts.dropped(name)
             LOG.exception("process %s: could not queue %s", entry.process_name, event)
+            return
+        if result is not None and result.id is None and not getattr(result, "held", False):
+            self._verdicts.dropped(name)  # refused: the memory backlog is full

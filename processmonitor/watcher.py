@@ -5,7 +5,13 @@ exits (a zombie counts as dead), so an exit is seen in well under a millisecond 
 polling. New processes are picked up from the proc connector (exec and fork events) when
 the kernel lets us subscribe (root, root network namespace); a psutil scan every
 ``check_interval`` seconds is the safety net and the fallback. The daemon never matches
-itself or its own descendants (the commands it runs often name the process they start).
+itself or its own descendants (the commands it runs often name the process they start);
+a match that was our descendant when it exec'd is kept as a candidate and looked at again
+after our command returned (``after_command``): by then it runs on its own.
+
+Every answer is pushed through ``on_change``, always from the watcher's thread (the
+start-up and reload scans aside), so what a worker waits on changes in the order the
+kernel reported it.
 """
 from __future__ import annotations
 
@@ -37,6 +43,8 @@ PROC_EVENT_EXEC = 0x00000002
 _NLMSG = struct.Struct("=IHHII")
 _CNMSG = struct.Struct("=IIIIHH")
 _EVENT = struct.Struct("=IIQ")
+
+OWN_CANDIDATES = 1024  # matches started by our commands, waiting for them to return
 
 # on_change(process_name, running, pid, how): called from the watcher thread on every
 # transition and, after each scan, with the state of every entry (running or not).
@@ -118,33 +126,33 @@ class Watcher:
         self._pidfds: dict[int, int] = {}  # pid -> pidfd
         self._fd_pid: dict[int, int] = {}  # pidfd -> pid
         self._pid_names: dict[int, set[str]] = {}  # pid -> entries it matches
+        self._own: dict[int, set[str]] = {}  # matches that were our descendants, to recheck
         self._conn: socket.socket | None = None
-        self._stop = threading.Event()
-        self._scan_now = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._scan_now = False
+        self._recheck_now = False
         self.last_scan: float = 0.0
         self.scan_seconds: float = 0.0
+        self.scans = 0  # full process-table scans so far (the safety net's cost)
 
     # -- public -------------------------------------------------------------------------------
     @property
     def proc_connector(self) -> bool:
         return self._conn is not None
 
-    def start(self) -> None:
+    def open(self) -> None:
+        """Subscribe to the proc connector (if asked) and scan once; then run ``loop``."""
         if self._use_connector:
             self._conn = open_proc_connector()
             if self._conn:
                 self._epoll.register(self._conn.fileno(), select.EPOLLIN)
         self.scan()
-        self._thread = threading.Thread(target=self._loop, name="process-watcher",
-                                        daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def wake(self) -> None:
+        """End the current epoll wait (to stop, or to act on a request)."""
         os.eventfd_write(self._wake, 1)
-        if self._thread:
-            self._thread.join(5)
+
+    def close(self) -> None:
+        """After the loop ended: release every pidfd and the connector."""
         with self._lock:
             for fd in list(self._fd_pid):
                 os.close(fd)
@@ -173,9 +181,19 @@ class Watcher:
             return len(self._pidfds)
 
     def request_scan(self) -> None:
-        """Ask the watcher thread for a scan now (e.g. after a restart command finished)."""
-        self._scan_now.set()
-        os.eventfd_write(self._wake, 1)
+        """Ask the watcher thread for a full scan now (only where nothing pushes)."""
+        self._scan_now = True
+        self.wake()
+
+    def after_command(self) -> None:
+        """A command of ours returned: what it started and left running is no longer our
+        descendant. Look at those candidates again (a few /proc reads); without the proc
+        connector there are none, so scan instead."""
+        if self._conn is None:
+            self.request_scan()
+            return
+        self._recheck_now = True
+        self.wake()
 
     def scan(self) -> dict[str, bool]:
         """Reconcile with the process table; report every entry's state. Thread-safe."""
@@ -205,6 +223,8 @@ class Watcher:
                     self._watch(pid, names, "scan")
                 else:
                     self._pid_names[pid] = names
+            self._own = {p: n for p, n in self._own.items()
+                         if p in parents and p not in self._pidfds}
             state = {e.process_name: False for e in self._entries}
             for names in self._pid_names.values():
                 for name in names:
@@ -212,6 +232,7 @@ class Watcher:
                         state[name] = True
         self.last_scan = time.time()
         self.scan_seconds = time.monotonic() - started
+        self.scans += 1
         for name, running in state.items():
             pids = self.running(name)
             self._on_change(name, running, pids[0] if pids else None, "scan")
@@ -286,16 +307,29 @@ class Watcher:
         with self._lock:
             if pid in self._pidfds:
                 return
-            if parent is not None and parent not in self._pid_names:
+            if parent is not None and parent not in self._pid_names \
+                    and parent not in self._own:  # (a command's child that daemonizes)
                 return  # a fork of an unwatched process: its exec will tell us more
             entries = list(self._entries)
+        names = self._matching(pid, entries)
+        if not names:
+            return
+        if is_own(pid):  # started by our command: it counts once the command has returned
+            with self._lock:
+                if len(self._own) < OWN_CANDIDATES:
+                    self._own[pid] = names
+            return
+        self._found(pid, names)
+
+    def _matching(self, pid: int, entries: list[ProcessEntry]) -> set[str]:
         argv = procfs.argv(pid)
         if not argv:
-            return
+            return set()
         comm = procfs.comm(pid)
-        names = {e.process_name for e in entries if e.matches(argv, comm)}
-        if not names or is_own(pid):
-            return
+        return {e.process_name for e in entries if e.matches(argv, comm)}
+
+    def _found(self, pid: int, names: set[str]) -> None:
+        """Watch a new matching pid; push "running" for the entries it brings back."""
         with self._lock:
             if pid in self._pidfds:
                 return
@@ -304,6 +338,22 @@ class Watcher:
                 return
         for name in names - was:
             self._on_change(name, True, pid, "proc connector")
+
+    def _recheck_own(self) -> None:
+        """Candidates that no longer descend from us (their command returned) are found."""
+        with self._lock:
+            candidates, entries = list(self._own), list(self._entries)
+        for pid in candidates:
+            info = procfs.ppid_state(pid)
+            if info is not None and info[1] != "Z" and is_own(pid):
+                continue  # still ours (the command runs yet): ask again next time
+            with self._lock:
+                self._own.pop(pid, None)
+            if info is None or info[1] == "Z":
+                continue
+            names = self._matching(pid, entries)  # it may have exec'd something else since
+            if names:
+                self._found(pid, names)
 
     def _read_connector(self) -> None:
         while True:
@@ -314,7 +364,7 @@ class Watcher:
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:  # events were lost: the scan catches up
                     LOG.warning("proc connector overrun; rescanning")
-                    self._scan_now.set()
+                    self._scan_now = True
                     continue
                 LOG.warning("proc connector failed (%s); falling back to the scan", exc)
                 self._epoll.unregister(self._conn.fileno())
@@ -324,9 +374,10 @@ class Watcher:
             for _what, pid, parent in parse_proc_events(data):
                 self._new_process(pid, parent)
 
-    def _loop(self) -> None:
+    def loop(self, stopping: Callable[[], bool]) -> None:
+        """The watcher thread (the source spawns it; ``wake()`` after asking it to stop)."""
         next_scan = time.monotonic() + self.check_interval
-        while not self._stop.is_set():
+        while not stopping():
             timeout = max(0.0, next_scan - time.monotonic())
             try:
                 events = self._epoll.poll(timeout)
@@ -342,10 +393,16 @@ class Watcher:
                         self._exited(fd)
                 except Exception:  # noqa: BLE001 - the loop must survive anything
                     LOG.exception("watcher: handling fd %s failed", fd)
-            if self._stop.is_set():
+            if stopping():
                 return
-            if self._scan_now.is_set() or time.monotonic() >= next_scan:
-                self._scan_now.clear()
+            if self._recheck_now:
+                self._recheck_now = False
+                try:
+                    self._recheck_own()
+                except Exception:  # noqa: BLE001
+                    LOG.exception("watcher: rechecking our commands' processes failed")
+            if self._scan_now or time.monotonic() >= next_scan:
+                self._scan_now = False
                 try:
                     self.scan()
                 except Exception:  # noqa: BLE001

@@ -151,10 +151,26 @@ def wait_notification(api, host, event, count=1, timeout=15):
         what=f"{count} PROCESS {event} stored by the API")
 
 
+def outbox_rows(daemon, type="PROCESS"):
+    """The outbox as `ha-monitors outbox list --json` shows it."""
+    import json
+
+    from tests.helpers import cli
+    r = cli(daemon.conf, "outbox", "list", "--json", "--type", type)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def verdict(state_path, name):
+    """processmonitor's verdict on ``name`` in its verdict file (what hostmonitor reads)."""
+    from monitors import process_verdicts
+    return process_verdicts.read(str(state_path)).get(name, {})
+
+
 def wait_log(daemon, text, timeout=10):
     return wait_for(lambda: text in daemon.log_text(), timeout, interval=0.1,
                     what=f"log line {text!r}")
 
 
 __all__ = ["BIN", "Standins", "fail", "spawn", "stamps", "wait_for", "wait_log",
-           "wait_notification", "process_notifications", "time"]
+           "wait_notification", "process_notifications", "outbox_rows", "verdict", "time"]

@@ -6,8 +6,9 @@ import signal
 import time
 
 from tests.helpers import cli
-from tests.processmonitor.conftest import (fail, process_notifications, spawn, stamps,
-                                           wait_for, wait_log, wait_notification)
+from tests.processmonitor.conftest import (fail, outbox_rows, process_notifications, spawn,
+                                           stamps, verdict, wait_for, wait_log,
+                                           wait_notification)
 
 NOVA, LIBVIRT = "fake-nova-compute", "fake-libvirtd"
 
@@ -61,9 +62,17 @@ def test_failed_restart_sends_stopped_then_started(pm, standins, tmp_path, masak
     assert rows[0]["payload"] == {"event": "STOPPED", "process_name": "nova-compute"}
     assert rows[0]["source_host_uuid"] == masakari_api.host_uuid(host)
     assert "exited with status 1; stderr: cannot restart nova" in daemon.log_text()
+    # the verdict file hostmonitor reads says what the outbox holds: gave up, that row
+    (stopped_row,) = outbox_rows(daemon)
+    assert stopped_row["notification"]["payload"]["event"] == "STOPPED"
+    assert verdict(tmp_path, "nova-compute")["verdict"] == "gave_up"
+    assert verdict(tmp_path, "nova-compute")["notification"] == stopped_row["id"]
     standins.start(NOVA)  # the operator fixes it
     rows = wait_notification(masakari_api, host, "STARTED")
     assert rows[0]["payload"] == {"event": "STARTED", "process_name": "nova-compute"}
+    assert [r["notification"]["payload"]["event"] for r in outbox_rows(daemon)] == \
+        ["STOPPED", "STARTED"]
+    assert verdict(tmp_path, "nova-compute")["verdict"] == "running"
     assert len(process_notifications(masakari_api, host, "STOPPED")) == 1
     # what the operator reads: the decision (every restart attempt and why it failed) and the
     # API's notification_uuid for both alerts

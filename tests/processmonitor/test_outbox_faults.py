@@ -14,7 +14,8 @@ import time
 import pytest
 
 from tests.helpers import cli, wait_for
-from tests.processmonitor.conftest import fail, process_notifications, wait_notification
+from tests.processmonitor.conftest import (fail, process_notifications, verdict,
+                                           wait_notification)
 
 NOVA = "fake-nova-compute"
 
@@ -67,6 +68,7 @@ def test_disk_full_detection_held_then_delivered_when_space_returns(
                     sections={"DEFAULT": {"state_path": state},
                               "metrics": {"bind": f"127.0.0.1:{port}"}})
         assert value(scrape(port), "ha_monitors_outbox_writable") == 1
+        assert verdict(state, "nova-compute")["verdict"] == "running"
         daemon.notify.drain()
         filler = fill(state)
         standins.kill(NOVA, sig=signal.SIGTERM)  # restart fails -> STOPPED, outbox full
@@ -92,9 +94,15 @@ def test_disk_full_detection_held_then_delivered_when_space_returns(
         assert log.count("outbox not writable: disk full") <= 4, log[-3000:]
         assert log.count("delivery loop error") <= 1, log[-3000:]
         assert "could not queue" not in log
+        # the verdict file never claims more than the outbox holds: no gave_up while the
+        # STOPPED waits in memory
+        assert verdict(state, "nova-compute")["verdict"] != "gave_up"
         os.unlink(filler)  # space returns: no restart, no operator action
         rows = wait_notification(masakari_api, host, "STOPPED")
         assert rows[0]["payload"] == {"event": "STOPPED", "process_name": "nova-compute"}
+        wait_for(lambda: verdict(state, "nova-compute").get("notification") == 1, 5,
+                 what="gave_up once durable, with the row's id")
+        assert verdict(state, "nova-compute")["verdict"] == "gave_up"
         assert "outbox writable again" in daemon.log_text()
         wait_for(lambda: "outbox not writable" not in status(daemon.conf)[1], 15,
                  what="status recovers")
