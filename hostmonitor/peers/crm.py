@@ -8,14 +8,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import subprocess
 import xml.etree.ElementTree as ET
 
+from monitors import command
+from monitors.command import CommandError  # noqa: F401 - callers catch crm.CommandError
+
 LOG = logging.getLogger(__name__)
-
-
-class CommandError(RuntimeError):
-    """A Pacemaker command failed, timed out, or printed something we cannot read."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,16 +39,14 @@ class FenceEvent:
     completed: dt.datetime | None
 
 
-def run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """Run a Pacemaker tool (no shell, no stdin, bounded); raise CommandError when it cannot
-    run or does not answer in time."""
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise CommandError(f"{argv[0]}: no answer within {timeout:g} s") from None
-    except OSError as exc:
-        raise CommandError(f"{argv[0]}: cannot run: {exc}") from None
+def run(argv: list[str], timeout: float) -> command.Result:
+    """Run a Pacemaker tool through the shared runner (no shell, no stdin, bounded); raise
+    CommandError when it cannot run or does not answer in time. A non-zero exit is the
+    caller's to judge (crm_mon says more in its XML than in its exit code)."""
+    result = command.run(argv, timeout)
+    if result.returncode is None:
+        raise CommandError(f"{argv[0]}: {result.detail}")
+    return result
 
 
 def run_xml(argv: list[str], timeout: float) -> ET.Element:
