@@ -7,17 +7,14 @@ from hostmonitor import opts
 
 
 def build_sources(conf, emitter_for):
-    """One source per concern: this node's links and storage, and peer failure through
-    the cluster engine chosen by [host] monitoring_driver."""
-    from hostmonitor.local import LocalHostSource
+    """One source per concern: this node's links and storage (when configured), and peer
+    failure through the cluster engine chosen by [host] monitoring_driver."""
+    from hostmonitor.local_source import LocalSource
     from hostmonitor.peers.sources import build_peer_sources
 
     sources = []
-    hm = conf.hostmonitor
-    if (hm.management_interfaces or hm.tenant_interfaces or hm.storage_interfaces
-            or hm.storage_paths or hm.iscsi_sessions or hm.fc_hosts or hm.multipath_devices):
-        # compute_processes alone (it has a default) does not enable local monitoring
-        sources.append(LocalHostSource(conf))
+    if LocalSource.enabled(conf):
+        sources.append(LocalSource(conf, emitter_for(LocalSource.name)))
     return sources + build_peer_sources(conf)
 
 
