@@ -3,9 +3,11 @@
 ha-processmonitor owns that question: it watches those processes, restarts them, and says
 it gave up with a PROCESS STOPPED (and that they run again with PROCESS STARTED). A restart
 it is handling (seconds to minutes) is not a host failure, so this module does not judge
-from a process table scan of its own. It reads processmonitor's verdicts from the shared
-outbox — durable, already written by processmonitor, no second file format, and it works
-across restarts of either daemon. hostmonitor never imports processmonitor.
+from a process table scan of its own. It reads processmonitor's verdicts from its verdict
+file (monitors/process_verdicts.py, in the shared ``state_path``): ``gave_up`` is written
+once the PROCESS STOPPED is durable, with its notification id, so the file never claims
+more than the outbox holds; it survives restarts of either daemon. hostmonitor never
+imports processmonitor, and no source reads the outbox.
 
 The safety net for a host without processmonitor (or with a hung one): a compute process
 that was seen running since this daemon started and has been gone longer than
@@ -18,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+
+from monitors import process_verdicts
 
 from hostmonitor.links import DOWN, UP
 
@@ -48,18 +52,20 @@ def _matches(process_name: str, names: list[str]) -> str | None:
     return None
 
 
-def processmonitor_gave_up(outbox, hostname: str, names: list[str]) -> dict[str, int]:
-    """Compute processes whose latest PROCESS notification in the outbox is STOPPED
-    (processmonitor's "every restart failed"), with that notification's id."""
-    if outbox is None or not names:
+def processmonitor_gave_up(state_path: str, names: list[str]) -> dict[str, int | None]:
+    """Compute processes whose latest verdict from processmonitor is ``gave_up`` (every
+    restart failed: PROCESS STOPPED queued), with that notification's id. Raises
+    StateFileError (naming the file) when the verdict file is unreadable."""
+    if not names:
         return {}
     latest: dict[str, dict] = {}
-    for row in outbox.list(type="PROCESS", hostname=hostname, newest=True, limit=200):
-        name = _matches(row["notification"]["payload"].get("process_name", ""), names)
-        if name:
-            latest[name] = row  # rows come in id order: the last one wins
-    return {name: row["id"] for name, row in latest.items()
-            if row["notification"]["payload"].get("event") == "STOPPED"}
+    for process, verdict in process_verdicts.read(state_path).items():
+        name = _matches(process, names)
+        if name and (name not in latest
+                     or (verdict.get("at") or 0) >= (latest[name].get("at") or 0)):
+            latest[name] = verdict
+    return {name: v.get("notification") for name, v in latest.items()
+            if v["verdict"] == process_verdicts.GAVE_UP}
 
 
 class ComputeColumn:
@@ -67,16 +73,15 @@ class ComputeColumn:
         self.seen_running: set[str] = set()
         self.gone_since: dict[str, float] = {}
 
-    def state(self, names: list[str], window: float, outbox, hostname: str
-              ) -> tuple[str, dict]:
+    def state(self, names: list[str], window: float, state_path: str) -> tuple[str, dict]:
         """(up | down, evidence for the decision)."""
         if not names:
             return UP, {}
         evidence: dict = {}
         try:
-            gave_up = processmonitor_gave_up(outbox, hostname, names)
-        except Exception as exc:  # noqa: BLE001 - an unreadable outbox is not a verdict
-            LOG.warning("cannot read processmonitor's verdicts from the outbox: %s", exc)
+            gave_up = processmonitor_gave_up(state_path, names)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is not a verdict
+            LOG.warning("cannot read processmonitor's verdicts: %s", exc)
             gave_up = {}
         if gave_up:
             evidence["processmonitor_gave_up"] = {n: f"notification {i}"

@@ -1,9 +1,10 @@
 """Damping: act on a state only once it held, never on one observation.
 
 A link that bounces, a peer that misses one poll, a storage check that times out once:
-each would be a false recovery if acted on at once. Both of hostmonitor's deciders damp
-the same way, so they share this: the local source (the matrix's actions, keyed by
-"actions") and the Pacemaker poll (each peer's online flag, keyed by node name).
+each would be a false recovery if acted on at once. hostmonitor's deciders that damp do
+it the same way, with this one class: the local source (the matrix's actions, keyed by
+"actions"; role changes, for the flap count) and the Pacemaker poll driver (each peer's
+online flag, keyed by node name).
 
 A value is *settled* once it was observed ``samples`` times in a row (``[host]
 monitoring_samples``) and its streak began at least ``hold_down`` seconds ago

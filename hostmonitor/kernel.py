@@ -32,14 +32,13 @@ reader will not read again; a reboot does.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import re
 import threading
 import time
 
-from monitors import log
+from monitors import log, statefile
 from monitors.notification import VM, InvalidNotification, Notification
 
 from hostmonitor import hardware, kmsg, kmsg_rules
@@ -194,11 +193,14 @@ def scan_qemu() -> dict[int, str]:
 
 
 class KernelWatcher:
-    """Reads /dev/kmsg (push) and the hardware checks; holds the conditions they found."""
+    """Reads /dev/kmsg (push) and the hardware checks; holds the conditions they found.
+    Its loops are threads of the source that owns it (``start(owner)``): they end when
+    the owner stops."""
 
-    def __init__(self, conf, wake):
+    def __init__(self, conf, wake, emit=None):
         self.conf = conf
         self.wake = wake
+        self.emit = emit
         self.rules = kmsg_rules.load(conf.hostmonitor.kernel_rules_file)
         self.hardware = hardware.HardwareChecks(conf)
         self.enabled = conf.hostmonitor.kernel_log
@@ -206,7 +208,7 @@ class KernelWatcher:
         self.reader = kmsg.KmsgReader(conf.hostmonitor.kmsg_path,
                                       os.path.join(conf.state_path, "hostmonitor-kmsg.json"))
         self.conditions_file = os.path.join(conf.state_path, "hostmonitor-kernel.json")
-        self.emit = None
+        self.started = False
         self.conditions: dict[tuple[str, str], Condition] = {}
         self.hw_state, self.hw_findings = UP, []
         self.qemu: dict[int, str] = {}      # pid -> instance UUID
@@ -220,16 +222,18 @@ class KernelWatcher:
         self.alive = False
         self.error = ""
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._owner = None
         self._hw_now = threading.Event()
-        self._threads: list[threading.Thread] = []
 
     def __bool__(self) -> bool:
         return self.enabled or self.hw_enabled
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, emit) -> None:
-        self.emit = emit
+    def start(self, owner) -> None:
+        """Read the held conditions, open the kernel log and run the loops as threads of
+        ``owner`` (a monitors.source.Source)."""
+        self._owner = owner
+        self.started = True
         self._load_conditions()
         if self.enabled:
             try:
@@ -240,15 +244,16 @@ class KernelWatcher:
             else:
                 self._rescan()
                 self.alive = True
-                self._spawn(self._kmsg_loop, "hm-kmsg")
+                owner.spawn(self._kmsg_loop, "hm-kmsg")
         if self.hw_enabled:
-            self._spawn(self._hardware_loop, "hm-hardware")
+            owner.spawn(self._hardware_loop, "hm-hardware")
 
-    def stop(self) -> None:
-        self._stop.set()
+    def wake_up(self) -> None:
+        """Cut the hardware loop's wait short (the owner is stopping)."""
         self._hw_now.set()
-        for t in self._threads:
-            t.join(2.0)
+
+    def close(self) -> None:
+        """After the owner's threads ended."""
         self.reader.close()
 
     def reload(self, conf) -> None:
@@ -256,11 +261,6 @@ class KernelWatcher:
         with self._lock:
             self.conf, self.rules = conf, rules
             self.hardware = hardware.HardwareChecks(conf)
-
-    def _spawn(self, target, name) -> None:
-        t = threading.Thread(target=target, name=name, daemon=True)
-        t.start()
-        self._threads.append(t)
 
     def status(self) -> str:
         parts = [f"kernel log: {self.error}"] if self.error else []
@@ -277,7 +277,7 @@ class KernelWatcher:
     # -- threads -----------------------------------------------------------------------------
     def _kmsg_loop(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._owner.stopping:
                 interval = self.conf.hostmonitor.kernel_qemu_scan_interval
                 if time.monotonic() - self._scanned >= interval:  # also under a busy log
                     self._rescan()
@@ -309,7 +309,7 @@ class KernelWatcher:
         self._scanned = now
 
     def _hardware_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._owner.stopping:
             try:
                 state, findings = self.hardware.run()
             except Exception:  # noqa: BLE001
@@ -491,31 +491,27 @@ class KernelWatcher:
         doc = {"boot_id": self.reader.boot, "conditions": [
             {**dataclasses.asdict(c), "until": None if c.until is None else c.until + wall}
             for c in self.conditions.values()]}
-        tmp = self.conditions_file + ".tmp"
         try:
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-                json.dump(doc, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.conditions_file)
+            statefile.write(self.conditions_file, doc)
         except OSError as exc:
             LOG.warning("cannot write %s: %s", self.conditions_file, exc)
 
     def _load_conditions(self) -> None:
         try:
-            with open(self.conditions_file, encoding="utf-8") as f:
-                doc = json.load(f)
-            if doc.get("boot_id") != self.reader.boot:
-                return  # a reboot clears what the kernel said
+            doc = statefile.read(self.conditions_file)
+            if doc is None or doc.get("boot_id") != self.reader.boot:
+                return  # none yet, or a reboot cleared what the kernel said
             wall = time.time() - time.monotonic()
             for item in doc.get("conditions", []):
                 if item.get("until") is not None:
                     item["until"] -= wall
                 cond = Condition(**item)
                 self.conditions[(cond.finding, cond.subject)] = cond
-        except (OSError, ValueError, TypeError) as exc:
-            if not isinstance(exc, FileNotFoundError):
-                LOG.warning("cannot read %s: %s", self.conditions_file, exc)
+        except statefile.StateFileError as exc:
+            LOG.warning("%s; no kernel finding held from before the restart", exc)
+            return
+        except (ValueError, TypeError, AttributeError) as exc:
+            LOG.warning("cannot read %s: %s", self.conditions_file, exc)
             return
         if self.conditions:
             LOG.info("kernel: %d finding(s) still held from before the restart: %s",

@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import logging
 import os
 import select
 import time
 
-LOG = logging.getLogger(__name__)
+from monitors import procfs, statefile
 
-BOOT_ID = "/proc/sys/kernel/random/boot_id"
+LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,21 +59,13 @@ def parse(raw: bytes) -> Record | None:
     return Record(seq, prio & 7, prio >> 3, usec, text)
 
 
-def boot_id(path: str = BOOT_ID) -> str:
-    try:
-        with open(path, encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 class KmsgReader:
     """Reads records after the last committed one; ``commit`` makes progress durable."""
 
-    def __init__(self, path: str, state_file: str, boot_id_path: str = BOOT_ID):
+    def __init__(self, path: str, state_file: str, boot_id_path: str = procfs.BOOT_ID_PATH):
         self.path = path
         self.state_file = state_file
-        self.boot = boot_id(boot_id_path)
+        self.boot = procfs.boot_id(boot_id_path)
         self.fd: int | None = None
         self.last = 0            # last sequence number handed out
         self.committed = 0       # last sequence number written to the state file
@@ -85,10 +76,9 @@ class KmsgReader:
     # -- opening and resuming ------------------------------------------------------------
     def _load(self) -> dict:
         try:
-            with open(self.state_file, encoding="utf-8") as f:
-                doc = json.load(f)
-            return doc if isinstance(doc, dict) else {}
-        except (OSError, ValueError):
+            return statefile.read(self.state_file) or {}
+        except statefile.StateFileError as exc:
+            LOG.warning("%s; reading the kernel log from its end", exc)
             return {}
 
     def open(self) -> None:
@@ -160,13 +150,9 @@ class KmsgReader:
         seq = self.last if seq is None else seq
         if seq <= self.committed:
             return
-        tmp = self.state_file + ".tmp"
         try:
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-                json.dump({"boot_id": self.boot, "seq": seq, "updated_at": time.time()}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.state_file)
+            statefile.write(self.state_file, {"boot_id": self.boot, "seq": seq,
+                                              "updated_at": time.time()})
             self.committed = seq
         except OSError as exc:
             LOG.warning("cannot write %s: %s", self.state_file, exc)

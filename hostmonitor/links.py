@@ -130,30 +130,29 @@ class LinkTable:
 
 
 class LinkWatcher:
-    """Keeps a LinkTable from netlink and calls ``on_change()`` after each change."""
+    """Keeps a LinkTable from netlink and calls ``on_change()`` after each change. Its
+    reader is a thread of the source that owns it (``start(owner)``): it ends when the
+    owner stops."""
 
     def __init__(self, on_change: Callable[[], None]):
         self.on_change = on_change
         self.table = LinkTable()
         self.lock = threading.Lock()
-        self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._owner = None
         self._thread: threading.Thread | None = None
         self.last_message: float | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
-        self._thread = threading.Thread(target=self._run, name="netlink", daemon=True)
-        self._thread.start()
+    def start(self, owner, timeout: float = 10.0) -> None:
+        """Run the reader as a thread of ``owner`` (a monitors.source.Source); return once
+        the initial link table is loaded."""
+        self._owner = owner
+        self._thread = owner.spawn(self._run, "netlink")
         if not self._ready.wait(timeout):
             raise RuntimeError("netlink: no initial link table")
         if self._error:
             raise RuntimeError(f"netlink: {self._error}")
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(2.0)
 
     @property
     def alive(self) -> bool:
@@ -195,7 +194,7 @@ class LinkWatcher:
         self._ready.set()
         marshal = MarshalRtnl()
         try:
-            while not self._stop.is_set():
+            while not self._owner.stopping:
                 readable, _, _ = select.select([sock], [], [], 0.5)
                 if not readable:
                     continue

@@ -45,9 +45,9 @@ hostmonitor_opts = [
                      "the process name or the basename of an argv element, and on the "
                      "basename of ha-processmonitor's process_name); empty = the compute "
                      "input is always up. They count as down only when ha-processmonitor "
-                     "gave up on one (its PROCESS STOPPED in the outbox) or when one that "
-                     "was seen running since this daemon started has been gone longer than "
-                     "compute_restart_window."),
+                     "gave up on one (its verdict file in state_path says gave_up) or when "
+                     "one that was seen running since this daemon started has been gone "
+                     "longer than compute_restart_window."),
     cfg.FloatOpt("compute_restart_window", default=300.0, min=0.0,
                  help="Seconds a compute process (seen running since start) may be gone "
                       "before the compute input counts as down without ha-processmonitor's "

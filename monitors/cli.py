@@ -386,7 +386,7 @@ def cmd_deliver(args) -> int:
         argv += ["--config-file", f]
     for d in args.config_dir or []:
         argv += ["--config-dir", d]
-    return service.run("delivery", lambda conf, emitter_for: [], argv, register=_register_daemon_opts)
+    return service.run("delivery", argv=argv, register=_register_daemon_opts)
 
 
 def outbox_states() -> tuple[str, ...]:

@@ -33,13 +33,13 @@ from monitors.notification import InvalidNotification
 from monitors.outbox import Outbox
 from monitors.procfs import process_identity
 from monitors.sdnotify import Notifier
-from monitors.source import Health, Source, StartError, build as build_enabled_sources
+from monitors.source import Health, StartError, build as build_enabled_sources
 
 LOG = logging.getLogger(__name__)
 
 
-# A daemon's own way to build its sources (conf, emitter_for(source name)); without one the
-# registry (monitors/source.py) builds every enabled source of the daemon.
+# Builds a daemon's sources (conf, emitter_for(source name)); the default is the registry
+# (monitors/source.py: every enabled source of the daemon's package). Tests pass their own.
 SourceFactory = Callable[[cfg.ConfigOpts, Callable[[str], Emitter]], list]
 
 STATUS_BLOCK = 4096
@@ -119,10 +119,7 @@ class MonitorService(ServiceBase):
         failed = {}
         for source in self.sources:
             try:
-                if isinstance(source, Source):
-                    source.start()
-                else:  # not yet on the source kit: given its emitter at start
-                    source.start(self.emitters.get(source.name) or self._emitter(source.name))
+                source.start()
             except Exception as exc:  # noqa: BLE001 - one failing source never takes the rest down
                 failed[source.name] = f"{type(exc).__name__}: {exc}"
                 LOG.exception("source %s failed to start; the others keep running",

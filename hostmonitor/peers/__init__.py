@@ -9,12 +9,3 @@ registered as entry points (compute_ha_monitors.sources). The alert agent lives 
 ``hostmonitor.alert_agent``.
 """
 
-
-def build(conf, emitter_for) -> list:
-    """The enabled peer sources, each with its emitter (what the registry does for the
-    daemon's entry points; used by hostmonitor.cmd's factory until it builds from them)."""
-    from hostmonitor.peers.etcd_source import EtcdSource
-    from hostmonitor.peers.pacemaker_source import PacemakerSource
-
-    return [cls(conf, emitter_for(cls.name))
-            for cls in (PacemakerSource, EtcdSource) if cls.enabled(conf)]

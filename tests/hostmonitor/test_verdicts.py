@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.helpers import Daemon, cli, wait_for
-from tests.hostmonitor.test_links import STOPPED, payloads, start, wait_payloads
+from tests.hostmonitor.test_links import STARTED, STOPPED, payloads, start, wait_payloads
 from tests.hostmonitor.test_operator import Receiver, webhook  # noqa: F401 - fixture
 
 HERE = Path(__file__).parent
@@ -62,6 +62,10 @@ def test_unfit_with_pacemaker_fencing_requests_stonith_admin_and_never_says_norm
         assert fence[0]["action"] == f"{RECORDER} {record} --fence {host} --timeout 60"
         text = cli(d.conf, "history", "--host", host).stdout
         assert f"fencing (pacemaker) requested: {RECORDER} {record} --fence {host}" in text
+        # the request is a one-shot job: once it ended the source is still healthy
+        status = wait_for(lambda: (r := cli(d.conf, "status")).stdout.count(
+            "fencing pacemaker requested") and r, 15, what="status after the fencing")
+        assert status.returncode == 0 and "thread(s) died" not in status.stdout, status.stdout
     finally:
         d.stop()
 
@@ -225,6 +229,56 @@ def test_processmonitor_gave_up_means_compute_down(links_up, tmp_path, compute):
     finally:
         pm.stop()
         d.stop()
+
+
+@pytest.mark.slow
+def test_processmonitor_verdict_file_drives_the_compute_column(links_up, tmp_path, compute):
+    """processmonitor's verdict file (written here with monitors/process_verdicts.py, as
+    ha-processmonitor writes it once its PROCESS STOPPED is durable) is what the compute
+    column follows: gave_up → this host's verdict (UNKNOWN), even though the process
+    table shows the process; running again → STARTED."""
+    from monitors import process_verdicts
+
+    topo = links_up
+    host = topo.new_host()
+    compute.start()
+    d = start(topo, tmp_path, host, compute_processes=compute.name)  # window: 300 s
+    try:
+        time.sleep(1.5)
+        assert payloads(topo, host) == []
+        process_verdicts.write(str(tmp_path), compute.name, process_verdicts.RESTARTING)
+        time.sleep(1.5)  # processmonitor is handling it: not a host failure
+        assert payloads(topo, host) == []
+        process_verdicts.write(str(tmp_path), compute.name, process_verdicts.GAVE_UP, 42)
+        wait_payloads(topo, host, [STOPPED])
+        r = cli(d.conf, "history", "--json", "--host", host, "--type", "COMPUTE_HOST")
+        decision = json.loads(r.stdout)[0]["decision"]
+        assert decision["row"]["compute"] == "down"
+        assert decision["compute"]["processmonitor_gave_up"] == {compute.name: "notification 42"}
+        process_verdicts.write(str(tmp_path), compute.name, process_verdicts.RUNNING)
+        wait_payloads(topo, host, [STOPPED, STARTED])
+        assert no_normal(topo, host)
+    finally:
+        d.stop()
+
+
+def test_an_unreadable_verdict_file_is_no_verdict(tmp_path, caplog):
+    """A broken verdict file never makes this host unfit; it is named in the log."""
+    from monitors import process_verdicts
+
+    from hostmonitor.compute import ComputeColumn
+
+    name = f"nc-absent-{os.getpid()}"
+    process_verdicts.write(str(tmp_path), name, process_verdicts.GAVE_UP, 7)
+    column = ComputeColumn()
+    state, evidence = column.state([name], 300, str(tmp_path))
+    assert (state, evidence["processmonitor_gave_up"]) == ("down", {name: "notification 7"})
+    process_verdicts.write(str(tmp_path), name, process_verdicts.RUNNING)
+    assert column.state([name], 300, str(tmp_path)) == (
+        "up", {"never_seen_running_since_start": [name]})
+    Path(process_verdicts.path(str(tmp_path))).write_text("{not json")
+    assert column.state([name], 300, str(tmp_path))[0] == "up"
+    assert process_verdicts.path(str(tmp_path)) in caplog.text
 
 
 def test_check_config_refuses_etcd_fencing_without_a_self_fence_action(tmp_path):

@@ -44,27 +44,23 @@ def test_no_ping_while_the_outbox_does_not_answer(tmp_path, conf):
 
 
 DYING = textwrap.dedent("""
-    import os, sys, threading, time
+    import os, sys, time
     from monitors import service
+    from monitors.source import Health, Source
 
     TRIGGER = sys.argv.pop(1)
 
-    class Dying:
+    class Dying(Source):
         '''A source whose loop ends when TRIGGER exists (a real thread really ending).'''
         name = "dying"
-        def __init__(self, conf):
-            self.thread = threading.Thread(target=self.run, name="dying-loop", daemon=True)
-        def start(self, emit):
-            self.thread.start()
+        def start(self):
+            self.spawn(self.run, "dying-loop")
         def run(self):
             while not os.path.exists(TRIGGER):
                 time.sleep(0.05)
-        def stop(self): pass
-        def reload(self, conf): pass
-        def health(self): return service.Health(True, "looping")
-        def threads(self): return [self.thread]
+        def health(self): return Health(True, "looping")
 
-    sys.exit(service.run("dyingmonitor", lambda conf, emitter_for: [Dying(conf)], sys.argv[1:]))
+    sys.exit(service.run("dyingmonitor", lambda conf, emitter_for: [Dying(conf, emitter_for("dying"))], sys.argv[1:]))
 """)
 
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from hostmonitor import opts as hm_opts
-from hostmonitor import peers
+from monitors import source as source_kit
 from hostmonitor.peers import crm
 from monitors import config
 from hostmonitor.peers import opts
@@ -91,10 +91,12 @@ def _conf(driver):
 def test_driver_selection():
     def built(driver):
         emitters = []
-        sources = peers.build(_conf(driver), lambda name: emitters.append(name) or name)
+        sources = source_kit.build(_conf(driver), "hostmonitor",
+                                   lambda name: emitters.append(name) or name)
         assert [s.emit for s in sources] == emitters  # each built with its own emitter
         return [s.name for s in sources]
 
+    # the registry builds what the daemon runs (no local option set: no local source)
     for driver in ("default", "simple", "pacemaker"):
         assert built(driver) == ["pacemaker"]
     assert built("etcd") == ["etcd"]
