@@ -26,9 +26,8 @@ import dataclasses
 import logging
 import os
 import shlex
-import signal
-import subprocess
-import tempfile
+
+from monitors import command
 
 LOG = logging.getLogger(__name__)
 
@@ -79,30 +78,11 @@ def problems(conf) -> list[str]:
 
 
 def _run(argv: list[str], timeout: float) -> tuple[bool, str]:
-    """Run without a shell, output in temporary files (a fence agent that leaves a child
-    behind cannot keep us waiting), killed with its process group after ``timeout``."""
-    with tempfile.TemporaryFile() as out:
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    close_fds=True)
-        except OSError as exc:
-            return False, f"cannot run {argv[0]}: {exc.strerror or exc}"
-        try:
-            rc = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                proc.kill()
-            proc.wait()
-            return False, f"no answer within {timeout:g}s (killed)"
-        out.seek(0)
-        text = out.read().decode("utf-8", "replace").strip()[-400:]
-        if rc != 0:
-            what = f"exited with status {rc}" if rc > 0 else f"killed by signal {-rc}"
-            return False, what + (f": {text}" if text else "")
-        return True, "ok" + (f": {text}" if text else "")
+    """The shared runner (monitors/command.py): no shell, output in temporary files (a
+    fence agent that leaves a child behind cannot keep us waiting), its process group
+    killed after ``timeout``."""
+    result = command.run(argv, timeout, merge_output=True)
+    return result.ok, result.detail
 
 
 def request(conf, give_up_leases=None) -> Result:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import shlex
 import xml.etree.ElementTree as ET
 
 from monitors import command
@@ -121,11 +122,12 @@ def parse_fence_history(root: ET.Element) -> list[FenceEvent]:
 
 
 def fence_history(stonith_admin: str, node: str, timeout: float) -> list[FenceEvent]:
-    """The fencer's whole history of ``node``. ``--verbose`` is required: without it 2.1.5
+    """The fencer's whole history of ``node``; ``stonith_admin`` is the configured command,
+    split into arguments like the fence request's (hostmonitor/fencing.py), no shell. ``--verbose`` is required: without it 2.1.5
     prints at most ONE event, the oldest success, so a host fenced before would never show
     its new fencing (seen on a live cluster: every second failure went out UNKNOWN)."""
-    return parse_fence_history(run_xml([stonith_admin, "--history", node, "--verbose",
-                                        "--output-as=xml"], timeout))
+    return parse_fence_history(run_xml([*shlex.split(stonith_admin), "--history", node,
+                                        "--verbose", "--output-as=xml"], timeout))
 
 
 def fenced_since(events: list[FenceEvent], node: str, since: dt.datetime) -> FenceEvent | None:

@@ -6,6 +6,8 @@ stonith_wait) are registered by monitors.config and honoured as they are.
 """
 from __future__ import annotations
 
+import shlex
+
 from oslo_config import cfg
 
 from monitors import config
@@ -18,8 +20,11 @@ peer_opts = [
                help="crm_mon executable (PATH lookup). Runs as `crm_mon --output-as=xml -1`; "
                     "CIB_file in the environment is honoured (tests, offline analysis)."),
     cfg.StrOpt("stonith_admin_command", default="stonith_admin",
-               help="stonith_admin executable, run as `stonith_admin --history NODE "
-                    "--output-as=xml` to read the fencer's history."),
+               help="stonith_admin command (split into arguments like a shell would, never "
+                    "run through one), run as `stonith_admin --history NODE --verbose "
+                    "--output-as=xml` to read the fencer's history and, with [hostmonitor] "
+                    "fencing = pacemaker, as `stonith_admin --fence NODE` to ask for this "
+                    "host's fencing."),
     cfg.FloatOpt("command_timeout", default=10.0, min=0.5,
                  help="Timeout in seconds of every Pacemaker command (killed after it)."),
     cfg.FloatOpt("reporter_grace", default=10.0, min=0.0,
@@ -105,4 +110,10 @@ def check(conf) -> list[str]:
             if not url.startswith(("http://", "https://")):
                 problems.append(f"[{GROUP}] etcd_networks: {name}: {url!r} is not an "
                                 "http(s) URL")
+    try:
+        if not shlex.split(conf[GROUP].stonith_admin_command):
+            raise ValueError("empty")
+    except ValueError as exc:
+        problems.append(f"[{GROUP}] stonith_admin_command: cannot split it into arguments: "
+                        f"{exc}")
     return problems
