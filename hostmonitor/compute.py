@@ -53,8 +53,10 @@ def processmonitor_gave_up(outbox, hostname: str, names: list[str]) -> dict[str,
     (processmonitor's "every restart failed"), with that notification's id."""
     if outbox is None or not names:
         return {}
+    from monitors.history import ReadModel
+
     latest: dict[str, dict] = {}
-    for row in outbox.list(type="PROCESS", hostname=hostname, newest=True, limit=200):
+    for row in ReadModel(outbox).list(type="PROCESS", hostname=hostname, newest=True, limit=200):
         name = _matches(row["notification"]["payload"].get("process_name", ""), names)
         if name:
             latest[name] = row  # rows come in id order: the last one wins

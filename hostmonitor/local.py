@@ -377,7 +377,9 @@ class LocalHostSource:
     def _held(self) -> int:
         outbox = getattr(self.emit, "outbox", None)
         try:
-            return outbox.depth() if outbox else 0
+            from monitors.history import ReadModel
+
+            return ReadModel(outbox).depth() if outbox else 0
         except Exception:  # noqa: BLE001
             return -1
 

@@ -365,10 +365,12 @@ class LibvirtSource:
         outbox = getattr(self.emit, "outbox", None)
         if outbox is None:
             return set()
+        from monitors.history import ReadModel
+
         since = max(self.states.saved_at - 5.0, 0.0)
         out, after = set(), 0
         while True:
-            rows = outbox.list(type=VM, since=since, after_id=after, limit=1000)
+            rows = ReadModel(outbox).list(type=VM, since=since, after_id=after, limit=1000)
             for r in rows:
                 p = r["notification"]["payload"]
                 out.add((p.get("instance_uuid"), p.get("vir_domain_event")))

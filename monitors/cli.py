@@ -22,22 +22,25 @@ import os
 import sqlite3
 import sys
 
-from oslo_config import cfg
-
-from monitors import config
-from monitors.notification import InvalidNotification, Notification
+from monitors import config  # first: it imports oslo.config without its unused imports
+from monitors.config import cfg
 
 CHECKS_NAMESPACE = "compute_ha_monitors.checks"
 OPTS_NAMESPACE = "oslo.config.opts"
 OPTS_PREFIX = "compute-ha-monitors"
 
 
-def _load_conf(args, validate_all: bool = False) -> cfg.ConfigOpts:
-    conf = config.new_conf()
-    from monitors import log as mlog
+def _load_conf(args, full: bool = True) -> cfg.ConfigOpts:
+    """full=False: only the core groups, as ``notify`` without --wait needs (it puts a
+    row, it delivers nothing): not the keystoneauth options, oslo.log's or the daemons'
+    (their imports were most of the alert agent's wait for ``notify``). Options are read
+    only when used, so what is not registered changes nothing that command does."""
+    conf = config.new_conf(auth=full)
+    if full:
+        from monitors import log as mlog
 
-    mlog.register(conf)
-    _register_daemon_opts(conf)
+        mlog.register(conf)
+        _register_daemon_opts(conf)
     argv = []
     for f in args.config_file or []:
         argv += ["--config-file", f]
@@ -98,7 +101,9 @@ def _print_table(rows: list[dict]) -> None:
 # -- commands ------------------------------------------------------------------------------
 
 def cmd_notify(args) -> int:
-    conf = _load_conf(args)
+    from monitors.notification import InvalidNotification, Notification
+
+    conf = _load_conf(args, full=args.wait)
     try:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
@@ -144,10 +149,13 @@ def cmd_notify(args) -> int:
 
 
 def cmd_outbox(args) -> int:
+    from monitors.history import ReadModel
+
     conf = _load_conf(args)
     box = _outbox(conf)
+    read = ReadModel(box)
     if args.action == "list":
-        rows = box.list(state=args.state, type=args.type, hostname=args.host, limit=args.limit)
+        rows = read.list(state=args.state, type=args.type, hostname=args.host, limit=args.limit)
         if args.json:
             print(json.dumps(rows, indent=2, sort_keys=True))
         else:
@@ -157,7 +165,7 @@ def cmd_outbox(args) -> int:
         if args.id is None:
             print(f"ha-monitors outbox {args.action}: an ID is required", file=sys.stderr)
             return 2
-        row = box.get(args.id)
+        row = read.get(args.id)
         if row is None:
             print(f"ha-monitors outbox: no notification {args.id}", file=sys.stderr)
             return 1
