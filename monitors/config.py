@@ -11,11 +11,9 @@ Daemon-specific groups are registered by each daemon package (its ``opts.py``).
 from __future__ import annotations
 
 import copy
-import difflib
 import importlib
 import os
 import re
-import socket
 import sys
 from types import ModuleType
 
@@ -95,7 +93,8 @@ _MANAGER = "each daemon is its own program; there are no manager classes to choo
 # --- masakari-monitors compatible groups -------------------------------------------------
 
 default_opts = [
-    cfg.StrOpt("hostname", default=socket.gethostname(), deprecated_name="host",
+    # os.uname().nodename is what gethostname() returns on Linux, without importing socket
+    cfg.StrOpt("hostname", default=os.uname().nodename, deprecated_name="host",
                sample_default="<HOSTNAME>",
                help="This host's name in notifications (as registered in Masakari)."),
     cfg.StrOpt("state_path", default="/var/lib/compute-ha-monitors",
@@ -672,6 +671,8 @@ def _api_problems(conf: cfg.ConfigOpts) -> list[str]:
     here = where(conf, "api", "auth_type", "auth_plugin")
     plugins = auth_plugin_names()
     if auth_type not in plugins:
+        import difflib
+
         close = difflib.get_close_matches(auth_type or "", plugins, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return [f"{here}[api] auth_type: {auth_type!r} names no keystoneauth plugin ({hint}"
@@ -694,6 +695,8 @@ def _nova_problems(conf: cfg.ConfigOpts) -> list[str]:
     if not actions.enabled(conf) or not (auth_type or conf.nova.auth_section):
         return []  # off, or the [api] credentials are used (checked above)
     if auth_type and auth_type not in auth_plugin_names():
+        import difflib
+
         close = difflib.get_close_matches(auth_type, auth_plugin_names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return [f"[nova] auth_type: {auth_type!r} names no keystoneauth plugin{hint}"]
