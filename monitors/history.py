@@ -299,6 +299,31 @@ def render_table(rows: list[dict], out: TextIO, brief: bool = False) -> None:
                   file=out)
 
 
+def render_outbox(rows: list[dict], out: TextIO) -> None:
+    """``ha-monitors outbox list``: one line per notification, its payload and deliveries."""
+    header = ("ID", "CREATED", "STATE", "TYPE", "HOSTNAME", "PAYLOAD", "DELIVERIES")
+    lines = [header]
+    for r in rows:
+        n = r["notification"]
+        deliveries = " ".join(f"{d['driver']}:{d['state']}/{d['attempts']}"
+                              + (f"({d['last_status']})" if d["last_status"] else "")
+                              for d in r["deliveries"])
+        lines.append((str(r["id"]), _when(r["created_at"]), r["state"], n["type"],
+                      n["hostname"], json.dumps(n["payload"], sort_keys=True), deliveries))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip(), file=out)
+
+
+def render_outbox_row(row: dict, out: TextIO) -> None:
+    """``ha-monitors outbox show ID``: its line, then every history row with its details."""
+    render_outbox([row], out)
+    for h in row["history"]:
+        detail = {k: v for k, v in h.items() if k not in ("id", "at", "kind", "delivery_id")}
+        print(f"  {_when(h['at'])}  {h['kind']:<9}  {json.dumps(detail, sort_keys=True)}",
+              file=out)
+
+
 def _follow_line(entry: dict, row: dict | None) -> str:
     """One tailed history row; a detection (``row``: its notification) says what and why."""
     nid = entry["notification_id"]
