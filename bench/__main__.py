@@ -12,7 +12,7 @@ from bench import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAGMENTS = ROOT / "docs" / "benchmarks.d"
-ORDER = ["delivery", "instancemonitor", "processmonitor", "hostmonitor-links",
+ORDER = ["delivery", "notify-start", "instancemonitor", "processmonitor", "hostmonitor-links",
          "hostmonitor-peers", "hostmonitor-peers-live", "hostmonitor-kernel", "recovery"]
 
 HEADER = """# Benchmarks

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from monitors import config, drivers  # noqa: E402
 from monitors.delivery import DeliveryWorker  # noqa: E402
 from monitors.notification import VM, Notification  # noqa: E402
+from monitors.history import ReadModel
 from monitors.outbox import Outbox  # noqa: E402
 from tests.fixtures.masakari_api import MasakariAPI  # noqa: E402
 from tests.helpers import deliverer, write_conf  # noqa: E402
@@ -48,7 +49,7 @@ def load_conf(path):
 
 
 def latency_from_history(box: Outbox, nid: int) -> float:
-    hist = box.get(nid)["history"]
+    hist = ReadModel(box).get(nid)["history"]
     detected = next(h["at"] for h in hist if h["kind"] == "detected")
     answered = next(h["at"] for h in hist if h["kind"] == "answer" and h["state"] == "delivered")
     return answered - detected
@@ -56,9 +57,9 @@ def latency_from_history(box: Outbox, nid: int) -> float:
 
 def wait_delivered(box, nid, timeout=30):
     deadline = time.monotonic() + timeout
-    while box.get(nid)["state"] != "delivered":
+    while ReadModel(box).get(nid)["state"] != "delivered":
         if time.monotonic() > deadline:
-            raise RuntimeError(f"notification {nid} not delivered: {box.get(nid)}")
+            raise RuntimeError(f"notification {nid} not delivered: {ReadModel(box).get(nid)}")
         time.sleep(0.002)
 
 
@@ -131,7 +132,7 @@ def main(argv=None):
         enqueue = time.monotonic() - t0
         worker3 = DeliveryWorker(conf3, box3, drivers.load(conf3, ["masakari"]), threads=2)
         worker3.start()
-        while box3.depth():
+        while ReadModel(box3).depth():
             time.sleep(0.01)
         ours = time.monotonic() - t0
         worker3.stop(5)

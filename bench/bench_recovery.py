@@ -252,6 +252,7 @@ def bench_etcd(engine, tmp: Path, runs: int) -> list[dict]:
     from hostmonitor.peers.etcd_source import EtcdSource
     from monitors import actions, drivers
     from monitors.delivery import DeliveryWorker
+    from monitors.history import ReadModel
     from monitors.outbox import Outbox
     from monitors.emitter import Emitter
 
@@ -287,7 +288,7 @@ def bench_etcd(engine, tmp: Path, runs: int) -> list[dict]:
             vic._stop.set()  # the host is gone: no more lease refreshes, nothing revoked
             for t in vic._threads:
                 t.join(5)
-            row = wait_for(lambda: box.list(hostname=victim), 60, interval=0.02)[0]
+            row = wait_for(lambda: ReadModel(box).list(hostname=victim), 60, interval=0.02)[0]
             verdict = row["created_at"] - t0
             stored = stored_at(engine, victim, t0, lambda n: n["type"] == "COMPUTE_HOST")
             evac = wait_for(lambda: engine.nova.evacuations(victim), 60, interval=0.02)

@@ -15,29 +15,31 @@ imports them.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
 import sqlite3
 import sys
 
-from oslo_config import cfg
-
-from monitors import config
-from monitors.notification import InvalidNotification, Notification
+from monitors import config  # first: it imports oslo.config without its unused imports
+from monitors.config import cfg
 
 CHECKS_NAMESPACE = "compute_ha_monitors.checks"
 OPTS_NAMESPACE = "oslo.config.opts"
 OPTS_PREFIX = "compute-ha-monitors"
 
 
-def _load_conf(args, validate_all: bool = False) -> cfg.ConfigOpts:
-    conf = config.new_conf()
-    from monitors import log as mlog
+def _load_conf(args, full: bool = True) -> cfg.ConfigOpts:
+    """full=False: only the core groups, as ``notify`` without --wait needs (it puts a
+    row, it delivers nothing): not the keystoneauth options, oslo.log's or the daemons'
+    (their imports were most of the alert agent's wait for ``notify``). Options are read
+    only when used, so what is not registered changes nothing that command does."""
+    conf = config.new_conf(auth=full)
+    if full:
+        from monitors import log as mlog
 
-    mlog.register(conf)
-    _register_daemon_opts(conf)
+        mlog.register(conf)
+        _register_daemon_opts(conf)
     argv = []
     for f in args.config_file or []:
         argv += ["--config-file", f]
@@ -74,31 +76,12 @@ def _outbox(conf):
                        "daemons run as root)") from None
 
 
-def _fmt_time(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _print_table(rows: list[dict]) -> None:
-    header = ("ID", "CREATED", "STATE", "TYPE", "HOSTNAME", "PAYLOAD", "DELIVERIES")
-    lines = [header]
-    for r in rows:
-        n = r["notification"]
-        deliveries = " ".join(f"{d['driver']}:{d['state']}/{d['attempts']}"
-                              + (f"({d['last_status']})" if d["last_status"] else "")
-                              for d in r["deliveries"])
-        lines.append((str(r["id"]), _fmt_time(r["created_at"]), r["state"], n["type"],
-                      n["hostname"], json.dumps(n["payload"], sort_keys=True), deliveries))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for line in lines:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
-
-
 # -- commands ------------------------------------------------------------------------------
 
 def cmd_notify(args) -> int:
-    conf = _load_conf(args)
+    from monitors.notification import InvalidNotification, Notification
+
+    conf = _load_conf(args, full=args.wait)
     try:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
@@ -144,20 +127,23 @@ def cmd_notify(args) -> int:
 
 
 def cmd_outbox(args) -> int:
+    from monitors import history
+
     conf = _load_conf(args)
     box = _outbox(conf)
+    read = history.ReadModel(box)
     if args.action == "list":
-        rows = box.list(state=args.state, type=args.type, hostname=args.host, limit=args.limit)
+        rows = read.list(state=args.state, type=args.type, hostname=args.host, limit=args.limit)
         if args.json:
             print(json.dumps(rows, indent=2, sort_keys=True))
         else:
-            _print_table(rows)
+            history.render_outbox(rows, sys.stdout)
         return 0
     if args.action in ("show", "retry", "ack"):
         if args.id is None:
             print(f"ha-monitors outbox {args.action}: an ID is required", file=sys.stderr)
             return 2
-        row = box.get(args.id)
+        row = read.get(args.id)
         if row is None:
             print(f"ha-monitors outbox: no notification {args.id}", file=sys.stderr)
             return 1
@@ -176,19 +162,14 @@ def cmd_outbox(args) -> int:
         if args.json:
             print(json.dumps(row, indent=2, sort_keys=True))
             return 0
-        _print_table([row])
-        for h in row["history"]:
-            detail = {k: v for k, v in h.items() if k not in ("id", "at", "kind", "delivery_id")}
-            print(f"  {_fmt_time(h['at'])}  {h['kind']:<9}  {json.dumps(detail, sort_keys=True)}")
+        history.render_outbox_row(row, sys.stdout)
         return 0
     if args.action == "purge":
         if not args.delivered_before:
             print("ha-monitors outbox purge: --delivered-before is required", file=sys.stderr)
             return 2
-        from monitors.history import parse_since
-
         try:  # as history --since: a duration ago, or ISO 8601 (local time if naive)
-            ts = parse_since(args.delivered_before, option="--delivered-before")
+            ts = history.parse_since(args.delivered_before, option="--delivered-before")
         except ValueError as exc:
             print(f"ha-monitors outbox purge: {exc}", file=sys.stderr)
             return 2

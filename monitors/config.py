@@ -11,14 +11,49 @@ Daemon-specific groups are registered by each daemon package (its ``opts.py``).
 from __future__ import annotations
 
 import copy
-import difflib
+import importlib
 import os
 import re
-import socket
 import sys
+from types import ModuleType
 
-from keystoneauth1 import loading as ks_loading
-from oslo_config import cfg, types
+
+class _Deferred(ModuleType):
+    """A module imported on first use of one of its attributes. ``ha-monitors notify`` (run
+    by Pacemaker's alert agent for every alert) must start fast, and most of its start was
+    imports it never uses: keystoneauth (only delivery and ``check-config`` need it), and
+    what oslo.config imports up front for features we do not use (stevedore for
+    ``config_source`` drivers, netaddr and rfc3986 for IP and URI options). Behaviour is
+    unchanged: the first attribute read imports the real module."""
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):  # the import system probing: not a use
+            raise AttributeError(attr)
+        if sys.modules.get(self.__name__) is self:  # still standing in for it
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def _import_oslo_config():
+    """oslo.config, with its up-front imports of stevedore, netaddr and rfc3986 deferred
+    until oslo.config uses them (it then finds the real modules through _Deferred).
+    Stand-ins are in sys.modules only while oslo.config is imported, so every other
+    importer gets the real modules."""
+    standing = [] if "oslo_config.cfg" in sys.modules else [
+        name for name in ("stevedore", "netaddr", "rfc3986") if name not in sys.modules]
+    for name in standing:
+        sys.modules[name] = _Deferred(name)
+    try:
+        from oslo_config import cfg, types
+    finally:
+        for name in standing:
+            if isinstance(sys.modules.get(name), _Deferred):
+                del sys.modules[name]
+    return cfg, types
+
+
+cfg, types = _import_oslo_config()
+ks_loading = _Deferred("keystoneauth1.loading")
 
 PROJECT = "compute-ha-monitors"
 DEFAULT_CONFIG_FILE = "/etc/compute-ha-monitors/monitors.conf"
@@ -58,7 +93,8 @@ _MANAGER = "each daemon is its own program; there are no manager classes to choo
 # --- masakari-monitors compatible groups -------------------------------------------------
 
 default_opts = [
-    cfg.StrOpt("hostname", default=socket.gethostname(), deprecated_name="host",
+    # os.uname().nodename is what gethostname() returns on Linux, without importing socket
+    cfg.StrOpt("hostname", default=os.uname().nodename, deprecated_name="host",
                sample_default="<HOSTNAME>",
                help="This host's name in notifications (as registered in Masakari)."),
     cfg.StrOpt("state_path", default="/var/lib/compute-ha-monitors",
@@ -314,9 +350,14 @@ def _groups():
     ]
 
 
-def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
+def register_opts(conf: cfg.ConfigOpts = CONF, auth: bool = True) -> None:
+    """Our groups, and (auth) keystoneauth's session, auth and adapter options in [api] and
+    [nova]: only what delivers needs those (``ha-monitors notify`` without --wait does
+    not, and so does not import keystoneauth)."""
     for group, opts in _groups():
         conf.register_opts(opts, group=group)
+    if not auth:
+        return
     ks_loading.register_session_conf_options(conf, api_group.name)
     ks_loading.register_auth_conf_options(conf, api_group.name)
     conf.set_default("auth_type", "password", group=api_group.name)
@@ -361,9 +402,9 @@ def _adapter_opts():
     return out
 
 
-def new_conf() -> cfg.ConfigOpts:
+def new_conf(auth: bool = True) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
-    register_opts(conf)
+    register_opts(conf, auth=auth)
     return conf
 
 
@@ -630,6 +671,8 @@ def _api_problems(conf: cfg.ConfigOpts) -> list[str]:
     here = where(conf, "api", "auth_type", "auth_plugin")
     plugins = auth_plugin_names()
     if auth_type not in plugins:
+        import difflib
+
         close = difflib.get_close_matches(auth_type or "", plugins, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return [f"{here}[api] auth_type: {auth_type!r} names no keystoneauth plugin ({hint}"
@@ -652,6 +695,8 @@ def _nova_problems(conf: cfg.ConfigOpts) -> list[str]:
     if not actions.enabled(conf) or not (auth_type or conf.nova.auth_section):
         return []  # off, or the [api] credentials are used (checked above)
     if auth_type and auth_type not in auth_plugin_names():
+        import difflib
+
         close = difflib.get_close_matches(auth_type, auth_plugin_names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return [f"[nova] auth_type: {auth_type!r} names no keystoneauth plugin{hint}"]

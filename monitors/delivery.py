@@ -123,9 +123,11 @@ class DeliveryWorker:
 
     def deliver_now(self, notification_id: int, timeout: float) -> dict:
         """Deliver one notification in this process (``ha-monitors notify --wait``)."""
-        deadline = time.monotonic() + timeout
+        from monitors.history import ReadModel
+
+        read, deadline = ReadModel(self.outbox), time.monotonic() + timeout
         while True:
-            row = self.outbox.get(notification_id)
+            row = read.get(notification_id)
             if row["state"] != "pending" or time.monotonic() >= deadline:
                 return row
             if not self.run_once(notification_id):

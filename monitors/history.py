@@ -1,10 +1,15 @@
-"""``ha-monitors history``: what happened and what was done, read from the outbox.
+"""The read model of the outbox, and ``ha-monitors history``.
+
+The outbox (monitors/outbox.py) is storage: put, claim, finish, and ``query()`` for rows.
+What operators see of it is shaped here, once: ``ReadModel`` gives notifications with
+their deliveries and history, the history tail, the counts and ages that ``status``,
+``metrics``, the daemons' status files and ``ha-monitors outbox`` report.
 
 Every alert is a notification row with its detection source, the decision that produced it
 (filter row, matrix row, restart attempts, ...) and its history (duplicates, every delivery
 attempt and the recipient's answer, the API's notification_uuid). Nothing here keeps state of
-its own: the outbox is the record, this module only renders it (table or JSON), and
-``--follow`` tails the outbox's history table.
+its own: the outbox is the record, this module only reads and renders it (table or JSON),
+and ``--follow`` tails the outbox's history table.
 """
 from __future__ import annotations
 
@@ -13,9 +18,133 @@ import json
 import re
 import sys
 import time
-from typing import Callable, TextIO
+from typing import Callable, Iterable, TextIO
 
-from monitors.outbox import Outbox
+from monitors.notification import Notification
+from monitors.outbox import STATES, Outbox
+
+# A delivery held back by its recipient: pending, last answered 409 with a "held: ..." text
+# (monitors.drivers.HELD); correlated with the notifications row ``n``.
+_HELD = ("d.notification_id = n.id AND d.state = 'pending' AND d.last_status = 409 "
+         "AND d.last_message LIKE 'held:%'")
+_DELIVERY_KEYS = ("id", "driver", "state", "attempts", "next_attempt_at", "remote_id",
+                  "last_status", "last_message", "lease_owner", "stage")
+
+
+class ReadModel:
+    """What operators see of one outbox: read-only, computed from its rows at each call
+    (no second bookkeeping that could drift from them)."""
+
+    def __init__(self, box: Outbox):
+        self.box = box
+
+    def depth(self) -> int:
+        """Notifications still pending."""
+        return self.box.query(
+            "SELECT COUNT(*) FROM notifications WHERE state = 'pending'")[0][0]
+
+    def counts(self) -> dict[str, int]:
+        rows = self.box.query("SELECT state, COUNT(*) FROM notifications GROUP BY state")
+        return {state: 0 for state in STATES} | {r[0]: r[1] for r in rows}
+
+    def oldest_pending_age(self, exclude_held: bool = False) -> float:
+        """Since detection, or since the operator's last ``outbox retry`` of the row: a row
+        retried after a day is not a day late. exclude_held: leave out notifications the
+        recipient holds back (host on maintenance): they wait for an operator, not for
+        delivery, and are reported apart."""
+        sql = ("SELECT MIN(MAX(n.created_at, COALESCE((SELECT MAX(h.at) FROM history h WHERE "
+               "h.notification_id = n.id AND h.kind = 'retry'), 0))) FROM notifications n "
+               "WHERE n.state = 'pending'")
+        if exclude_held:
+            sql += f" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE {_HELD})"
+        row = self.box.query(sql)
+        return time.time() - row[0][0] if row[0][0] else 0.0
+
+    def held(self, limit: int = 20) -> list[dict]:
+        """Pending deliveries whose last answer held them back (Masakari 409 that is not a
+        duplicate: host on maintenance, or another conflict), oldest first."""
+        rows = self.box.query(
+            "SELECT n.id, n.type, n.hostname, n.created_at, d.driver, d.last_message, "
+            f"d.next_attempt_at FROM notifications n JOIN deliveries d ON {_HELD} "
+            "ORDER BY n.id LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
+
+    def acknowledged(self, ids: Iterable[int]) -> set[int]:
+        """Which of these notifications were acknowledged after their last answer/retry."""
+        ids = list(ids)
+        if not ids:
+            return set()
+        rows = self.box.query(
+            "SELECT notification_id, MAX(CASE WHEN kind = 'acknowledged' THEN id END) AS ack,"
+            " MAX(CASE WHEN kind IN ('answer', 'retry') THEN id END) AS last FROM history "
+            f"WHERE notification_id IN ({','.join('?' * len(ids))}) GROUP BY notification_id",
+            ids)
+        return {r["notification_id"] for r in rows
+                if r["ack"] is not None and r["ack"] > (r["last"] or 0)}
+
+    def list(self, *, state: str | None = None, since: float | None = None,
+             type: str | None = None, hostname: str | None = None, after_id: int = 0,
+             limit: int = 1000, newest: bool = False, with_history: bool = False
+             ) -> list[dict]:
+        """Notifications in id order; newest=True: the last ``limit`` of them (still in id
+        order); with_history: each with its history, as get() gives it."""
+        clauses, args = ["id > ?"], [after_id]
+        for column, value in (("state", state), ("type", type), ("hostname", hostname)):
+            if value:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            clauses.append("created_at >= ?")
+            args.append(since)
+        rows = self.box.query(f"SELECT * FROM notifications WHERE {' AND '.join(clauses)} "
+                              f"ORDER BY id {'DESC' if newest else ''} LIMIT ?",
+                              [*args, limit])
+        return [self._describe(r, with_history) for r in sorted(rows, key=lambda r: r["id"])]
+
+    def get(self, notification_id: int) -> dict | None:
+        """One notification with its deliveries and history (None: no such id)."""
+        rows = self.box.query("SELECT * FROM notifications WHERE id = ?", (notification_id,))
+        if not rows:
+            return None
+        return self._describe(rows[0], with_history=True)
+
+    def events(self, *, after_id: int = 0, type: str | None = None,
+               hostname: str | None = None, limit: int = 1000) -> list[dict]:
+        """History rows (detected, duplicate, attempt, answer, retry) after ``after_id``, with
+        their notification's type and hostname: what ``ha-monitors history --follow`` tails."""
+        clauses, args = ["h.id > ?"], [after_id]
+        for column, value in (("n.type", type), ("n.hostname", hostname)):
+            if value:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        rows = self.box.query(
+            "SELECT h.*, n.type, n.hostname FROM history h JOIN notifications n "
+            f"ON n.id = h.notification_id WHERE {' AND '.join(clauses)} ORDER BY h.id LIMIT ?",
+            [*args, limit])
+        return [{**_history_entry(r), "notification_id": r["notification_id"],
+                 "type": r["type"], "hostname": r["hostname"]} for r in rows]
+
+    def last_event_id(self) -> int:
+        return self.box.query("SELECT COALESCE(MAX(id), 0) FROM history")[0][0]
+
+    def _describe(self, row, with_history: bool = False) -> dict:
+        deliveries = [{k: d[k] for k in _DELIVERY_KEYS} for d in self.box.query(
+            "SELECT * FROM deliveries WHERE notification_id = ? ORDER BY id", (row["id"],))]
+        out = {"id": row["id"], "created_at": row["created_at"], "state": row["state"],
+               "source": row["source"], "decision": json.loads(row["decision"]),
+               "notification": Notification(row["type"], row["hostname"],
+                                            row["generated_time"],
+                                            json.loads(row["payload"])).to_dict(),
+               "deliveries": deliveries}
+        if with_history:
+            out["history"] = [_history_entry(r) for r in self.box.query(
+                "SELECT * FROM history WHERE notification_id = ? ORDER BY id", (row["id"],))]
+        return out
+
+
+def _history_entry(row) -> dict:
+    return {"id": row["id"], "at": row["at"], "kind": row["kind"],
+            "delivery_id": row["delivery_id"], **json.loads(row["detail"])}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -170,6 +299,31 @@ def render_table(rows: list[dict], out: TextIO, brief: bool = False) -> None:
                   file=out)
 
 
+def render_outbox(rows: list[dict], out: TextIO) -> None:
+    """``ha-monitors outbox list``: one line per notification, its payload and deliveries."""
+    header = ("ID", "CREATED", "STATE", "TYPE", "HOSTNAME", "PAYLOAD", "DELIVERIES")
+    lines = [header]
+    for r in rows:
+        n = r["notification"]
+        deliveries = " ".join(f"{d['driver']}:{d['state']}/{d['attempts']}"
+                              + (f"({d['last_status']})" if d["last_status"] else "")
+                              for d in r["deliveries"])
+        lines.append((str(r["id"]), _when(r["created_at"]), r["state"], n["type"],
+                      n["hostname"], json.dumps(n["payload"], sort_keys=True), deliveries))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip(), file=out)
+
+
+def render_outbox_row(row: dict, out: TextIO) -> None:
+    """``ha-monitors outbox show ID``: its line, then every history row with its details."""
+    render_outbox([row], out)
+    for h in row["history"]:
+        detail = {k: v for k, v in h.items() if k not in ("id", "at", "kind", "delivery_id")}
+        print(f"  {_when(h['at'])}  {h['kind']:<9}  {json.dumps(detail, sort_keys=True)}",
+              file=out)
+
+
 def _follow_line(entry: dict, row: dict | None) -> str:
     """One tailed history row; a detection (``row``: its notification) says what and why."""
     nid = entry["notification_id"]
@@ -188,11 +342,12 @@ def follow(box: Outbox, *, after_id: int, type: str | None, hostname: str | None
            stop: Callable[[], bool] = lambda: False) -> None:
     """Tail the outbox's history. Other processes write it, so this polls the file (a read
     of one index every ``interval``); it is a viewer, never on a detection path."""
+    read = ReadModel(box)
     while not stop():
-        entries = box.events(after_id=after_id, type=type, hostname=hostname)
+        entries = read.events(after_id=after_id, type=type, hostname=hostname)
         for entry in entries:
             after_id = entry["id"]
-            row = box.get(entry["notification_id"]) if entry["kind"] == "detected" else None
+            row = read.get(entry["notification_id"]) if entry["kind"] == "detected" else None
             if as_json:
                 doc = dict(entry)
                 if row:
@@ -209,8 +364,9 @@ def follow(box: Outbox, *, after_id: int, type: str | None, hostname: str | None
 def run(box: Outbox, *, since: float | None, type: str | None, hostname: str | None,
         state: str | None, limit: int, as_json: bool, brief: bool, follow_: bool,
         out: TextIO = sys.stdout) -> int:
-    start_id = box.last_event_id()  # --follow prints what comes after the listing
-    rows = box.list(since=since, type=type, hostname=hostname, state=state, limit=limit,
+    read = ReadModel(box)
+    start_id = read.last_event_id()  # --follow prints what comes after the listing
+    rows = read.list(since=since, type=type, hostname=hostname, state=state, limit=limit,
                     newest=True, with_history=as_json or not brief)
     if as_json and not follow_:
         print(json.dumps(rows, indent=2, sort_keys=True), file=out)

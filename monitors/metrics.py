@@ -12,6 +12,8 @@ import ipaddress
 import logging
 import time
 
+from monitors.history import ReadModel
+
 try:
     import prometheus_client
     from prometheus_client.core import GaugeMetricFamily
@@ -126,7 +128,8 @@ class ServiceCollector:
             yield readable
             return
         try:
-            counts, depth, age = outbox.counts(), outbox.depth(), outbox.oldest_pending_age()
+            read = ReadModel(outbox)
+            counts, depth, age = read.counts(), read.depth(), read.oldest_pending_age()
         except Exception as exc:  # noqa: BLE001 - a scrape must never break the daemon
             LOG.warning("metrics: cannot read the outbox: %s", exc)
             readable.add_metric([], 0.0)

@@ -8,7 +8,8 @@ are 0660, so members can hand notifications over; SQLite gives -wal and -shm the
 (and, as root, the owner) of the database. Rows are claimed with a lease naming the claiming process, so several processes can
 deliver concurrently without double-claiming, and a row claimed by a process that died is
 taken over at once (its pid is gone) instead of waiting for the lease to run out.
-Everything operators see (history, status, metrics) is read from these tables.
+Everything operators see (history, status, metrics) is read from these tables, through
+``query()``, by the read model in monitors/history.py.
 """
 from __future__ import annotations
 
@@ -551,19 +552,6 @@ class Outbox:
                           {"state": row["state"], "note": note, "by": self.owner})
         return 1
 
-    def acknowledged(self, ids: Iterable[int]) -> set[int]:
-        """Which of these notifications were acknowledged after their last answer/retry."""
-        ids = list(ids)
-        if not ids:
-            return set()
-        rows = self._read(
-            "SELECT notification_id, MAX(CASE WHEN kind = 'acknowledged' THEN id END) AS ack,"
-            " MAX(CASE WHEN kind IN ('answer', 'retry') THEN id END) AS last FROM history "
-            f"WHERE notification_id IN ({','.join('?' * len(ids))}) GROUP BY notification_id",
-            ids)
-        return {r["notification_id"] for r in rows
-                if r["ack"] is not None and r["ack"] > (r["last"] or 0)}
-
     def retry(self, notification_id: int) -> int:
         """Operator action: put rejected/expired deliveries back in the queue."""
         now = time.time()
@@ -602,99 +590,28 @@ class Outbox:
                           "d3.stage < d.stage AND d3.state = 'pending')", drivers)
         return rows[0][0]
 
-    def depth(self) -> int:
-        return self._read("SELECT COUNT(*) FROM notifications WHERE state = 'pending'")[0][0]
-
-    def oldest_pending_age(self, exclude_held: bool = False) -> float:
-        """Since detection, or since the operator's last ``outbox retry`` of the row: a row
-        retried after a day is not a day late. exclude_held: leave out notifications the
-        recipient holds back (host on maintenance): they wait for an operator, not for
-        delivery, and are reported apart."""
-        sql = ("SELECT MIN(MAX(n.created_at, COALESCE((SELECT MAX(h.at) FROM history h WHERE "
-               "h.notification_id = n.id AND h.kind = 'retry'), 0))) FROM notifications n "
-               "WHERE n.state = 'pending'")
-        if exclude_held:
-            sql += f" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE {_HELD})"
-        row = self._read(sql)
-        return time.time() - row[0][0] if row[0][0] else 0.0
-
-    def held(self, limit: int = 20) -> list[dict]:
-        """Pending deliveries whose last answer held them back (Masakari 409 that is not a
-        duplicate: host on maintenance, or another conflict), oldest first."""
-        rows = self._read(
-            "SELECT n.id, n.type, n.hostname, n.created_at, d.driver, d.last_message, "
-            f"d.next_attempt_at FROM notifications n JOIN deliveries d ON {_HELD} "
-            "ORDER BY n.id LIMIT ?", (limit,))
-        return [dict(r) for r in rows]
-
-    def counts(self) -> dict[str, int]:
-        rows = self._read("SELECT state, COUNT(*) FROM notifications GROUP BY state")
-        return {state: 0 for state in STATES} | {r[0]: r[1] for r in rows}
-
-    def list(self, *, state: str | None = None, since: float | None = None,
-             type: str | None = None, hostname: str | None = None, after_id: int = 0,
-             limit: int = 1000, newest: bool = False, with_history: bool = False
-             ) -> list[dict]:
-        """Notifications in id order; newest=True: the last ``limit`` of them (still in id
-        order); with_history: each with its history, as get() gives it."""
-        clauses, args = ["id > ?"], [after_id]
-        for column, value in (("state", state), ("type", type), ("hostname", hostname)):
-            if value:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        if since is not None:
-            clauses.append("created_at >= ?")
-            args.append(since)
-        rows = self._read(f"SELECT * FROM notifications WHERE {' AND '.join(clauses)} "
-                          f"ORDER BY id {'DESC' if newest else ''} LIMIT ?", [*args, limit])
-        return [self._describe(r, with_history) for r in sorted(rows, key=lambda r: r["id"])]
-
-    def events(self, *, after_id: int = 0, type: str | None = None,
-               hostname: str | None = None, limit: int = 1000) -> list[dict]:
-        """History rows (detected, duplicate, attempt, answer, retry) after ``after_id``, with
-        their notification's type and hostname: what ``ha-monitors history --follow`` tails."""
-        clauses, args = ["h.id > ?"], [after_id]
-        for column, value in (("n.type", type), ("n.hostname", hostname)):
-            if value:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        rows = self._read(
-            "SELECT h.*, n.type, n.hostname FROM history h JOIN notifications n "
-            f"ON n.id = h.notification_id WHERE {' AND '.join(clauses)} ORDER BY h.id LIMIT ?",
-            [*args, limit])
-        return [{**_history_entry(r), "notification_id": r["notification_id"],
-                 "type": r["type"], "hostname": r["hostname"]} for r in rows]
-
-    def last_event_id(self) -> int:
-        return self._read("SELECT COALESCE(MAX(id), 0) FROM history")[0][0]
-
     def previous(self, notification: Notification) -> dict | None:
         """The latest notification already recorded about the same subject (one VM, one
-        process or one host), with its deliveries: what a routing decision compares with."""
-        rows = self._read("SELECT * FROM notifications WHERE order_key = ? ORDER BY id DESC "
-                          "LIMIT 1", (notification.order_key(),))
-        return self._describe(rows[0]) if rows else None
-
-    def get(self, notification_id: int) -> dict | None:
-        rows = self._read("SELECT * FROM notifications WHERE id = ?", (notification_id,))
+        process or one host): its id, the notification and its deliveries' driver and
+        state, what a routing decision (actions.route, on the write path) compares with."""
+        rows = self._read("SELECT id, type, hostname, generated_time, payload FROM "
+                          "notifications WHERE order_key = ? ORDER BY id DESC LIMIT 1",
+                          (notification.order_key(),))
         if not rows:
             return None
-        return self._describe(rows[0], with_history=True)
+        deliveries = [{"driver": d["driver"], "state": d["state"]} for d in self._read(
+            "SELECT driver, state FROM deliveries WHERE notification_id = ? ORDER BY id",
+            (rows[0]["id"],))]
+        return {"id": rows[0]["id"], "notification": _notification(rows[0]).to_dict(),
+                "deliveries": deliveries}
 
-    def _describe(self, row: sqlite3.Row, with_history: bool = False) -> dict:
-        deliveries = [
-            {k: d[k] for k in ("id", "driver", "state", "attempts", "next_attempt_at",
-                               "remote_id", "last_status", "last_message", "lease_owner",
-                               "stage")}
-            for d in self._read("SELECT * FROM deliveries WHERE notification_id = ? "
-                                "ORDER BY id", (row["id"],))]
-        out = {"id": row["id"], "created_at": row["created_at"], "state": row["state"],
-               "source": row["source"], "decision": json.loads(row["decision"]),
-               "notification": _notification(row).to_dict(), "deliveries": deliveries}
-        if with_history:
-            out["history"] = [_history_entry(r) for r in self._read(
-                "SELECT * FROM history WHERE notification_id = ? ORDER BY id", (row["id"],))]
-        return out
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one SELECT over these tables, for the read model (monitors/history.py:
+        history, status, metrics, the CLI). The outbox stores; what operators see of it
+        is shaped there."""
+        if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            raise ValueError("Outbox.query reads; writes go through put/claim/finish")
+        return self._read(sql, args)
 
 
 _RUNNING_AGAIN = ("STARTED_", "RESUMED_")
@@ -765,12 +682,6 @@ def supersede_stale(db, row: sqlite3.Row, now: float) -> bool:
                     at=now)
     Outbox._refresh_state(db, row["id"])
     return True
-
-
-# A delivery held back by its recipient: pending, last answered 409 with a "held: ..." text
-# (monitors.drivers.HELD); correlated with the notifications row ``n``.
-_HELD = ("d.notification_id = n.id AND d.state = 'pending' AND d.last_status = 409 "
-         "AND d.last_message LIKE 'held:%'")
 
 
 def _corrupt(exc: BaseException) -> bool:
@@ -844,11 +755,6 @@ def _salvage_file(path: str) -> list[dict]:
         return _salvage(db, path)
     finally:
         db.close()
-
-
-def _history_entry(row: sqlite3.Row) -> dict:
-    return {"id": row["id"], "at": row["at"], "kind": row["kind"],
-            "delivery_id": row["delivery_id"], **json.loads(row["detail"])}
 
 
 def _notification(row: sqlite3.Row) -> Notification:

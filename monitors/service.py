@@ -29,6 +29,7 @@ from monitors import actions, config, drivers as drivers_mod, log, metrics, stat
 from monitors.backlog import Backlog
 from monitors.delivery import DeliveryWorker
 from monitors.emitter import Emitter
+from monitors.history import ReadModel
 from monitors.notification import InvalidNotification
 from monitors.outbox import Outbox
 from monitors.procfs import process_identity
@@ -257,7 +258,7 @@ class MonitorService(ServiceBase):
     # -- status -----------------------------------------------------------------------------
     def _depth(self) -> int:
         try:
-            return self.outbox.depth() if self.outbox else 0
+            return ReadModel(self.outbox).depth() if self.outbox else 0
         except Exception:  # noqa: BLE001
             return -1
 

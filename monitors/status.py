@@ -12,6 +12,7 @@ import os
 import time
 from typing import TextIO
 
+from monitors.history import ReadModel
 from monitors.outbox import Outbox
 from monitors.procfs import owner_alive
 
@@ -129,9 +130,10 @@ def daemon_report(state_path: str, name: str, th: Thresholds, now: float,
 
 
 def outbox_report(box: Outbox, th: Thresholds, now: float) -> tuple[dict, list[Problem]]:
-    counts = box.counts()
-    oldest = box.oldest_pending_age(exclude_held=True)
-    held = box.held()  # the 20 oldest: enough to name them
+    read = ReadModel(box)
+    counts = read.counts()
+    oldest = read.oldest_pending_age(exclude_held=True)
+    held = read.held()  # the 20 oldest: enough to name them
     report = {"counts": counts, "depth": counts.get("pending", 0),
               "oldest_pending_age": round(oldest, 3), "held": len(held)}
     problems = []
@@ -149,8 +151,8 @@ def outbox_report(box: Outbox, th: Thresholds, now: float) -> tuple[dict, list[P
         problems.append(Problem(WARNING, f"outbox: oldest undelivered notification waits for "
                                          f"{oldest:.0f}s"))
     for state in ("rejected", "expired"):
-        rows = box.list(state=state, since=now - th.window, limit=1000)
-        acked = box.acknowledged(r["id"] for r in rows)
+        rows = read.list(state=state, since=now - th.window, limit=1000)
+        acked = read.acknowledged(r["id"] for r in rows)
         for row in [r for r in rows if r["id"] not in acked][:20]:
             last = next((d for d in row["deliveries"] if d["state"] == state), {})
             problems.append(Problem(CRITICAL, f"notification {row['id']} {state} by "

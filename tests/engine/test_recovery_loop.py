@@ -23,6 +23,7 @@ from hostmonitor import payloads
 from monitors import actions, config, drivers
 from monitors.delivery import DeliveryWorker
 from monitors.notification import PROCESS, Notification
+from monitors.history import ReadModel
 from monitors.outbox import Outbox
 from monitors.emitter import Emitter
 from tests.helpers import wait_for
@@ -64,13 +65,13 @@ class Monitors:
         self.worker.start()
 
     def settled(self, nid, timeout=60.0):
-        return wait_for(lambda: (r := self.box.get(nid))["state"] != "pending" and r,
+        return wait_for(lambda: (r := ReadModel(self.box).get(nid))["state"] != "pending" and r,
                         timeout, what=f"notification {nid} leaving the outbox")
 
     def answered(self, nid, driver, timeout=60.0):
         """The row once ``driver``'s delivery of it has an answer that ended it."""
         def done():
-            row = self.box.get(nid)
+            row = ReadModel(self.box).get(nid)
             d = next(d for d in row["deliveries"] if d["driver"] == driver)
             return d["state"] != "pending" and row
         return wait_for(done, timeout, what=f"{driver} delivery of notification {nid}")
@@ -139,7 +140,7 @@ def test_a_fenced_peer_is_forced_down_first_and_evacuated_within_seconds(
     forced = nova.calls(host=host, method="PUT")[0].time
     assert forced - t0 < 2.0, f"forced down {forced - t0:.1f}s after the verdict"
     # The outbox: force-down answered before the Masakari delivery was even attempted.
-    row = m.box.get(nid)
+    row = ReadModel(m.box).get(nid)
     seen = [(h["kind"], h.get("driver")) for h in row["history"]
             if h["kind"] in ("attempt", "answer")]
     assert seen[:3] == [("attempt", actions.FORCE_DOWN), ("answer", actions.FORCE_DOWN),
@@ -233,7 +234,7 @@ def test_an_operator_disable_is_never_undone(engine, nova, host, peer, monitors)
     # The STARTED itself waits, held, while the host is on maintenance (visible, not lost),
     # and goes once the operator takes the host off maintenance.
     time.sleep(2.0)
-    held = next(d for d in m.box.get(nid)["deliveries"] if d["driver"] == "masakari")
+    held = next(d for d in ReadModel(m.box).get(nid)["deliveries"] if d["driver"] == "masakari")
     assert held["state"] == "pending" and "maintenance" in held["last_message"]
     seg = engine.api._call("GET", "/segments")["segments"]
     for s in seg:

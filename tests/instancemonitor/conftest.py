@@ -53,9 +53,10 @@ def vm_events(api, host) -> list[tuple[str, str, str]]:
 
 def outbox_rows(state_path) -> list[dict]:
     """The daemon's outbox as `ha-monitors outbox list` shows it (decision included)."""
+    from monitors.history import ReadModel
     from monitors.outbox import Outbox
     box = Outbox(str(state_path / "outbox.sqlite"))
     try:
-        return box.list(type="VM")
+        return ReadModel(box).list(type="VM")
     finally:
         box.close()

@@ -11,6 +11,7 @@ import pytest
 from hostmonitor import payloads
 from monitors import actions, config
 from monitors.notification import PROCESS, Notification
+from monitors.history import ReadModel
 from monitors.outbox import Outbox
 from monitors.emitter import Emitter
 
@@ -42,7 +43,8 @@ def proc(event):
 
 def test_fenced_host_failure_is_forced_down_first(tmp_path, box):
     emit = Emitter(make_conf(tmp_path, force_down=True), box, "hostmonitor/pacemaker")
-    row = box.get(emit(payloads.stopped("cmp-1", fenced=True), decision={"fencing": "ok"}).id)
+    row = ReadModel(box).get(emit(payloads.stopped("cmp-1", fenced=True),
+                                  decision={"fencing": "ok"}).id)
     assert drivers_of(row) == {actions.FORCE_DOWN: 0, "masakari": 1}
     assert "fencing confirmed" in row["decision"]["actions"][actions.FORCE_DOWN]
     assert row["decision"]["fencing"] == "ok"  # the source's own decision is kept
@@ -57,21 +59,21 @@ def test_fenced_host_failure_is_forced_down_first(tmp_path, box):
 ])
 def test_nothing_but_a_fenced_host_is_ever_forced_down(tmp_path, box, note):
     emit = Emitter(make_conf(tmp_path, force_down=True, resurrect=True), box, "t")
-    row = box.get(emit(note).id)
+    row = ReadModel(box).get(emit(note).id)
     assert actions.FORCE_DOWN not in drivers_of(row)
 
 
 def test_normal_without_fencing_evidence_is_not_forced_down(tmp_path, box):
     conf = make_conf(tmp_path, force_down=True)
     conf.set_override("disable_ipmi_check", True, group="host")
-    row = box.get(Emitter(conf, box, "t")(payloads.stopped("cmp-1", fenced=True)).id)
+    row = ReadModel(box).get(Emitter(conf, box, "t")(payloads.stopped("cmp-1", fenced=True)).id)
     assert drivers_of(row) == {"masakari": 1}
     assert "disable_ipmi_check" in row["decision"]["actions"][actions.FORCE_DOWN]
 
 
 def test_force_down_is_off_by_default(tmp_path, box):
     emit = Emitter(make_conf(tmp_path), box, "t")
-    row = box.get(emit(payloads.stopped("cmp-1", fenced=True)).id)
+    row = ReadModel(box).get(emit(payloads.stopped("cmp-1", fenced=True)).id)
     assert drivers_of(row) == {"masakari": 1}
     assert "actions" not in row["decision"]
 
@@ -79,24 +81,27 @@ def test_force_down_is_off_by_default(tmp_path, box):
 def test_resurrect_follows_a_fenced_stop_only_when_enabled(tmp_path, box):
     emit = Emitter(make_conf(tmp_path, resurrect=True), box, "t")
     emit(payloads.stopped("cmp-1", fenced=True))
-    row = box.get(emit(payloads.started("cmp-1")).id)
+    row = ReadModel(box).get(emit(payloads.started("cmp-1")).id)
     assert actions.RESURRECT in drivers_of(row)
     assert "put it back in service" in row["decision"]["actions"][actions.RESURRECT]
     # not fenced before: Masakari recovered nothing, nothing to undo
     emit(payloads.stopped("cmp-2", fenced=False))
-    assert actions.RESURRECT not in drivers_of(box.get(emit(payloads.started("cmp-2")).id))
+    assert actions.RESURRECT not in drivers_of(
+        ReadModel(box).get(emit(payloads.started("cmp-2")).id))
     # a STARTED with nothing before it (daemon start) asks for nothing
-    assert actions.RESURRECT not in drivers_of(box.get(emit(payloads.started("cmp-3")).id))
+    assert actions.RESURRECT not in drivers_of(
+        ReadModel(box).get(emit(payloads.started("cmp-3")).id))
     # off (the default): never
     off = Emitter(make_conf(tmp_path), box, "t")
     off(payloads.stopped("cmp-4", fenced=True))
-    assert actions.RESURRECT not in drivers_of(box.get(off(payloads.started("cmp-4")).id))
+    assert actions.RESURRECT not in drivers_of(
+        ReadModel(box).get(off(payloads.started("cmp-4")).id))
 
 
 def test_resurrect_follows_a_process_stop(tmp_path, box):
     emit = Emitter(make_conf(tmp_path, resurrect=True), box, "processmonitor/processes")
     emit(proc("STOPPED"))
-    row = box.get(emit(proc("STARTED")).id)
+    row = ReadModel(box).get(emit(proc("STARTED")).id)
     assert drivers_of(row) == {"masakari": 1, actions.RESURRECT: 1}
 
 
@@ -106,7 +111,7 @@ def test_no_resurrect_after_a_stop_masakari_refused(tmp_path, box):
     claim = box.claim(["masakari"], 60)
     box.finish(claim, "rejected", status=400, message="400: host not found")
     assert claim.notification_id == stopped
-    assert actions.RESURRECT not in drivers_of(box.get(emit(proc("STARTED")).id))
+    assert actions.RESURRECT not in drivers_of(ReadModel(box).get(emit(proc("STARTED")).id))
 
 
 def test_a_later_stage_waits_for_the_first_then_goes(box):
@@ -176,7 +181,7 @@ def test_the_pacemaker_alert_path_is_routed_too(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     b = Outbox(str(state / "outbox.sqlite"))
-    row = b.list()[0]
+    row = ReadModel(b).list()[0]
     b.close()
     assert drivers_of(row) == {actions.FORCE_DOWN: 0, "masakari": 1}
     assert row["decision"]["by"] == "ha-monitors notify"

@@ -13,6 +13,7 @@ from monitors import config, drivers
 from monitors.delivery import DeliveryWorker
 from monitors.drivers.webhook import SIGNATURE_HEADER, signature
 from monitors.notification import COMPUTE_HOST, VM, Notification
+from monitors.history import ReadModel
 from monitors.outbox import Outbox
 
 
@@ -83,7 +84,7 @@ def test_400_is_rejected_kept_and_not_retried(tmp_path, masakari_api, outbox):
     assert row["deliveries"][0]["last_status"] == 400
     assert "could not be found" in row["deliveries"][0]["last_message"]
     assert not worker.run_once()  # nothing left to try
-    assert outbox.get(nid)["deliveries"][0]["attempts"] == 1
+    assert ReadModel(outbox).get(nid)["deliveries"][0]["attempts"] == 1
 
 
 def test_unreachable_api_is_retried_until_it_answers(tmp_path, masakari_api, host, outbox):

@@ -10,6 +10,7 @@ import time
 import uuid
 
 from monitors.notification import PROCESS, VM, Notification
+from monitors.history import ReadModel
 from monitors.outbox import Outbox
 from tests.helpers import BIN, cli, deliverer, wait_for, write_conf
 
@@ -34,7 +35,8 @@ def test_history_tells_detection_decision_attempts_and_the_api_uuid(tmp_path, ma
                        source="processmonitor/process", drivers=["masakari"],
                        decision={"attempts": ["exited with status 1"]}).id
     with deliverer(conf):
-        wait_for(lambda: all(box.get(i)["state"] != "pending" for i in (delivered, rejected)),
+        wait_for(lambda: all(ReadModel(box).get(i)["state"] != "pending"
+                             for i in (delivered, rejected)),
                  30, what="both answered")
     stored = [n for n in masakari_api.notifications(type="VM", hostname=host)
               if n["payload"]["instance_uuid"] == instance]
@@ -131,7 +133,7 @@ def test_status_is_a_nagios_check_of_daemons_sources_and_outbox(tmp_path, masaka
         box = Outbox(str(tmp_path / "state" / "outbox.sqlite"))
         nid = box.put(_vm("no-such-host-" + uuid.uuid4().hex[:6]), source="test",
                       drivers=["masakari"]).id
-        wait_for(lambda: box.get(nid)["state"] == "rejected", 30, what="rejected")
+        wait_for(lambda: ReadModel(box).get(nid)["state"] == "rejected", 30, what="rejected")
         r = cli(conf, "status")
         assert r.returncode == 2
         assert f"notification {nid} rejected by masakari" in r.stdout

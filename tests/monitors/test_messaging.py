@@ -13,6 +13,7 @@ from hostmonitor import payloads  # noqa: E402
 from monitors import config, drivers  # noqa: E402
 from monitors.delivery import DeliveryWorker  # noqa: E402
 from monitors.notification import VM, Notification  # noqa: E402
+from monitors.history import ReadModel
 from monitors.outbox import Outbox  # noqa: E402
 from tests.fixtures.masakari_api import free_port  # noqa: E402
 
@@ -70,7 +71,7 @@ def test_every_detection_reaches_a_real_listener_as_a_versioned_notification(
     vm = Notification.create(VM, "cmp-bus", {"event": "LIFECYCLE", "vir_domain_event":
                                              "STOPPED_FAILED",
                                              "instance_uuid": str(uuid.uuid4())})
-    rows = [box.get(worker.deliver_now(box.put(n, source="t", drivers=["messaging"]).id,
+    rows = [ReadModel(box).get(worker.deliver_now(box.put(n, source="t", drivers=["messaging"]).id,
                                        20)["id"]) for n in (host, vm)]
     assert [r["state"] for r in rows] == ["delivered", "delivered"]
     # Sent before anyone listened: the broker kept them in the topic's queue.

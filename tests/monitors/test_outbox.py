@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from monitors.notification import COMPUTE_HOST, PROCESS, VM, Notification
+from monitors.history import ReadModel
 from monitors.outbox import Outbox, backoff
 
 
@@ -56,7 +57,7 @@ def test_put_is_durable_before_return_even_if_the_process_dies(tmp_path):
             f"Outbox({str(path)!r}).put(vm(7), source='t', drivers=['masakari']); os._exit(9)")
     r = subprocess.run([sys.executable, "-c", code], cwd=os.getcwd())
     assert r.returncode == 9
-    rows = Outbox(str(path)).list()
+    rows = ReadModel(Outbox(str(path))).list()
     assert [r["notification"]["payload"]["instance_uuid"] for r in rows] == [str(uuid.UUID(int=8))]
 
 
@@ -64,8 +65,8 @@ def test_identical_pending_notification_is_not_queued_twice(box):
     first = box.put(host(), source="a", drivers=["masakari"])
     again = box.put(host(), source="b", drivers=["masakari"])
     assert first.queued and not again.queued and again.id == first.id
-    assert box.depth() == 1
-    kinds = [h["kind"] for h in box.get(first.id)["history"]]
+    assert ReadModel(box).depth() == 1
+    kinds = [h["kind"] for h in ReadModel(box).get(first.id)["history"]]
     assert kinds == ["detected", "duplicate"]  # the repeat is visible, not lost
     # once delivered, the same notification is a new event again
     claim = box.claim(["masakari"], 30)
@@ -89,16 +90,16 @@ def test_each_driver_is_tracked_separately(box):
     nid = box.put(host(), source="t", drivers=["masakari", "webhook"]).id
     c1 = box.claim(["masakari"], 30)
     box.finish(c1, "delivered", status=202, remote_id="u")
-    assert box.get(nid)["state"] == "pending"  # the webhook delivery is still due
+    assert ReadModel(box).get(nid)["state"] == "pending"  # the webhook delivery is still due
     c2 = box.claim(["webhook"], 30)
     assert c2.driver == "webhook"
     box.finish(c2, "rejected", status=400, message="bad")
-    row = box.get(nid)
+    row = ReadModel(box).get(nid)
     assert row["state"] == "rejected"
     assert {d["driver"]: d["state"] for d in row["deliveries"]} == {
         "masakari": "delivered", "webhook": "rejected"}
     assert box.retry(nid) == 1
-    assert box.get(nid)["state"] == "pending"
+    assert ReadModel(box).get(nid)["state"] == "pending"
 
 
 def test_retry_waits_for_its_backoff_and_max_age_expires(box):
@@ -110,7 +111,7 @@ def test_retry_waits_for_its_backoff_and_max_age_expires(box):
     claim = box.claim(["masakari"], 30)
     assert claim.attempt == 2
     assert box.finish(claim, "retry", status=None, max_age=0.001) == "expired"
-    assert box.get(nid)["state"] == "expired"
+    assert ReadModel(box).get(nid)["state"] == "expired"
 
 
 def test_a_live_lease_is_respected_and_a_dead_owners_lease_is_taken_over(box, tmp_path):
@@ -150,7 +151,7 @@ def test_concurrent_processes_never_double_claim(box):
         p.join(10)
     claimed = [i for r in results for i in r]
     assert sorted(claimed) == sorted(ids)  # every row exactly once
-    assert box.counts()["delivered"] == 300
+    assert ReadModel(box).counts()["delivered"] == 300
 
 
 def test_backoff_is_capped_and_jittered():
@@ -167,8 +168,9 @@ def test_purge_removes_only_old_delivered_rows(box):
     box.finish(claim, "delivered", status=202, remote_id="u")
     assert claim.notification_id == delivered  # FIFO within the same priority
     assert box.purge_delivered(time.time() + 1) == 1
-    assert box.get(delivered) is None and box.get(pending)["state"] == "pending"
-    assert json.dumps(box.list())  # still readable, JSON-able
+    read = ReadModel(box)
+    assert read.get(delivered) is None and read.get(pending)["state"] == "pending"
+    assert json.dumps(ReadModel(box).list())  # still readable, JSON-able
 
 
 def test_a_later_notification_of_the_same_subject_waits_for_the_earlier(box):
@@ -231,7 +233,7 @@ def test_retention_removes_old_finished_rows_never_pending_ones(tmp_path):
                  in daemon.log_text(), 20, what="retention applied at start")
     box = Outbox(str(state / "outbox.sqlite"))
     try:
-        left = {row["id"] for row in box.list()}
+        left = {row["id"] for row in ReadModel(box).list()}
         assert left == {ids["old-rejected"], ids["old-pending"], ids["new-delivered"]}
         history = box._read("SELECT COUNT(*) FROM history WHERE notification_id = ?",
                             (ids["old-delivered"],))[0][0]

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from monitors.notification import COMPUTE_HOST, PROCESS, VM, Notification
+from monitors.history import ReadModel
 from monitors.outbox import Outbox
 from tests.helpers import Daemon, cli, deliverer, wait_for, write_conf
 
@@ -31,9 +32,9 @@ def test_100_queued_while_api_down_survive_sigkill_mid_delivery(tmp_path, conf, 
         for i in range(100):
             box.put(vm(host, i), source="test", drivers=["masakari"])
         with deliverer(conf) as d:
-            wait_for(lambda: box.get(1)["deliveries"][0]["attempts"] >= 2, 20,
+            wait_for(lambda: ReadModel(box).get(1)["deliveries"][0]["attempts"] >= 2, 20,
                      what="attempts against the stopped API")
-            assert box.depth() == 100
+            assert ReadModel(box).depth() == 100
             masakari_api.start()
             wait_for(lambda: len(masakari_api.notifications(hostname=host)) >= 15, 30,
                      interval=0.01, what="some deliveries")
@@ -45,12 +46,12 @@ def test_100_queued_while_api_down_survive_sigkill_mid_delivery(tmp_path, conf, 
     assert stored_at_kill < 100, "the kill should land in the middle of delivery"
     masakari_api.restart()
     with deliverer(conf, log=tmp_path / "second.log"):
-        wait_for(lambda: box.counts()["delivered"] == 100, 60, what="all 100 delivered")
+        wait_for(lambda: ReadModel(box).counts()["delivered"] == 100, 60, what="all 100 delivered")
     stored = masakari_api.notifications(hostname=host)
     uuids = [n["payload"]["instance_uuid"] for n in stored]
     assert len(stored) == 100, "none lost, none stored twice"
     assert sorted(uuids) == sorted(str(uuid.UUID(int=i + 1)) for i in range(100))
-    remote = {d["remote_id"] for r in box.list() for d in r["deliveries"]}
+    remote = {d["remote_id"] for r in ReadModel(box).list() for d in r["deliveries"]}
     assert remote <= {n["notification_uuid"] for n in stored} | {None}
 
 
@@ -75,12 +76,12 @@ def test_backlog_is_delivered_host_first_then_process_then_vm(tmp_path, masakari
         with deliverer(conf):
             def attempts():
                 return {r["notification"]["type"]: r["deliveries"][0]["attempts"]
-                        for r in box.list()[::-1]}  # the first row of each type wins
+                        for r in ReadModel(box).list()[::-1]}  # the first row of each type wins
             wait_for(lambda: attempts()[COMPUTE_HOST] >= 2, 20, what="probes of the down API")
             # the unreachable API is probed with the most urgent row, not hammered with all
             assert attempts()[VM] == 0 and attempts()[PROCESS] == 0
             masakari_api.start()
-            wait_for(lambda: box.depth() == 0, 60, what="backlog delivered")
+            wait_for(lambda: ReadModel(box).depth() == 0, 60, what="backlog delivered")
     finally:
         if not masakari_api.running:
             masakari_api.start()

@@ -6,6 +6,7 @@ import json
 import uuid
 
 from monitors.notification import COMPUTE_HOST, PROCESS, VM, Notification
+from monitors.history import ReadModel
 from monitors.outbox import Outbox
 from tests.helpers import cli, deliverer, wait_for, write_conf
 
@@ -14,7 +15,7 @@ HOST_UP = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMA
 
 
 def _settled(box, ids):
-    return all(box.get(i)["state"] != "pending" for i in ids)
+    return all(ReadModel(box).get(i)["state"] != "pending" for i in ids)
 
 
 def _queue_outage(box, host, instance):
@@ -52,9 +53,9 @@ def test_cleared_failures_are_superseded_not_delivered(tmp_path, masakari_api, h
     assert masakari_api.notifications(hostname=host) == []
     stored = masakari_api.notifications(hostname=other)
     assert [n["payload"] for n in stored] == [HOST_DOWN]
-    assert box.get(current)["state"] == "delivered"
+    assert ReadModel(box).get(current)["state"] == "delivered"
     for name, nid in ids.items():
-        assert box.get(nid)["state"] == "superseded", name
+        assert ReadModel(box).get(nid)["state"] == "superseded", name
 
     # history says why, naming the notification that cleared it
     r = cli(conf, "history", "--host", host)
@@ -75,7 +76,7 @@ def test_cleared_failures_are_superseded_not_delivered(tmp_path, masakari_api, h
     assert r.returncode == 0, r.stderr
     listed = {int(line.split()[0]) for line in r.stdout.splitlines()[1:] if line.strip()}
     assert listed == set(ids.values())
-    assert box.counts()["superseded"] == 6
+    assert ReadModel(box).counts()["superseded"] == 6
     r = cli(conf, "status")
     assert "6 superseded" in r.stdout, r.stdout
 
@@ -94,8 +95,8 @@ def test_started_after_a_delivered_stopped_goes_as_usual(tmp_path, masakari_api,
                                                          "process_name": "libvirtd"}),
                      source="test", drivers=["masakari"]).id
         wait_for(lambda: _settled(box, [up]), 30, what="STARTED answered")
-    assert box.get(down)["state"] == "delivered"
-    assert box.get(up)["state"] == "delivered"
+    assert ReadModel(box).get(down)["state"] == "delivered"
+    assert ReadModel(box).get(up)["state"] == "delivered"
     assert [n["payload"]["event"] for n in masakari_api.notifications(hostname=host)] == \
         ["STOPPED", "STARTED"]
 
@@ -110,6 +111,6 @@ def test_failure_again_after_clearing_is_delivered(tmp_path, masakari_api, host)
     first, cleared, again = put(HOST_DOWN), put(HOST_UP), put(HOST_DOWN)
     with deliverer(conf):
         wait_for(lambda: _settled(box, [first, cleared, again]), 30, what="settled")
-    assert [box.get(i)["state"] for i in (first, cleared, again)] == \
+    assert [ReadModel(box).get(i)["state"] for i in (first, cleared, again)] == \
         ["superseded", "superseded", "delivered"]
     assert [n["payload"] for n in masakari_api.notifications(hostname=host)] == [HOST_DOWN]

@@ -14,6 +14,7 @@ import pytest
 
 from monitors import config, process_verdicts
 from monitors.emitter import Emitter
+from monitors.history import ReadModel
 from monitors.outbox import Outbox
 from processmonitor import opts
 from processmonitor.processes_source import ProcessesSource
@@ -50,7 +51,7 @@ def source(tmp_path):
         conf = make_conf(tmp_path, plist, **groups)
         src = ProcessesSource(conf, Emitter(conf, box, "processmonitor/processes"))
         src.start()
-        src.box, src.plist_path = box, plist
+        src.box, src.plist_path = ReadModel(box), plist
         started.append(src)
         return src
 
