@@ -69,3 +69,16 @@ def test_delivery_never_reaches_back_to_sources():
                  "monitors.cli") + DAEMONS
     imports = _imports(ROOT / "monitors" / "delivery.py")
     assert not _hits(imports, forbidden), _hits(imports, forbidden)
+
+
+def test_sources_never_read_the_outbox_through_their_emitter():
+    """Not by import and not by the back door: no daemon module touches an ``outbox``
+    attribute (``emit.outbox``, ``getattr(x, "outbox")``)."""
+    for daemon in DAEMONS:
+        for path in sorted((ROOT / daemon).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                attr = isinstance(node, ast.Attribute) and node.attr == "outbox"
+                by_name = (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "getattr"
+                           and any(isinstance(a, ast.Constant) and a.value == "outbox"
+                                   for a in node.args))
+                assert not (attr or by_name), f"{path.relative_to(ROOT)}:{node.lineno} reads the outbox"
