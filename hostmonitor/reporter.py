@@ -184,7 +184,7 @@ class Reporter:
                               "ACTION": what, "RULE": decision.get("rule")})
         return result.id
 
-    def _stored(self) -> None:
+    def _stored(self, _result) -> None:
         with self._save_lock:
             self._unstored -= 1
             late = self._unstored == 0 and self._save_deferred

@@ -125,7 +125,7 @@ class DomainEvents:
                 self.states.resolve(token)
 
         def emit(stored):
-            def on_stored():
+            def on_stored(_result):
                 if token is not None:
                     self.states.stored(token)
                 stored()

@@ -6,15 +6,15 @@ its own). Retried in the order the delivery worker would send them: host, then p
 VM, oldest first within a type, so a subject's STOPPED never lands after its STARTED. While
 anything is held, a new detection queues behind it rather than overtaking it.
 
-A source passes ``on_stored``: what it may only remember once the detection is durable (the
-instancemonitor's last known domain state, the hostmonitor's applied actions). So a restart
+A source passes ``on_stored(result)``: what it may only remember once the detection is
+durable (the instancemonitor's last known domain state, the hostmonitor's applied actions,
+processmonitor's verdict with the row's id from ``result``). So a restart
 while detections are held re-detects them instead of losing them.
 """
 from __future__ import annotations
 
 import dataclasses
 import errno
-import inspect
 import itertools
 import logging
 import os
@@ -104,13 +104,6 @@ def describe(exc: BaseException, path: str) -> str:
     else:
         cause = type(exc).__name__
     return f"outbox not writable: {cause} on {directory} ({text})"
-
-
-def _arity(callback: Callable) -> int:
-    try:
-        return len(inspect.signature(callback).parameters)
-    except (TypeError, ValueError):
-        return 0
 
 
 def is_outbox_failure(exc: BaseException) -> bool:
@@ -213,9 +206,9 @@ class Backlog:
         return done
 
     def _stored(self, item: _Item, result) -> None:
-        if item.on_stored:  # given the PutResult (the row's id) when it takes an argument
+        if item.on_stored:  # given the PutResult (the row's id)
             try:
-                item.on_stored(*(result,)[:_arity(item.on_stored)])
+                item.on_stored(result)
             except Exception:  # noqa: BLE001
                 LOG.exception("after storing %s", item.notification.payload)
 

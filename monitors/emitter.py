@@ -22,7 +22,8 @@ LOG = logging.getLogger(__name__)
 class Emitter:
     """The one door from a source into the outbox: validate, record durably, log. When the
     outbox cannot take it (disk full, read-only, I/O error) the detection waits in the
-    daemon's Backlog (returned as ``Held``) and ``on_stored`` runs once it is durable."""
+    daemon's Backlog (returned as ``Held``) and ``on_stored(result)`` runs once it is durable
+    (``result.id`` is the row)."""
 
     def __init__(self, conf, outbox: Outbox, source: str, backlog: Backlog | None = None):
         self.conf = conf

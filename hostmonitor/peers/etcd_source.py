@@ -317,7 +317,7 @@ class EtcdSource(Source):
         note = payloads.stopped(s.host, s.fenced)
         self._held.add(s.host)
 
-        def stored():
+        def stored(_result):
             # The shared "reported" record is written only once the report is durable:
             # until then (disk full) a restart, or another reporter, reports it again.
             self._held.discard(s.host)

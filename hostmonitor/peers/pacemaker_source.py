@@ -237,7 +237,7 @@ class PacemakerSource(Source):
         if name in self._held:
             return False
         result = self.emit(notification, decision=decision,
-                           on_stored=lambda: self._held.discard(name))
+                           on_stored=lambda _result: self._held.discard(name))
         if result.id is None:
             # Held in memory: the node's record (saved to disk) does not move on, so a
             # restart meanwhile reports it again; once stored, the next poll's repeat is
