@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 
-from monitors.drivers import (AUTH, DUPLICATE, HELD, REJECTED, RETRY, Answer, Driver,
-                              classify)
+from monitors.drivers import Answer, Driver, classify
 from monitors.notification import Notification
 from monitors.secrets import mask_text, mask_url
+from monitors.states import Outcome
 
 LOG = logging.getLogger(__name__)
 
@@ -53,20 +53,20 @@ class MasakariDriver(Driver):
         except sdk_exc.HttpException as exc:
             answer = self.classify_error(exc.status_code or 0, getattr(exc, "response", None),
                                          exc)
-            if answer.outcome == AUTH:
+            if answer.outcome == Outcome.AUTH:
                 self.close()  # authenticate again on the next attempt
             return answer
         except ks_exc.Unauthorized as exc:
             self.close()
-            return Answer(AUTH, 401, None, mask_text(str(exc)))
+            return Answer(Outcome.AUTH, 401, None, mask_text(str(exc)))
         except (ks_exc.ClientException, OSError) as exc:
-            return Answer(RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
+            return Answer(Outcome.RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
         uuid = getattr(result, "notification_uuid", None)
         if not uuid:
             # openstacksdk turns a 300 from the version page into an empty object.
-            return Answer(RETRY, None, None, "answer without notification_uuid: does the "
+            return Answer(Outcome.RETRY, None, None, "answer without notification_uuid: does the "
                           "[api] endpoint end with /v1?")
-        return Answer("delivered", 202, uuid, "accepted")
+        return Answer(Outcome.DELIVERED, 202, uuid, "accepted")
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -80,24 +80,24 @@ class MasakariDriver(Driver):
     def classify_error(self, status: int, response, exc=None) -> Answer:
         """An HTTP error answer → outcome, from the status and who answered it."""
         if not status:
-            return Answer(RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
+            return Answer(Outcome.RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
         if status in (401, 403):
-            return Answer(AUTH, status, None, mask_text(_api_message(exc, response)))
+            return Answer(Outcome.AUTH, status, None, mask_text(_api_message(exc, response)))
         fault = masakari_fault(status, response)
         if fault is None:
             where = mask_url(getattr(response, "url", None) or self.conf.api.endpoint or "?")
-            return Answer(RETRY, status, None,
+            return Answer(Outcome.RETRY, status, None,
                           f"HTTP {status} from {where} (not a Masakari answer): retrying")
         if status == 409:
             if "is duplicate" in fault:
-                return Answer(DUPLICATE, status, None, f"409: {fault}")
+                return Answer(Outcome.DUPLICATE, status, None, f"409: {fault}")
             if "maintenance" in fault:
-                return Answer(HELD, status, None,
+                return Answer(Outcome.HELD, status, None,
                               f"held: host on maintenance in Masakari (409: {fault})")
-            return Answer(HELD, status, None, f"held: conflict in Masakari (409: {fault})")
+            return Answer(Outcome.HELD, status, None, f"held: conflict in Masakari (409: {fault})")
         outcome = classify(status)
-        if outcome == REJECTED:
-            return Answer(REJECTED, status, None, f"{status}: {fault}")
+        if outcome == Outcome.REJECTED:
+            return Answer(Outcome.REJECTED, status, None, f"{status}: {fault}")
         return Answer(outcome, status, None, f"{status}: {fault}")
 
 
