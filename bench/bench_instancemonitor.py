@@ -96,6 +96,10 @@ class Run:
 
     def start(self):
         self.notify = NotifySocket()
+        # Read the notify socket as systemd does: a socket nobody reads makes every sd_notify
+        # wait (a second each once its queue is full), which no production daemon pays.
+        self._reading = threading.Event()
+        threading.Thread(target=self._read_notify, daemon=True).start()
         env = {**os.environ, "NOTIFY_SOCKET": self.notify.path}
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen([*self.argv, "--config-file", str(self.shared),
@@ -105,8 +109,14 @@ class Run:
         if self.proc.poll() is not None:
             raise SystemExit(f"{self.label} exited:\n{self.log.read_text()[-2000:]}")
 
+    def _read_notify(self):
+        while not self._reading.is_set():
+            self.notify.drain()
+            self.notify.messages.clear()
+
     def stop(self):
         stop_process(self.proc)
+        self._reading.set()
 
     def tree(self):
         try:
