@@ -28,6 +28,7 @@ import logging
 import os
 import select
 import ssl
+import threading
 import time
 import urllib.parse
 
@@ -79,25 +80,27 @@ class MasakariDriver(Driver):
     def send(self, notification: Notification) -> Answer:
         from keystoneauth1 import exceptions as ks_exc
 
+        poster = None
         try:
-            if self._poster is None:
+            poster = self._poster
+            if poster is None:
                 from keystoneauth1 import adapter
 
                 api = self.conf.api
                 # What openstacksdk's instance_ha proxy is: an adapter for the service type
                 # with the configured version, so the endpoint is found the same way.
-                self._poster = _Poster(adapter.Adapter(
+                poster = self._poster = _Poster(adapter.Adapter(
                     self._ks_session(), service_type="instance-ha",
                     interface=api.api_interface, region_name=api.region,
                     version=self._version(), allow_version_hack=True))
-            status, url, body = self._poster.post(
+            status, url, body = poster.post(
                 "/notifications", {"notification": notification.to_dict()})
         except ks_exc.Unauthorized as exc:
             self.close()
             return Answer(Outcome.AUTH, 401, None, mask_text(str(exc)))
         except (ks_exc.ClientException, OSError, http.client.HTTPException) as exc:
-            if self._poster is not None:
-                self._poster.drop()
+            if poster is not None:
+                poster.drop()
             return Answer(Outcome.RETRY, None, None,
                           mask_text(f"{type(exc).__name__}: {exc}"))
         if status >= 400:
@@ -120,7 +123,7 @@ class MasakariDriver(Driver):
     def close(self) -> None:
         poster, self._poster = self._poster, None
         if poster is not None:
-            poster.drop()
+            poster.drop(everyone=True)
         conn, self._conn = self._conn, None
         self._session = None
         if conn is not None:
@@ -213,7 +216,11 @@ class _Poster:
         import requests.utils
 
         self.adapter, self.session = adapter, adapter.session
-        self._conn: http.client.HTTPConnection | None = None
+        # One connection per delivery thread: an http.client connection carries one
+        # request at a time.
+        self._local = threading.local()
+        self._conns: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
         self._base: str | None = None
         self._fallback = False
         self._auth: dict | None = None
@@ -297,13 +304,13 @@ class _Poster:
         return resp.status, url, body
 
     def _connection(self, url: str) -> http.client.HTTPConnection:
-        conn = self._conn
+        conn = getattr(self._local, "conn", None)
         if conn is not None and conn.sock is not None:
             # The server may have closed an idle keep-alive connection: a readable idle
             # socket is at EOF (or has garbage); start a fresh one rather than fail a POST.
             readable, _, _ = select.select([conn.sock], [], [], 0)
             if readable:
-                self.drop()
+                self._forget(conn)
                 conn = None
         if conn is None:
             parts = urllib.parse.urlsplit(url)
@@ -315,8 +322,18 @@ class _Poster:
             else:
                 conn = http.client.HTTPConnection(parts.hostname, parts.port,
                                                   timeout=timeout)
-            self._conn = conn
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
         return conn
+
+    def _forget(self, conn) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+        conn.close()
 
     def _tls_context(self) -> ssl.SSLContext:
         """The session's verify (True: the CA bundle requests would use; a path; False)
@@ -343,7 +360,14 @@ class _Poster:
                 ctx.load_cert_chain(cert)
         return ctx
 
-    def drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+    def drop(self, everyone: bool = False) -> None:
+        """Close this thread's connection (everyone: all threads', on close())."""
+        if not everyone:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                self._forget(conn)
+            return
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
             conn.close()
