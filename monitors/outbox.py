@@ -1,8 +1,13 @@
 """The durable outbox: every detected failure is written here first, and leaves only when
 a driver's recipient acknowledged it.
 
-One SQLite file per host (WAL, synchronous=FULL, mode 0600) shared by all daemons and the
-CLI. With a group (``[DEFAULT] state_group``, e.g. haclient for Pacemaker's alert agent run
+Storage only: put, claim, finish, query, and the file's own integrity (quarantine,
+salvage, carry-over). What an answer means for a row (retry when, expired, the gate) is
+the delivery worker's decision (monitors.delivery); the outbox stores what it is given.
+
+One SQLite file per host (WAL, mode 0600) shared by all daemons and the CLI. Detections
+are committed with synchronous=FULL (on disk when put() returns); claims and answers
+without their own fsync (see _write()). With a group (``[DEFAULT] state_group``, e.g. haclient for Pacemaker's alert agent run
 as hacluster) the directory is setgid 2770 in that group and the database, -wal and -shm
 are 0660, so members can hand notifications over; SQLite gives -wal and -shm the mode
 (and, as root, the owner) of the database. Rows are claimed with a lease naming the claiming process, so several processes can
@@ -788,7 +793,7 @@ def supersede_stale(db, row: sqlite3.Row, now: float) -> bool:
 
 
 # A delivery held back by its recipient: pending, last answered 409 with a "held: ..." text
-# (monitors.drivers.HELD); correlated with the notifications row ``n``.
+# (Outcome.HELD, monitors.drivers.masakari); correlated with the notifications row ``n``.
 _HELD = ("d.notification_id = n.id AND d.state = 'pending' AND d.last_status = 409 "
          "AND d.last_message LIKE 'held:%'")
 

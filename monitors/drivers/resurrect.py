@@ -65,7 +65,8 @@ class ResurrectDriver(Driver):
         from openstack import exceptions as sdk_exc
 
         if notification.payload.get("event") != "STARTED":
-            return Answer(Outcome.REJECTED, None, None, "refused: resurrect only follows a STARTED")
+            return Answer(Outcome.REJECTED, None, None,
+                          "refused: resurrect only follows a STARTED")
         name = notification.hostname
         is_host = notification.type == COMPUTE_HOST
         steps: list[str] = []
@@ -74,7 +75,8 @@ class ResurrectDriver(Driver):
             if host is not None:
                 busy = self._recovering(host)
                 if busy:
-                    return Answer(Outcome.RETRY, 409, None, f"Masakari is still recovering {name}: "
+                    return Answer(Outcome.RETRY, 409, None,
+                                  f"Masakari is still recovering {name}: "
                                   + ", ".join(busy) + "; nothing changed yet")
             service = self.nova.compute_service(name)
             reason = service.get("disabled_reason") or ""
@@ -130,7 +132,8 @@ class ResurrectDriver(Driver):
         except (ks_exc.ClientException, OSError) as exc:
             return self._partial(Answer(Outcome.RETRY, None, None,
                                         f"{type(exc).__name__}: {exc}"), steps)
-        return Answer(Outcome.DELIVERED, 200, service.get("id"), "; ".join(steps) or "nothing to do")
+        return Answer(Outcome.DELIVERED, 200, service.get("id"),
+                      "; ".join(steps) or "nothing to do")
 
     @staticmethod
     def _partial(answer: Answer, steps: list[str]) -> Answer:
