@@ -308,8 +308,9 @@ class _Poster:
         if conn is not None and conn.sock is not None:
             # The server may have closed an idle keep-alive connection: a readable idle
             # socket is at EOF (or has garbage); start a fresh one rather than fail a POST.
-            readable, _, _ = select.select([conn.sock], [], [], 0)
-            if readable:
+            idle = select.poll()
+            idle.register(conn.sock, select.POLLIN)
+            if idle.poll(0):
                 self._forget(conn)
                 conn = None
         if conn is None:

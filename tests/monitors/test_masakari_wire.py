@@ -7,6 +7,7 @@ import json
 import ssl
 import subprocess
 import threading
+import time
 import uuid
 
 import pytest
@@ -23,6 +24,7 @@ class Recorder(http.server.ThreadingHTTPServer):
 
     def __init__(self, tls: ssl.SSLContext | None = None):
         self.seen, self.answers = [], []
+        self.hang_up = False  # close each connection after its answer, without saying so
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -43,6 +45,7 @@ class Recorder(http.server.ThreadingHTTPServer):
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+                self.close_connection = outer.hang_up
 
             def log_message(self, *args):
                 pass
@@ -105,6 +108,21 @@ def test_the_post_is_what_openstacksdk_sends(tmp_path, recorder):
     assert line == sdk_line == "POST /v1/notifications HTTP/1.1"
     assert headers == sdk_headers  # names, values and order
     assert json.loads(body) == json.loads(sdk_body) == {"notification": note.to_dict()}
+
+
+def test_a_connection_the_server_closed_meanwhile_is_not_a_failed_post(tmp_path, recorder):
+    conf = make_conf(tmp_path, recorder.endpoint)
+    recorder.hang_up = True  # as a server whose keep-alive timeout passed between two POSTs
+    driver = MasakariDriver(conf)
+    try:
+        answers = []
+        for _ in range(3):
+            answers.append(driver.send(vm()))
+            time.sleep(0.2)
+    finally:
+        driver.close()
+    assert [a.outcome for a in answers] == [Outcome.DELIVERED] * 3
+    assert len(recorder.seen) == 3
 
 
 def test_a_refused_token_is_answered_by_authenticating_again(tmp_path, recorder):
