@@ -69,6 +69,10 @@ class DeliveryWorker:
                           claim.notification_id)
             answer = Answer(Outcome.RETRY, None, None,
                             f"driver error: {type(exc).__name__}: {exc}")
+        if answer.outcome not in Outcome.__members__.values():
+            # a driver's bug, not the recipient's answer: kept and retried, like an exception
+            answer = Answer(Outcome.RETRY, answer.status, answer.remote_id,
+                            f"driver error: unknown outcome {answer.outcome!r}")
         self.last_answer = answer
         outcome = Outcome(answer.outcome)
         gate_delay = self._update_gate(claim.driver, answer)
