@@ -553,8 +553,6 @@ class Outbox:
             detail["retry_in"] = round(retry_in, 3)
         self._history(db, claim.notification_id, "answer", detail,
                       delivery_id=claim.delivery_id, at=now)
-        if state == State.PENDING:
-            return state  # was pending (claimed), still is: the aggregate cannot change
         self._refresh_state(db, claim.notification_id)
         return state
 
