@@ -5,13 +5,14 @@ token (re-authenticating before it expires); the POST goes over one kept-alive h
 connection per thread, with the session's TLS verification, client certificate and
 timeout, and the headers keystoneauth and requests would send, in their order. In a storm
 requests' environment merging and keystoneauth's per-call bookkeeping cost more CPU than
-the POST itself. When an HTTP proxy is configured in the environment for the endpoint, or
-the auth plugin asks for connection parameters, it posts through keystoneauth instead
-(which honours them)."""
+the POST itself. When an HTTP proxy is configured in the environment for the endpoint, the
+auth plugin asks for connection parameters, or keystoneauth's HTTP debug log or timing is
+on, it posts through keystoneauth instead (which honours them)."""
 from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import select
 import ssl
@@ -82,11 +83,16 @@ class Poster:
 
                 raise ks_exc.EndpointNotFound()
             self._base = base.rstrip("/")
-            # A proxy from the environment, or connection parameters from the auth plugin:
-            # keystoneauth and requests know what to do with those, so let them.
-            self._fallback = bool(requests.utils.get_environ_proxies(self._base) or
-                                  self.session.get_auth_connection_params(
-                                      auth=self.adapter.auth))
+            # A proxy from the environment, connection parameters from the auth plugin,
+            # keystoneauth's HTTP debug log or timing collection (`[api] split_loggers`,
+            # `collect_timing`, debug = true): keystoneauth and requests know what to do
+            # with those, so let them.
+            self._fallback = bool(
+                requests.utils.get_environ_proxies(self._base)
+                or self.session.get_auth_connection_params(auth=self.adapter.auth)
+                or getattr(self.session, "_collect_timing", False)
+                or getattr(self.session, "_split_loggers", False)
+                or logging.getLogger("keystoneauth1.session").isEnabledFor(logging.DEBUG))
         return self._base
 
     def post(self, path: str, doc: dict) -> tuple[int, str, bytes]:

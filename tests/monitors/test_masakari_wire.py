@@ -162,3 +162,22 @@ def test_tls_is_verified(tmp_path):
         untrusted.message
     assert trusted.outcome == Outcome.DELIVERED
     assert len(server.seen) == 1
+
+
+def test_a_proxy_from_the_environment_is_honoured(tmp_path, recorder, monkeypatch):
+    """http_proxy set for the endpoint: the POST goes through the proxy (keystoneauth and
+    requests handle it), as it did with openstacksdk."""
+    proxy = Recorder()
+    try:
+        for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
+        driver = MasakariDriver(make_conf(tmp_path, recorder.endpoint))
+        answer = driver.send(vm())
+        driver.close()
+    finally:
+        proxy.close()
+    assert answer.outcome == Outcome.DELIVERED
+    assert recorder.seen == []
+    assert [line for line, _, _ in proxy.seen] == [
+        f"POST {recorder.endpoint}/notifications HTTP/1.1"]
