@@ -79,6 +79,12 @@ class DeliveryWorker:
         state, retry_in = self.decide(claim, answer, gate_delay)
         record = dict(state=state, status=answer.status, remote_id=answer.remote_id,
                       message=answer.message, retry_in=retry_in)
+        if gate_delay is not None and state == State.PENDING:
+            # Unreachable: the gate alone decides when this driver is tried again. The row
+            # is due at once, held back only by the closed gate, so when it reopens the
+            # backlog drains in priority order (a host fault never waits behind a VM fault
+            # for a retry time of its own); retry_in says when the gate reopens.
+            record["next_attempt_at"] = time.time()
         stored = Outcome.RETRY if outcome == Outcome.AUTH else outcome
         following = None
         if chain and not self._stop.is_set():
@@ -108,8 +114,8 @@ class DeliveryWorker:
             return State.PENDING, backoff(claim.attempt, d.retry_initial_interval,
                                           d.held_retry_interval)
         if gate_delay is not None:
-            # Unreachable: the gate decides when this driver is tried again; the row is
-            # due with it (the most urgent row probes, then the backlog drains in order).
+            # Unreachable: the gate decides when this driver is tried again (the most
+            # urgent row probes, then the backlog drains in order).
             return State.PENDING, gate_delay
         return State.PENDING, backoff(claim.attempt, d.retry_initial_interval,
                                       config.retry_max_interval(self.conf))
@@ -205,7 +211,7 @@ class DeliveryWorker:
             if row["state"] != "pending" or time.monotonic() >= deadline:
                 return row
             if not self.run_once(notification_id):
-                due = min(filter(None, (self.outbox.next_due(self.drivers),
+                due = min(filter(None, (self.outbox.next_due(self.open_drivers()),
                                         self.gate_reopens_at())), default=time.time())
                 time.sleep(max(0.01, min(due - time.time(), deadline - time.monotonic(), 1.0)))
 

@@ -504,20 +504,23 @@ class Outbox:
 
     def finish(self, claim: Claim, outcome: str, *, state: str | None = None,
                status: int | None = None, remote_id: str | None = None,
-               message: str = "", retry_in: float = 0.0) -> str:
+               message: str = "", retry_in: float = 0.0,
+               next_attempt_at: float | None = None) -> str:
         """Record a driver's answer (``Outcome``) and what the worker decided from it: the
         delivery's new ``state`` (by default: delivered for delivered/duplicate, rejected
         for rejected, else pending) and, if pending, when to ask again (``retry_in``
-        seconds from now). Returns the state stored."""
+        seconds from now, recorded in the history; ``next_attempt_at`` when the row is
+        due, if not then). Returns the state stored."""
         with self._write(durable=False) as db:
             state = self._finish(db, claim, outcome, state, status, remote_id, message,
-                                 retry_in)
+                                 retry_in, next_attempt_at)
         self.wake()  # a delivery held behind this one (a later stage) may go now
         return state
 
     def finish_and_claim(self, claim: Claim, outcome: str, *, state: str | None = None,
                          status: int | None = None, remote_id: str | None = None,
                          message: str = "", retry_in: float = 0.0,
+                         next_attempt_at: float | None = None,
                          drivers: Iterable[str] = (), lease: float = 60.0,
                          stage_hold: float | None = None) -> tuple[str, Claim | None]:
         """finish() and the next claim() in one transaction (one commit instead of two
@@ -525,7 +528,7 @@ class Outbox:
         drivers = list(drivers)
         with self._write(durable=False) as db:
             state = self._finish(db, claim, outcome, state, status, remote_id, message,
-                                 retry_in)
+                                 retry_in, next_attempt_at)
             following = self._claim(db, drivers, lease, None, stage_hold) if drivers \
                 else None
         self.wake()
@@ -533,8 +536,10 @@ class Outbox:
 
     def _finish(self, db, claim: Claim, outcome: str, state: str | None,
                 status: int | None, remote_id: str | None, message: str,
-                retry_in: float) -> str:
+                retry_in: float, next_attempt_at: float | None) -> str:
         now = time.time()
+        if next_attempt_at is None:
+            next_attempt_at = now + retry_in
         if state is None:
             state = (State.DELIVERED if outcome in (Outcome.DELIVERED, Outcome.DUPLICATE)
                      else State.REJECTED if outcome == Outcome.REJECTED else State.PENDING)
@@ -544,7 +549,7 @@ class Outbox:
             "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_owner = NULL,"
             " lease_until = NULL, remote_id = COALESCE(?, remote_id), last_status = ?,"
             " last_message = ?, updated_at = ? WHERE id = ?",
-            (state, now + retry_in, remote_id, status, message, now, claim.delivery_id))
+            (state, next_attempt_at, remote_id, status, message, now, claim.delivery_id))
         detail = {"driver": claim.driver, "attempt": claim.attempt, "outcome": str(outcome),
                   "status": status, "message": message, "state": str(state)}
         if remote_id:
