@@ -371,7 +371,7 @@ def cmd_deliver(args) -> int:
 
 
 def outbox_states() -> tuple[str, ...]:
-    from monitors.outbox import STATES
+    from monitors.states import STATES
 
     return STATES
 

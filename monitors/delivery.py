@@ -1,16 +1,39 @@
 """The delivery worker: claim the most urgent due row, send it through its driver, record
-the answer. The only retry loop of the project: sources and drivers never retry."""
+the answer. The only retry loop of the project: sources and drivers never retry.
+
+The policy lives here, the outbox only stores it: when to ask again (backoff), when a row
+has waited too long ([delivery] max_age: expired), and the per-driver gate that keeps an
+unreachable recipient from being hammered with the whole backlog. While a backlog drains,
+each answer is recorded together with the next claim (one transaction per delivery)."""
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 
 from monitors import config, log, metrics
-from monitors.drivers import AUTH, DELIVERED, DUPLICATE, HELD, REJECTED, Answer, Driver
-from monitors.outbox import Claim, Outbox, backoff
+from monitors.drivers import Answer, Driver
+from monitors.outbox import Claim, Outbox
+from monitors.states import Outcome, State
 
 LOG = logging.getLogger(__name__)
+
+
+def backoff(attempt: int, initial: float, cap: float, rng=random.random) -> float:
+    """Capped exponential backoff with jitter in [delay/2, delay]."""
+    delay = min(cap, initial * (2 ** max(attempt - 1, 0)))
+    return delay / 2 + rng() * delay / 2
+
+
+def unreachable(answer: Answer) -> bool:
+    """No HTTP status and not accepted: the recipient could not be reached at all."""
+    return answer.status is None and not Outcome(answer.outcome).accepted
+
+
+def expired(claim: Claim, max_age: float) -> bool:
+    """[delivery] max_age: a row still undelivered this long after detection expires."""
+    return bool(max_age) and claim.age() >= max_age
 
 
 class DeliveryWorker:
@@ -32,52 +55,96 @@ class DeliveryWorker:
 
     # -- one delivery -----------------------------------------------------------------------
     def deliver(self, claim: Claim) -> str:
+        """Send one claimed row and record the answer; returns the row's new state."""
+        return self._deliver(claim, chain=False)[0]
+
+    def _deliver(self, claim: Claim, chain: bool) -> tuple[str, Claim | None]:
+        """Send, decide, record; with chain, the next claim is taken in the same
+        transaction as the record (None: nothing due)."""
         driver = self.drivers[claim.driver]
         try:
             answer = driver.send(claim.notification)
         except Exception as exc:  # noqa: BLE001 - a driver bug must not lose the row
             LOG.exception("driver %s failed on notification %s", claim.driver,
                           claim.notification_id)
-            answer = Answer("retry", None, None, f"driver error: {type(exc).__name__}: {exc}")
+            answer = Answer(Outcome.RETRY, None, None,
+                            f"driver error: {type(exc).__name__}: {exc}")
+        if answer.outcome not in Outcome.__members__.values():
+            # a driver's bug, not the recipient's answer: kept and retried, like an exception
+            answer = Answer(Outcome.RETRY, answer.status, answer.remote_id,
+                            f"driver error: unknown outcome {answer.outcome!r}")
         self.last_answer = answer
-        outcome = answer.outcome
-        retry_in = 0.0
-        if outcome == HELD:
+        outcome = Outcome(answer.outcome)
+        gate_delay = self._update_gate(claim.driver, answer)
+        state, retry_in = self.decide(claim, answer, gate_delay)
+        record = dict(state=state, status=answer.status, remote_id=answer.remote_id,
+                      message=answer.message, retry_in=retry_in)
+        if gate_delay is not None and state == State.PENDING:
+            # Unreachable: the gate alone decides when this driver is tried again. The row
+            # is due at once, held back only by the closed gate, so when it reopens the
+            # backlog drains in priority order (a host fault never waits behind a VM fault
+            # for a retry time of its own); retry_in says when the gate reopens.
+            record["next_attempt_at"] = time.time()
+        stored = Outcome.RETRY if outcome == Outcome.AUTH else outcome
+        following = None
+        if chain and not self._stop.is_set():
+            state, following = self.outbox.finish_and_claim(
+                claim, stored, **record, drivers=self.open_drivers(),
+                lease=self.conf.delivery.lease_seconds,
+                stage_hold=self.conf.nova.force_down_hold)
+        else:
+            state = self.outbox.finish(claim, stored, **record)
+        self._report(claim, answer, outcome, state, retry_in)
+        return state, following
+
+    def decide(self, claim: Claim, answer: Answer, gate_delay: float | None = None
+               ) -> tuple[State, float]:
+        """What becomes of a delivery after this answer: (state, retry in seconds)."""
+        outcome = Outcome(answer.outcome)
+        d = self.conf.delivery
+        if outcome.accepted:
+            return State.DELIVERED, 0.0
+        if outcome == Outcome.REJECTED:
+            return State.REJECTED, 0.0
+        if expired(claim, d.max_age):
+            return State.EXPIRED, 0.0
+        if outcome == Outcome.HELD:
             # The recipient will take it once an operator ends the host's maintenance:
             # keep asking, but rarely (capped by [delivery] held_retry_interval).
-            retry_in = backoff(claim.attempt, self.conf.delivery.retry_initial_interval,
-                               self.conf.delivery.held_retry_interval)
-        elif outcome not in (DELIVERED, DUPLICATE, REJECTED):
-            retry_in = backoff(claim.attempt, self.conf.delivery.retry_initial_interval,
-                               config.retry_max_interval(self.conf))
-        self._update_gate(claim.driver, answer)
-        state = self.outbox.finish(
-            claim, "retry" if outcome == AUTH else outcome, status=answer.status,
-            remote_id=answer.remote_id, message=answer.message, retry_in=retry_in,
-            max_age=self.conf.delivery.max_age)
+            return State.PENDING, backoff(claim.attempt, d.retry_initial_interval,
+                                          d.held_retry_interval)
+        if gate_delay is not None:
+            # Unreachable: the gate decides when this driver is tried again (the most
+            # urgent row probes, then the backlog drains in order).
+            return State.PENDING, gate_delay
+        return State.PENDING, backoff(claim.attempt, d.retry_initial_interval,
+                                      config.retry_max_interval(self.conf))
+
+    def _report(self, claim: Claim, answer: Answer, outcome: Outcome, state: str,
+                retry_in: float) -> None:
         metrics.delivery_answered(claim.driver, outcome, answer.status, claim.created_at)
         fields = {**claim.notification.subject(), "NOTIFICATION_ID": claim.notification_id,
                   "DELIVERY_STATE": state, "DRIVER": claim.driver}
-        if outcome in (DELIVERED, DUPLICATE):
+        if outcome.accepted:
             log.event(LOG, logging.INFO, "notification %s delivered via %s (%s, %s)",
                       claim.notification_id, claim.driver, outcome,
                       answer.remote_id or answer.status, fields=fields)
-        elif outcome == REJECTED:
+        elif outcome == Outcome.REJECTED:
             log.event(LOG, logging.ERROR, "notification %s REJECTED by %s: %s; kept in the "
                       "outbox, not retried (ha-monitors outbox retry %s)",
                       claim.notification_id, claim.driver, answer.message,
                       claim.notification_id, fields=fields)
-        elif outcome == HELD and state != "expired":
+        elif outcome == Outcome.HELD and state != State.EXPIRED:
             log.event(LOG, logging.WARNING, "notification %s HELD by %s: %s; kept pending, "
                       "asked again in %.1fs (delivered once the host leaves maintenance)",
                       claim.notification_id, claim.driver, answer.message, retry_in,
                       fields=fields)
-        elif outcome == AUTH:
+        elif outcome == Outcome.AUTH:
             log.event(LOG, logging.ERROR, "notification %s: %s refused our credentials (%s): "
                       "re-authenticating, retry in %.1fs; check the [api] options",
                       claim.notification_id, claim.driver, answer.message, retry_in,
                       fields=fields)
-        elif state == "expired":
+        elif state == State.EXPIRED:
             log.event(LOG, logging.ERROR, "notification %s expired after [delivery] max_age "
                       "without delivery via %s (last: %s)", claim.notification_id,
                       claim.driver, answer.message, fields=fields)
@@ -85,20 +152,23 @@ class DeliveryWorker:
             log.event(LOG, logging.WARNING, "notification %s not delivered via %s (attempt "
                       "%d: %s); retry in %.1fs", claim.notification_id, claim.driver,
                       claim.attempt, answer.message, retry_in, fields=fields)
-        return state
 
-    def _update_gate(self, driver: str, answer: Answer) -> None:
+    def _update_gate(self, driver: str, answer: Answer) -> float | None:
+        """Close the driver's gate after an unreachable answer (for a backoff growing with
+        the consecutive failures), open it after any answer. Returns how long it stays
+        closed (None: open)."""
         with self._gate_lock:
-            if answer.status is None and answer.outcome not in (DELIVERED, DUPLICATE):
+            if unreachable(answer):
                 failures = self._failures.get(driver, 0) + 1
                 self._failures[driver] = failures
+                delay = backoff(failures, self.conf.delivery.retry_initial_interval,
+                                config.retry_max_interval(self.conf))
                 # monotonic: a wall-clock step neither stalls nor opens the gate
-                self._closed_until[driver] = time.monotonic() + backoff(
-                    failures, self.conf.delivery.retry_initial_interval,
-                    config.retry_max_interval(self.conf))
-            elif answer.status is not None or answer.outcome in (DELIVERED, DUPLICATE):
-                self._failures.pop(driver, None)
-                self._closed_until.pop(driver, None)
+                self._closed_until[driver] = time.monotonic() + delay
+                return delay
+            self._failures.pop(driver, None)
+            self._closed_until.pop(driver, None)
+            return None
 
     def open_drivers(self) -> list[str]:
         now = time.monotonic()
@@ -112,13 +182,25 @@ class DeliveryWorker:
             until = min(self._closed_until.values(), default=None)
         return None if until is None else time.time() + (until - time.monotonic())
 
+    def claim(self, notification_id: int | None = None) -> Claim | None:
+        return self.outbox.claim(self.open_drivers(), self.conf.delivery.lease_seconds,
+                                 notification_id, stage_hold=self.conf.nova.force_down_hold)
+
     def run_once(self, notification_id: int | None = None) -> bool:
-        claim = self.outbox.claim(self.open_drivers(), self.conf.delivery.lease_seconds,
-                                  notification_id, unreachable_due=True,
-                                  stage_hold=self.conf.nova.force_down_hold)
+        claim = self.claim(notification_id)
         if claim is None:
             return False
         self.deliver(claim)
+        return True
+
+    def drain(self) -> bool:
+        """Deliver until nothing is due (or stopping), each answer recorded with the next
+        claim. Returns whether anything was delivered."""
+        claim = self.claim()
+        if claim is None:
+            return False
+        while claim is not None:
+            _, claim = self._deliver(claim, chain=True)
         return True
 
     def deliver_now(self, notification_id: int, timeout: float) -> dict:
@@ -131,7 +213,7 @@ class DeliveryWorker:
             if row["state"] != "pending" or time.monotonic() >= deadline:
                 return row
             if not self.run_once(notification_id):
-                due = min(filter(None, (self.outbox.next_due(self.drivers),
+                due = min(filter(None, (self.outbox.next_due(self.open_drivers()),
                                         self.gate_reopens_at())), default=time.time())
                 time.sleep(max(0.01, min(due - time.time(), deadline - time.monotonic(), 1.0)))
 
@@ -161,7 +243,7 @@ class DeliveryWorker:
         while not self._stop.is_set():
             try:
                 self.apply_retention()
-                if self.run_once():
+                if self.drain():
                     continue
                 due = min(filter(None, (self.outbox.next_due(self.open_drivers()),
                                         self.gate_reopens_at())), default=None)

@@ -21,7 +21,8 @@ import time
 from typing import Callable, Iterable, TextIO
 
 from monitors.notification import Notification
-from monitors.outbox import STATES, Outbox
+from monitors.outbox import Outbox
+from monitors.states import STATES
 
 # A delivery held back by its recipient: pending, last answered 409 with a "held: ..." text
 # (monitors.drivers.HELD); correlated with the notifications row ``n``.

@@ -1,8 +1,13 @@
 """The durable outbox: every detected failure is written here first, and leaves only when
 a driver's recipient acknowledged it.
 
-One SQLite file per host (WAL, synchronous=FULL, mode 0600) shared by all daemons and the
-CLI. With a group (``[DEFAULT] state_group``, e.g. haclient for Pacemaker's alert agent run
+Storage only: put, claim, finish, query, and the file's own integrity (quarantine,
+salvage, carry-over). What an answer means for a row (retry when, expired, the gate) is
+the delivery worker's decision (monitors.delivery); the outbox stores what it is given.
+
+One SQLite file per host (WAL, mode 0600) shared by all daemons and the CLI. Detections
+are committed with synchronous=FULL (on disk when put() returns); claims and answers
+without their own fsync (see _write()). With a group (``[DEFAULT] state_group``, e.g. haclient for Pacemaker's alert agent run
 as hacluster) the directory is setgid 2770 in that group and the database, -wal and -shm
 are 0660, so members can hand notifications over; SQLite gives -wal and -shm the mode
 (and, as root, the owner) of the database. Rows are claimed with a lease naming the claiming process, so several processes can
@@ -20,7 +25,6 @@ import grp
 import json
 import logging
 import os
-import random
 import sqlite3
 import threading
 import time
@@ -28,13 +32,9 @@ from typing import Any, Iterable, Iterator
 
 from monitors.notification import Notification
 from monitors.procfs import BOOT_ID, boot_clock, owner_alive, process_identity
+from monitors.states import Outcome, State
 
 LOG = logging.getLogger(__name__)
-
-PENDING, DELIVERED, REJECTED, EXPIRED = "pending", "delivered", "rejected", "expired"
-# Withdrawn before delivery: the condition cleared while it waited (see supersede_stale).
-SUPERSEDED = "superseded"
-STATES = (PENDING, DELIVERED, REJECTED, EXPIRED, SUPERSEDED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -160,12 +160,6 @@ class PutResult:
     queued: bool  # False: an identical notification was already pending (deduplicated)
 
 
-def backoff(attempt: int, initial: float, cap: float, rng=random.random) -> float:
-    """Capped exponential backoff with jitter in [delay/2, delay]."""
-    delay = min(cap, initial * (2 ** max(attempt - 1, 0)))
-    return delay / 2 + rng() * delay / 2
-
-
 class Outbox:
     def __init__(self, path: str, busy_timeout: float = 30.0, group: str | None = None):
         self.path = path
@@ -215,7 +209,7 @@ class Outbox:
             db.close()
             raise
         st = os.stat(self.path)
-        self._db, self._identity = db, (st.st_dev, st.st_ino)
+        self._db, self._identity, self._durable = db, (st.st_dev, st.st_ino), True
 
     def _open(self, carried: list[dict] | None = None) -> None:
         """Open (or create) the file; a file that is not a readable SQLite database is
@@ -326,10 +320,21 @@ class Outbox:
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: the write lock is taken up front, so two processes
-        can never both read a row as free and both claim it."""
+        can never both read a row as free and both claim it.
+
+        durable (the default): the commit is on disk when this returns (WAL fsynced,
+        synchronous=FULL), so a power loss right after cannot take it back. Claims and
+        answers are written with durable=False (synchronous=NORMAL: committed, safe from a
+        SIGKILL, on disk at the next durable commit or checkpoint): a power loss can only
+        take back the last of them, and then the row is pending again and re-sent, and
+        the recipient answers the re-send 409 duplicate (generated_time is fixed at
+        detection), which counts as delivered."""
         with self._lock:
+            if durable != self._durable:
+                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -367,11 +372,11 @@ class Outbox:
     def _refresh_state(db, notification_id) -> str:
         states = {r[0] for r in db.execute(
             "SELECT state FROM deliveries WHERE notification_id = ?", (notification_id,))}
-        for state in (PENDING, REJECTED, EXPIRED, SUPERSEDED):
+        for state in (State.PENDING, State.REJECTED, State.EXPIRED, State.SUPERSEDED):
             if state in states:
                 break
         else:
-            state = DELIVERED
+            state = State.DELIVERED
         db.execute("UPDATE notifications SET state = ? WHERE id = ?", (state, notification_id))
         return state
 
@@ -414,12 +419,12 @@ class Outbox:
                 (now, notification.type, notification.hostname, notification.time_text,
                  json.dumps(notification.payload, sort_keys=True), notification.priority, key,
                  notification.order_key(), source, json.dumps(decision or {}, sort_keys=True),
-                 PENDING, boot_clock(), BOOT_ID))
+                 State.PENDING, boot_clock(), BOOT_ID))
             nid = cur.lastrowid
             for driver in drivers:
                 db.execute("INSERT INTO deliveries (notification_id, driver, state, priority,"
                            " next_attempt_at, updated_at, stage) VALUES (?,?,?,?,?,?,?)",
-                           (nid, driver, PENDING, notification.priority, now, now,
+                           (nid, driver, State.PENDING, notification.priority, now, now,
                             0 if driver in first else 1))
             detail = {"source": source, "drivers": drivers, "decision": decision or {}}
             if first & set(drivers):
@@ -438,17 +443,13 @@ class Outbox:
                            "WHERE state = 'pending' AND lease_owner = ?", (owner,))
 
     def claim(self, drivers: Iterable[str], lease: float,
-              notification_id: int | None = None, unreachable_due: bool = False,
+              notification_id: int | None = None,
               stage_hold: float | None = None) -> Claim | None:
         """Reserve the most urgent due delivery (priority, then age) for this process.
 
         A delivery waits while a delivery of the same notification in an earlier stage
         (put()'s ``first``) is pending, for at most stage_hold seconds after the detection
         (None: without bound).
-
-        unreachable_due: rows whose last attempt found the recipient unreachable (no HTTP
-        status) count as due regardless of their own backoff; the caller gates the driver
-        instead, so when the recipient is back the backlog drains in priority order.
 
         Retry times and leases are wall-clock times (shared by processes). A delivery
         last touched "in the future" (updated_at > now) was scheduled before the clock
@@ -458,15 +459,17 @@ class Outbox:
         drivers = list(drivers)
         if not drivers:
             return None
+        with self._write(durable=False) as db:
+            return self._claim(db, drivers, lease, notification_id, stage_hold)
+
+    def _claim(self, db, drivers: list[str], lease: float, notification_id: int | None,
+               stage_hold: float | None) -> Claim | None:
         now = time.time()
         marks = ",".join("?" * len(drivers))
-        due = "(d.next_attempt_at <= ? OR d.updated_at > ?)"
-        if unreachable_due:
-            due = ("(d.next_attempt_at <= ? OR d.updated_at > ? "
-                   "OR (d.attempts > 0 AND d.last_status IS NULL))")
         # Per subject, FIFO: a STARTED never overtakes the STOPPED queued before it, even
         # with several delivery threads or processes; different subjects go in parallel.
-        where = (f"d.state = 'pending' AND d.driver IN ({marks}) AND {due} "
+        where = (f"d.state = 'pending' AND d.driver IN ({marks}) "
+                 "AND (d.next_attempt_at <= ? OR d.updated_at > ?) "
                  "AND (d.lease_until IS NULL OR d.lease_until <= ? OR d.updated_at > ?) "
                  "AND NOT EXISTS (SELECT 1 FROM notifications n2 JOIN deliveries d2 "
                  "ON d2.notification_id = n2.id WHERE n2.state = 'pending' "
@@ -480,58 +483,83 @@ class Outbox:
         if notification_id is not None:
             where += " AND d.notification_id = ?"
             args.append(notification_id)
-        with self._write() as db:
-            self._release_dead_leases(db, now)
-            while True:
-                row = db.execute(
-                    "SELECT d.id AS did, d.attempts, d.driver, n.* FROM deliveries d "
-                    f"JOIN notifications n ON n.id = d.notification_id WHERE {where} "
-                    "ORDER BY d.priority, d.id LIMIT 1", args).fetchone()
-                if row is None:
-                    return None
-                if not supersede_stale(db, row, now):
-                    break
-            attempt = row["attempts"] + 1
-            db.execute("UPDATE deliveries SET attempts = ?, lease_owner = ?, lease_until = ?,"
-                       " updated_at = ? WHERE id = ?",
-                       (attempt, self.owner, now + lease, now, row["did"]))
-            self._history(db, row["id"], "attempt", {"driver": row["driver"],
-                                                     "attempt": attempt, "by": self.owner},
-                          delivery_id=row["did"], at=now)
+        self._release_dead_leases(db, now)
+        while True:
+            row = db.execute(
+                "SELECT d.id AS did, d.attempts, d.driver, n.* FROM deliveries d "
+                f"JOIN notifications n ON n.id = d.notification_id WHERE {where} "
+                "ORDER BY d.priority, d.id LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            if not supersede_stale(db, row, now):
+                break
+        attempt = row["attempts"] + 1
+        db.execute("UPDATE deliveries SET attempts = ?, lease_owner = ?, lease_until = ?,"
+                   " updated_at = ? WHERE id = ?",
+                   (attempt, self.owner, now + lease, now, row["did"]))
+        self._history(db, row["id"], "attempt", {"driver": row["driver"],
+                                                 "attempt": attempt, "by": self.owner},
+                      delivery_id=row["did"], at=now)
         return Claim(row["did"], row["id"], row["driver"], attempt, row["created_at"],
                      _notification(row), row["created_boot"], row["boot_id"])
 
-    def finish(self, claim: Claim, outcome: str, *, status: int | None = None,
-               remote_id: str | None = None, message: str = "",
-               retry_in: float = 0.0, max_age: float = 0.0) -> str:
-        """Record a driver's answer. outcome: delivered | duplicate | rejected | retry.
-        Returns the delivery's new state."""
-        now = time.time()
-        if outcome in ("delivered", "duplicate"):
-            state = DELIVERED
-        elif outcome == "rejected":
-            state = REJECTED
-        elif max_age and claim.age() >= max_age:
-            state = EXPIRED
-        else:
-            state = PENDING
-        with self._write() as db:
-            db.execute(
-                "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_owner = NULL,"
-                " lease_until = NULL, remote_id = COALESCE(?, remote_id), last_status = ?,"
-                " last_message = ?, updated_at = ? WHERE id = ?",
-                (state, now + retry_in, remote_id, status, message[:2000], now,
-                 claim.delivery_id))
-            detail = {"driver": claim.driver, "attempt": claim.attempt, "outcome": outcome,
-                      "status": status, "message": message[:2000], "state": state}
-            if remote_id:
-                detail["remote_id"] = remote_id
-            if state == PENDING:
-                detail["retry_in"] = round(retry_in, 3)
-            self._history(db, claim.notification_id, "answer", detail,
-                          delivery_id=claim.delivery_id, at=now)
-            self._refresh_state(db, claim.notification_id)
+    def finish(self, claim: Claim, outcome: str, *, state: str | None = None,
+               status: int | None = None, remote_id: str | None = None,
+               message: str = "", retry_in: float = 0.0,
+               next_attempt_at: float | None = None) -> str:
+        """Record a driver's answer (``Outcome``) and what the worker decided from it: the
+        delivery's new ``state`` (by default: delivered for delivered/duplicate, rejected
+        for rejected, else pending) and, if pending, when to ask again (``retry_in``
+        seconds from now, recorded in the history; ``next_attempt_at`` when the row is
+        due, if not then). Returns the state stored."""
+        with self._write(durable=False) as db:
+            state = self._finish(db, claim, outcome, state, status, remote_id, message,
+                                 retry_in, next_attempt_at)
         self.wake()  # a delivery held behind this one (a later stage) may go now
+        return state
+
+    def finish_and_claim(self, claim: Claim, outcome: str, *, state: str | None = None,
+                         status: int | None = None, remote_id: str | None = None,
+                         message: str = "", retry_in: float = 0.0,
+                         next_attempt_at: float | None = None,
+                         drivers: Iterable[str] = (), lease: float = 60.0,
+                         stage_hold: float | None = None) -> tuple[str, Claim | None]:
+        """finish() and the next claim() in one transaction (one commit instead of two
+        while a backlog drains). Returns (the state stored, the next claim or None)."""
+        drivers = list(drivers)
+        with self._write(durable=False) as db:
+            state = self._finish(db, claim, outcome, state, status, remote_id, message,
+                                 retry_in, next_attempt_at)
+            following = self._claim(db, drivers, lease, None, stage_hold) if drivers \
+                else None
+        self.wake()
+        return state, following
+
+    def _finish(self, db, claim: Claim, outcome: str, state: str | None,
+                status: int | None, remote_id: str | None, message: str,
+                retry_in: float, next_attempt_at: float | None) -> str:
+        now = time.time()
+        if next_attempt_at is None:
+            next_attempt_at = now + retry_in
+        if state is None:
+            state = (State.DELIVERED if outcome in (Outcome.DELIVERED, Outcome.DUPLICATE)
+                     else State.REJECTED if outcome == Outcome.REJECTED else State.PENDING)
+        state = State(state)
+        message = message[:2000]
+        db.execute(
+            "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_owner = NULL,"
+            " lease_until = NULL, remote_id = COALESCE(?, remote_id), last_status = ?,"
+            " last_message = ?, updated_at = ? WHERE id = ?",
+            (state, next_attempt_at, remote_id, status, message, now, claim.delivery_id))
+        detail = {"driver": claim.driver, "attempt": claim.attempt, "outcome": str(outcome),
+                  "status": status, "message": message, "state": str(state)}
+        if remote_id:
+            detail["remote_id"] = remote_id
+        if state == State.PENDING:
+            detail["retry_in"] = round(retry_in, 3)
+        self._history(db, claim.notification_id, "answer", detail,
+                      delivery_id=claim.delivery_id, at=now)
+        self._refresh_state(db, claim.notification_id)
         return state
 
     def note(self, notification_id: int, kind: str, detail: dict) -> None:
@@ -546,7 +574,7 @@ class Outbox:
         with self._write() as db:
             row = db.execute("SELECT state FROM notifications WHERE id = ?",
                              (notification_id,)).fetchone()
-            if row is None or row["state"] not in (REJECTED, EXPIRED):
+            if row is None or row["state"] not in (State.REJECTED, State.EXPIRED):
                 return 0
             self._history(db, notification_id, "acknowledged",
                           {"state": row["state"], "note": note, "by": self.owner})
@@ -668,7 +696,7 @@ def supersede_stale(db, row: sqlite3.Row, now: float) -> bool:
                             "d.notification_id = n.id WHERE n.order_key = ? AND n.id < ? AND "
                             "d.driver = ? ORDER BY n.id DESC LIMIT 1",
                             (row["order_key"], row["id"], row["driver"])).fetchone()
-        if before is not None and before["state"] == SUPERSEDED:
+        if before is not None and before["state"] == State.SUPERSEDED:
             reason = {"by": before["id"], "why": f"the failure it clears (notification "
                       f"{before['id']}) was withdrawn before delivery: nothing to clear"}
             only = (" AND driver = ?", (row["driver"],))
@@ -677,7 +705,7 @@ def supersede_stale(db, row: sqlite3.Row, now: float) -> bool:
     where, extra = only
     cur = db.execute("UPDATE deliveries SET state = ?, lease_owner = NULL, lease_until = NULL,"
                      f" updated_at = ? WHERE notification_id = ? AND state = 'pending'{where}",
-                     (SUPERSEDED, now, row["id"], *extra))
+                     (State.SUPERSEDED, now, row["id"], *extra))
     Outbox._history(db, row["id"], "superseded", {**reason, "deliveries": cur.rowcount},
                     at=now)
     Outbox._refresh_state(db, row["id"])
@@ -731,7 +759,7 @@ def _salvage(db: sqlite3.Connection, origin: str) -> list[dict]:
     for nid in ids:
         try:
             row = db.execute("SELECT * FROM notifications WHERE id = ?", (nid,)).fetchone()
-            if row is None or row["state"] != PENDING:
+            if row is None or row["state"] != State.PENDING:
                 continue
             drivers = [r[0] for r in db.execute(
                 "SELECT driver FROM deliveries WHERE notification_id = ? AND state = 'pending'",

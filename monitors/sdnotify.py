@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 
 
 class Notifier:
@@ -34,7 +35,11 @@ class Notifier:
                 # A datagram socket blocks when the reader's queue is full (10 datagrams by
                 # default): a notify socket nobody reads must not hang a reload or the
                 # status loop. After a second the message is dropped (STATUS repeats).
-                self._sock.settimeout(1.0)
+                # SO_SNDTIMEO, not settimeout(): the kernel waits for room in the reader's
+                # queue; settimeout's poll() reports a unix datagram socket writable while
+                # the peer is full, so it spun a core for that second.
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                      struct.pack("ll", 1, 0))
             self._sock.sendto(message, self.address)
             return True
         except OSError:

@@ -12,6 +12,7 @@ and sd_notify from a non-main pid needs NotifyAccess=all).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -422,6 +423,22 @@ def _load_valid(name, argv, register, validate) -> cfg.ConfigOpts:
     return conf
 
 
+@contextlib.contextmanager
+def _without_eventlet():
+    """Import oslo.service's threading backend without eventlet: futurist (under it) imports
+    eventlet when installed, and with it dnspython and cryptography, ~20 MiB of a daemon's
+    memory for green threads nothing here uses. While inside, ``import eventlet`` fails
+    (futurist then disables its green executors); afterwards it imports normally again."""
+    blocked = "eventlet" not in sys.modules
+    if blocked:
+        sys.modules["eventlet"] = None
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get("eventlet", 0) is None:
+            del sys.modules["eventlet"]
+
+
 def run(name: str, build_sources: SourceFactory | None = None, argv=None, register=None,
         validate: Callable[[cfg.ConfigOpts], None] | None = None) -> int:
     """Entry point of a daemon: parse config, validate it, start, serve until SIGTERM."""
@@ -432,8 +449,9 @@ def run(name: str, build_sources: SourceFactory | None = None, argv=None, regist
     # futurist imports eventlet if it is installed (oslo.service depends on it); nothing is
     # monkey-patched and it is never used, so its deprecation banner is only noise.
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
-    backend.init_backend(backend.BackendType.THREADING)
-    from oslo_service import service as oslo_service
+    with _without_eventlet():
+        backend.init_backend(backend.BackendType.THREADING)
+        from oslo_service import service as oslo_service
 
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -10,39 +10,33 @@ import abc
 import dataclasses
 
 from monitors.notification import Notification
+from monitors.states import Outcome
 
 NAMESPACE = "compute_ha_monitors.drivers"
 
-# Outcomes a driver can report.
-DELIVERED = "delivered"    # accepted (2xx with the recipient's id)
-DUPLICATE = "duplicate"    # 409: the recipient already has it → delivered
-REJECTED = "rejected"      # the recipient refused it (400 ...): kept, visible, not retried
-HELD = "held"              # the recipient refuses it for now (Masakari 409: host on
-                           # maintenance, or another conflict): kept pending, retried with a
-                           # long capped backoff ([delivery] held_retry_interval), visible
-AUTH = "auth"              # 401/403: credentials refreshed, retried
-RETRY = "retry"            # timeout, connection error, 5xx, odd answer: retried with backoff
+# What a driver reports is an Outcome (monitors.states): delivered, duplicate,
+# rejected, held, auth or retry.
 
 
 @dataclasses.dataclass(frozen=True)
 class Answer:
-    outcome: str
+    outcome: Outcome
     status: int | None = None
     remote_id: str | None = None
     message: str = ""
 
 
-def classify(status: int) -> str:
+def classify(status: int) -> Outcome:
     """HTTP status → outcome; shared by every HTTP driver so they agree."""
     if 200 <= status < 300:
-        return DELIVERED
+        return Outcome.DELIVERED
     if status == 409:
-        return DUPLICATE
+        return Outcome.DUPLICATE
     if status in (401, 403):
-        return AUTH
+        return Outcome.AUTH
     if status in (408, 425, 429) or status >= 500 or status < 200 or 300 <= status < 400:
-        return RETRY
-    return REJECTED
+        return Outcome.RETRY
+    return Outcome.REJECTED
 
 
 class Driver(abc.ABC):

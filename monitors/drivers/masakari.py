@@ -1,5 +1,12 @@
-"""The Masakari driver: openstacksdk ``instance_ha`` through a keystoneauth session built
-from the ``[api]`` options, exactly as masakari-monitors configures it.
+"""The Masakari driver: the notification POST that openstacksdk's ``instance_ha`` sends for
+masakari-monitors (same URL, body and headers), on a keystoneauth session built from the
+``[api]`` options exactly as masakari-monitors configures it.
+
+The POST goes through monitors.drivers.post on a keystoneauth adapter for the service
+type and version, as the SDK's proxy is (so the endpoint is found the same way); a 401
+drops the session, so the next attempt authenticates again. openstacksdk's Resource layer
+cost more CPU than the POST in a storm, and openstacksdk is ~10 MiB of a daemon's memory:
+it is imported only by the resurrect driver, which queries hosts.
 
 An HTTP error is Masakari's own answer only when its body is Masakari's fault document
 (``{"badRequest": {"code": 400, "message": ...}}``: one key, whose ``code`` is the status).
@@ -11,12 +18,14 @@ host is already under maintenance" and other conflicts; only the first counts as
 the others are held (kept pending, retried until Masakari takes them)."""
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 
-from monitors.drivers import (AUTH, DUPLICATE, HELD, REJECTED, RETRY, Answer, Driver,
-                              classify)
+from monitors.drivers import Answer, Driver, classify, post
 from monitors.notification import Notification
 from monitors.secrets import mask_text, mask_url
+from monitors.states import Outcome
 
 LOG = logging.getLogger(__name__)
 
@@ -26,78 +35,116 @@ class MasakariDriver(Driver):
 
     def __init__(self, conf):
         super().__init__(conf)
+        self._session = None
         self._conn = None
+        self._poster: post.Poster | None = None
 
-    def _connection(self):
-        if self._conn is None:
-            import openstack.connection
+    def _ks_session(self):
+        """The keystoneauth session of the ``[api]`` options (auth plugin, TLS, timeout)."""
+        if self._session is None:
             from keystoneauth1 import loading as ks_loading
 
-            api = self.conf.api
             auth = ks_loading.load_auth_from_conf_options(self.conf, "api")
             session = ks_loading.load_session_from_conf_options(self.conf, "api", auth=auth)
             # keystoneauth has no timeout by default: an unanswered POST must never hang.
-            session.timeout = api.timeout or self.conf.delivery.http_timeout
+            session.timeout = self.conf.api.timeout or self.conf.delivery.http_timeout
+            self._session = session
+        return self._session
+
+    def _connection(self):
+        """openstacksdk on the same session: for the resurrect driver's host and
+        notification queries (imported only then; the notification POST does not use it)."""
+        if self._conn is None:
+            import openstack.connection
+
+            api = self.conf.api
             self._conn = openstack.connection.Connection(
-                session=session, region_name=api.region, interface=api.api_interface,
-                instance_ha_api_version=api.api_version.lstrip("v") or "1")
+                session=self._ks_session(), region_name=api.region,
+                interface=api.api_interface,
+                instance_ha_api_version=self._version())
         return self._conn
+
+    def _version(self) -> str:
+        return self.conf.api.api_version.lstrip("v") or "1"
 
     def send(self, notification: Notification) -> Answer:
         from keystoneauth1 import exceptions as ks_exc
-        from openstack import exceptions as sdk_exc
 
+        poster = None
         try:
-            conn = self._connection()
-            result = conn.instance_ha.create_notification(**notification.to_dict())
-        except sdk_exc.HttpException as exc:
-            answer = self.classify_error(exc.status_code or 0, getattr(exc, "response", None),
-                                         exc)
-            if answer.outcome == AUTH:
-                self.close()  # authenticate again on the next attempt
-            return answer
+            poster = self._poster
+            if poster is None:
+                from keystoneauth1 import adapter
+
+                api = self.conf.api
+                # What openstacksdk's instance_ha proxy is: an adapter for the service type
+                # with the configured version, so the endpoint is found the same way.
+                poster = self._poster = post.Poster(adapter.Adapter(
+                    self._ks_session(), service_type="instance-ha",
+                    interface=api.api_interface, region_name=api.region,
+                    version=self._version(), allow_version_hack=True))
+            status, url, body = poster.post(
+                "/notifications", {"notification": notification.to_dict()})
         except ks_exc.Unauthorized as exc:
             self.close()
-            return Answer(AUTH, 401, None, mask_text(str(exc)))
-        except (ks_exc.ClientException, OSError) as exc:
-            return Answer(RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
-        uuid = getattr(result, "notification_uuid", None)
+            return Answer(Outcome.AUTH, 401, None, mask_text(str(exc)))
+        except (ks_exc.ClientException, OSError, http.client.HTTPException) as exc:
+            if poster is not None:
+                poster.drop()
+            return Answer(Outcome.RETRY, None, None,
+                          mask_text(f"{type(exc).__name__}: {exc}"))
+        if status >= 400:
+            answer = self.classify_error(status, post.Response(status, url, body))
+            if answer.outcome == Outcome.AUTH:
+                self.close()  # authenticate again on the next attempt
+            return answer
+        uuid = None
+        if 200 <= status < 300:
+            try:
+                uuid = (json.loads(body).get("notification") or {}).get("notification_uuid")
+            except (ValueError, AttributeError):
+                uuid = None
         if not uuid:
-            # openstacksdk turns a 300 from the version page into an empty object.
-            return Answer(RETRY, None, None, "answer without notification_uuid: does the "
-                          "[api] endpoint end with /v1?")
-        return Answer("delivered", 202, uuid, "accepted")
+            # e.g. a 300 from the version page: the endpoint lacks its /v1
+            return Answer(Outcome.RETRY, None, None, "answer without notification_uuid: does "
+                          "the [api] endpoint end with /v1?")
+        return Answer(Outcome.DELIVERED, status, uuid, "accepted")
 
     def close(self) -> None:
+        poster, self._poster = self._poster, None
+        if poster is not None:
+            poster.drop(everyone=True)
         conn, self._conn = self._conn, None
+        self._session = None
         if conn is not None:
             try:
                 conn.close()
             except Exception:  # noqa: BLE001 - closing must never fail a shutdown
                 LOG.debug("closing the openstacksdk connection failed", exc_info=True)
 
-
     def classify_error(self, status: int, response, exc=None) -> Answer:
         """An HTTP error answer → outcome, from the status and who answered it."""
         if not status:
-            return Answer(RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
+            return Answer(Outcome.RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
         if status in (401, 403):
-            return Answer(AUTH, status, None, mask_text(_api_message(exc, response)))
+            return Answer(Outcome.AUTH, status, None, mask_text(
+                _api_message(exc, response) if exc is not None
+                else f"{status}: {_error_text(response)}"))
         fault = masakari_fault(status, response)
         if fault is None:
             where = mask_url(getattr(response, "url", None) or self.conf.api.endpoint or "?")
-            return Answer(RETRY, status, None,
+            return Answer(Outcome.RETRY, status, None,
                           f"HTTP {status} from {where} (not a Masakari answer): retrying")
         if status == 409:
             if "is duplicate" in fault:
-                return Answer(DUPLICATE, status, None, f"409: {fault}")
+                return Answer(Outcome.DUPLICATE, status, None, f"409: {fault}")
             if "maintenance" in fault:
-                return Answer(HELD, status, None,
+                return Answer(Outcome.HELD, status, None,
                               f"held: host on maintenance in Masakari (409: {fault})")
-            return Answer(HELD, status, None, f"held: conflict in Masakari (409: {fault})")
+            return Answer(Outcome.HELD, status, None, f"held: conflict in Masakari (409: {fault})")
         outcome = classify(status)
-        if outcome == REJECTED:
-            return Answer(REJECTED, status, None, f"{status}: {fault}")
+        if outcome == Outcome.REJECTED:
+            return Answer(Outcome.REJECTED, status, None, f"{status}: {fault}")
         return Answer(outcome, status, None, f"{status}: {fault}")
 
 
@@ -124,3 +171,16 @@ def _api_message(exc, response) -> str:
         return str(getattr(response, "status_code", "?"))
     details = getattr(exc, "details", None) or ""
     return f"{exc.status_code}: {details or exc.message}".strip()
+
+
+def _error_text(response) -> str:
+    """The message of an error document (Masakari's or keystonemiddleware's), else the
+    start of the body."""
+    try:
+        doc = response.json()
+        fault = next(iter(doc.values()))
+        if isinstance(fault, dict) and isinstance(fault.get("message"), str):
+            return fault["message"]
+    except Exception:  # noqa: BLE001 - not a JSON document
+        pass
+    return response.body[:200].decode("utf-8", "replace").strip() or "no message"

@@ -23,9 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from monitors.drivers import DELIVERED, RETRY, Answer, Driver
+from monitors.drivers import Answer, Driver
 from monitors.drivers.webhook import document
 from monitors.notification import Notification
+from monitors.states import Outcome
 
 LOG = logging.getLogger(__name__)
 
@@ -90,8 +91,8 @@ class MessagingDriver(Driver):
                                              retry=None if m.retry < 0 else m.retry)
         except Exception as exc:  # noqa: BLE001 - any transport failure: retry later
             self.close()
-            return Answer(RETRY, None, None, f"message bus: {type(exc).__name__}: {exc}")
-        return Answer(DELIVERED, None, msg["message_id"],
+            return Answer(Outcome.RETRY, None, None, f"message bus: {type(exc).__name__}: {exc}")
+        return Answer(Outcome.DELIVERED, None, msg["message_id"],
                       f"published on {', '.join(m.topics)} as {msg['event_type']}")
 
     def close(self) -> None:

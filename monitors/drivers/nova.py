@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 
 from monitors import actions, log
-from monitors.drivers import AUTH, DELIVERED, REJECTED, RETRY, Answer, Driver, classify
+from monitors.drivers import Answer, Driver, classify
 from monitors.notification import Notification
+from monitors.states import Outcome
 
 LOG = logging.getLogger(__name__)
 
@@ -74,30 +75,30 @@ class NovaServices:
                                           microversion=MICROVERSION)
         except ks_exc.Unauthorized as exc:
             self.close()
-            raise NovaError(Answer(AUTH, 401, None, f"Nova: {exc}")) from None
+            raise NovaError(Answer(Outcome.AUTH, 401, None, f"Nova: {exc}")) from None
         except (ks_exc.ClientException, OSError) as exc:
-            raise NovaError(Answer(RETRY, None, None,
+            raise NovaError(Answer(Outcome.RETRY, None, None,
                                    f"Nova: {type(exc).__name__}: {exc}")) from None
         if not 200 <= resp.status_code < 300:
             outcome = classify(resp.status_code)
-            if outcome == AUTH:
+            if outcome == Outcome.AUTH:
                 self.close()
-            if outcome == "duplicate":  # Nova's 409 is a conflict, never a duplicate
-                outcome = RETRY
+            if outcome == Outcome.DUPLICATE:  # Nova's 409 is a conflict, never a duplicate
+                outcome = Outcome.RETRY
             raise NovaError(Answer(outcome, resp.status_code, None,
                                    f"Nova {method} {path}: {resp.status_code}: "
                                    f"{resp.text[:300]}"))
         try:
             return resp.json() if resp.content else {}
         except ValueError:
-            raise NovaError(Answer(RETRY, resp.status_code, None,
+            raise NovaError(Answer(Outcome.RETRY, resp.status_code, None,
                                    f"Nova {method} {path}: answer is not JSON")) from None
 
     def compute_service(self, host: str) -> dict:
         services = self._call("GET", f"/os-services?binary=nova-compute&host={host}")
         found = [s for s in services.get("services", []) if s.get("host") == host]
         if not found:
-            raise NovaError(Answer(REJECTED, 404, None,
+            raise NovaError(Answer(Outcome.REJECTED, 404, None,
                                    f"Nova has no nova-compute service on host {host!r}"))
         return found[0]
 
@@ -116,7 +117,7 @@ class NovaForceDownDriver(Driver):
 
     def send(self, notification: Notification) -> Answer:
         if not actions.fenced_host_failure(notification):
-            return Answer(REJECTED, None, None,
+            return Answer(Outcome.REJECTED, None, None,
                           "refused: force-down only for COMPUTE_HOST STOPPED with "
                           "host_status NORMAL (fencing confirmed); this is "
                           f"{notification.type} {dict(notification.payload)}")
@@ -124,7 +125,7 @@ class NovaForceDownDriver(Driver):
         try:
             service = self.nova.compute_service(host)
             if service.get("forced_down"):
-                return Answer(DELIVERED, 200, service.get("id"),
+                return Answer(Outcome.DELIVERED, 200, service.get("id"),
                               f"nova-compute on {host} already forced down")
             self.nova.update(service["id"], {"forced_down": True})
         except NovaError as exc:
@@ -133,7 +134,7 @@ class NovaForceDownDriver(Driver):
                   "confirmed): evacuation allowed at once", host,
                   fields={"PEER_HOST": host, "ACTION": "force-down",
                           "NOVA_SERVICE_ID": service["id"]})
-        return Answer(DELIVERED, 200, service["id"], f"nova-compute on {host} forced down")
+        return Answer(Outcome.DELIVERED, 200, service["id"], f"nova-compute on {host} forced down")
 
     def close(self) -> None:
         self.nova.close()

@@ -25,10 +25,11 @@ from __future__ import annotations
 import logging
 
 from monitors import actions, log
-from monitors.drivers import AUTH, DELIVERED, REJECTED, RETRY, Answer, Driver, classify
+from monitors.drivers import Answer, Driver, classify
 from monitors.drivers.masakari import MasakariDriver, _api_message
 from monitors.drivers.nova import NovaError, NovaServices
 from monitors.notification import COMPUTE_HOST, Notification
+from monitors.states import Outcome
 
 LOG = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class ResurrectDriver(Driver):
         from openstack import exceptions as sdk_exc
 
         if notification.payload.get("event") != "STARTED":
-            return Answer(REJECTED, None, None, "refused: resurrect only follows a STARTED")
+            return Answer(Outcome.REJECTED, None, None,
+                          "refused: resurrect only follows a STARTED")
         name = notification.hostname
         is_host = notification.type == COMPUTE_HOST
         steps: list[str] = []
@@ -73,7 +75,8 @@ class ResurrectDriver(Driver):
             if host is not None:
                 busy = self._recovering(host)
                 if busy:
-                    return Answer(RETRY, 409, None, f"Masakari is still recovering {name}: "
+                    return Answer(Outcome.RETRY, 409, None,
+                                  f"Masakari is still recovering {name}: "
                                   + ", ".join(busy) + "; nothing changed yet")
             service = self.nova.compute_service(name)
             reason = service.get("disabled_reason") or ""
@@ -119,17 +122,18 @@ class ResurrectDriver(Driver):
             return self._partial(exc.answer, steps)
         except sdk_exc.HttpException as exc:
             status = exc.status_code or 0
-            outcome = classify(status) if status else RETRY
-            if outcome == "duplicate":  # 409 HostInUse: Masakari is recovering it
-                outcome = RETRY
-            if outcome == AUTH:
+            outcome = classify(status) if status else Outcome.RETRY
+            if outcome == Outcome.DUPLICATE:  # 409 HostInUse: Masakari is recovering it
+                outcome = Outcome.RETRY
+            if outcome == Outcome.AUTH:
                 self.masakari.close()
             return self._partial(Answer(outcome, status or None, None,
                                         f"Masakari: {_api_message(exc)}"), steps)
         except (ks_exc.ClientException, OSError) as exc:
-            return self._partial(Answer(RETRY, None, None,
+            return self._partial(Answer(Outcome.RETRY, None, None,
                                         f"{type(exc).__name__}: {exc}"), steps)
-        return Answer(DELIVERED, 200, service.get("id"), "; ".join(steps) or "nothing to do")
+        return Answer(Outcome.DELIVERED, 200, service.get("id"),
+                      "; ".join(steps) or "nothing to do")
 
     @staticmethod
     def _partial(answer: Answer, steps: list[str]) -> Answer:

@@ -9,9 +9,10 @@ import hmac
 import json
 import uuid
 
-from monitors.drivers import RETRY, Answer, Driver, classify
+from monitors.drivers import Answer, Driver, classify
 from monitors.notification import Notification
 from monitors.secrets import mask_text
+from monitors.states import Outcome
 
 _ID_NAMESPACE = uuid.UUID("5b0f3c1e-8f0e-4c55-9a57-2a7f5b1c9e01")
 SIGNATURE_HEADER = "X-HA-Signature"
@@ -57,7 +58,7 @@ class WebhookDriver(Driver):
                                       timeout=self.conf.delivery.http_timeout)
         except requests.RequestException as exc:
             # requests quotes the URL (with its ?token=...) in its messages
-            return Answer(RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
+            return Answer(Outcome.RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
         return Answer(classify(resp.status_code), resp.status_code, doc["id"],
                       mask_text(resp.text[:500]))
 

@@ -12,8 +12,9 @@ import uuid
 import pytest
 
 from monitors.notification import COMPUTE_HOST, PROCESS, VM, Notification
+from monitors.delivery import backoff, expired
 from monitors.history import ReadModel
-from monitors.outbox import Outbox, backoff
+from monitors.outbox import Outbox
 
 
 def vm(i: int = 0) -> Notification:
@@ -102,6 +103,12 @@ def test_each_driver_is_tracked_separately(box):
     assert ReadModel(box).get(nid)["state"] == "pending"
 
 
+def finish_retry(box, claim, max_age):
+    """A retry answer recorded as the delivery worker records it: expired once the row is
+    [delivery] max_age old (the worker's decision), else pending and due now."""
+    return box.finish(claim, "retry", state="expired" if expired(claim, max_age) else None)
+
+
 def test_retry_waits_for_its_backoff_and_max_age_expires(box):
     nid = box.put(host(), source="t", drivers=["masakari"]).id
     claim = box.claim(["masakari"], 30)
@@ -110,7 +117,7 @@ def test_retry_waits_for_its_backoff_and_max_age_expires(box):
     box._db.execute("UPDATE deliveries SET next_attempt_at = 0")
     claim = box.claim(["masakari"], 30)
     assert claim.attempt == 2
-    assert box.finish(claim, "retry", status=None, max_age=0.001) == "expired"
+    assert finish_retry(box, claim, max_age=0.001) == "expired"
     assert ReadModel(box).get(nid)["state"] == "expired"
 
 
@@ -273,11 +280,11 @@ def test_a_clock_step_forward_does_not_expire_a_row(box, monkeypatch):
     box.put(vm(), source="t", drivers=["masakari"])
     clock.offset = 7200  # two hours forward: by the wall clock the row is 2 h old
     claim = box.claim(["masakari"], lease=30)
-    assert box.finish(claim, "retry", retry_in=0, max_age=3600) == "pending"
+    assert finish_retry(box, claim, max_age=3600) == "pending"
     # a row really detected over an hour ago (by the boot clock) does expire
     box._db.execute("UPDATE notifications SET created_boot = created_boot - 3700")
     claim = box.claim(["masakari"], lease=30)
-    assert box.finish(claim, "retry", retry_in=0, max_age=3600) == "expired"
+    assert finish_retry(box, claim, max_age=3600) == "expired"
 
 
 def test_a_row_from_an_earlier_boot_ages_by_the_wall_clock(box):
@@ -285,7 +292,7 @@ def test_a_row_from_an_earlier_boot_ages_by_the_wall_clock(box):
     box._db.execute("UPDATE notifications SET boot_id = 'earlier-boot', "
                     "created_at = created_at - 3700")
     claim = box.claim(["masakari"], lease=30)
-    assert box.finish(claim, "retry", retry_in=0, max_age=3600) == "expired"
+    assert finish_retry(box, claim, max_age=3600) == "expired"
 
 
 def test_an_outbox_file_of_an_older_version_gains_the_boot_columns(tmp_path):
