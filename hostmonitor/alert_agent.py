@@ -45,7 +45,7 @@ def _load_conf(config_files: list[str]):
     from monitors import config
     from hostmonitor.peers import opts
 
-    conf = config.new_conf()
+    conf = config.new_conf(auth=False)  # the agent never delivers: no keystoneauth to load
     opts.register_opts(conf)
     argv = []
     for f in config_files:
