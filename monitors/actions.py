@@ -84,17 +84,24 @@ def route(conf, notification: Notification, previous: dict | None
     return actions, first, why
 
 
+def _asks_previous(conf, notification: Notification) -> bool:
+    """Whether route() looks at ``previous`` for this notification (resurrect only)."""
+    return bool(conf.nova.resurrect and notification.type in (COMPUTE_HOST, PROCESS)
+                and notification.payload.get("event") == "STARTED")
+
+
 def plan(outbox, conf, notification: Notification, decision: dict | None = None,
          drivers: list[str] | None = None) -> tuple[list[str], dict | None, list[str]]:
     """(drivers, decision, first) of the row a detection becomes: the configured drivers
     plus the actions route() asks for, with why in the decision (``actions``). An outbox
     that cannot be read (it may be the very fault the caller is about to hold the
     detection for) is decided as having no earlier notification: no resurrect, and said."""
-    try:
-        previous = outbox.previous(notification)
-    except Exception as exc:  # noqa: BLE001 - the detection must still be recorded
-        previous = None
-        decision = {**(decision or {}), "previous_unknown": f"outbox not readable: {exc}"}
+    previous = None
+    if _asks_previous(conf, notification):  # one read per STARTED, none per VM event
+        try:
+            previous = outbox.previous(notification)
+        except Exception as exc:  # noqa: BLE001 - the detection must still be recorded
+            decision = {**(decision or {}), "previous_unknown": f"outbox not readable: {exc}"}
     extra, first, why = route(conf, notification, previous)
     if why:
         decision = {**(decision or {}), "actions": why}
