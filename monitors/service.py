@@ -500,4 +500,11 @@ def run(name: str, build_sources: SourceFactory | None = None, argv=None, regist
     stopper = threading.Thread(target=launcher.stop, daemon=True)
     stopper.start()
     stopper.join(conf.graceful_shutdown_timeout or None)
-    return 0
+    # Stopped gracefully: sources stopped, in-flight sends finished, the outbox closed.
+    # Exit now rather than in the interpreter's shutdown, which joins every non-daemon
+    # thread: oslo.service's threading backend imported without eventlet leaves one that
+    # never ends (seen: a hostmonitor hanging after SIGTERM until SIGKILL).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
