@@ -128,7 +128,7 @@ class ResurrectDriver(Driver):
             if outcome == Outcome.AUTH:
                 self.masakari.close()
             return self._partial(Answer(outcome, status or None, None,
-                                        f"Masakari: {_api_message(exc)}"), steps)
+                                        f"Masakari: {_api_message(exc, None)}"), steps)
         except (ks_exc.ClientException, OSError) as exc:
             return self._partial(Answer(Outcome.RETRY, None, None,
                                         f"{type(exc).__name__}: {exc}"), steps)
