@@ -278,22 +278,16 @@ class MonitorService(ServiceBase):
     @staticmethod
     def _stuck(source) -> str | None:
         """Why a source's loop no longer runs: a dead thread, or no tick (see Source)."""
-        threads = getattr(source, "threads", None)
-        if threads is not None:
-            try:
-                dead = [t.name for t in threads()
-                        if t.ident is not None and not t.is_alive()]
-            except Exception as exc:  # noqa: BLE001
-                return f"cannot check its threads: {exc}"
-            if dead:
-                return f"thread(s) died: {', '.join(dead)} (restart the daemon; see the log)"
-        ticked = getattr(source, "ticked", None)
-        if ticked is not None:
-            try:
-                return ticked()
-            except Exception as exc:  # noqa: BLE001
-                return f"cannot check its loop: {exc}"
-        return None
+        try:
+            dead = [t.name for t in source.threads() if t.ident is not None and not t.is_alive()]
+        except Exception as exc:  # noqa: BLE001
+            return f"cannot check its threads: {exc}"
+        if dead:
+            return f"thread(s) died: {', '.join(dead)} (restart the daemon; see the log)"
+        try:
+            return source.ticked()
+        except Exception as exc:  # noqa: BLE001
+            return f"cannot check its loop: {exc}"
 
     def status_line(self, health: dict[str, Health] | None = None) -> str:
         health = self.health() if health is None else health
