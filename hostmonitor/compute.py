@@ -13,7 +13,9 @@ The safety net for a host without processmonitor (or with a hung one): a compute
 that was seen running since this daemon started and has been gone longer than
 ``[hostmonitor] compute_restart_window`` counts as down. One that was never seen running
 since start (boot order, package upgrade, hostmonitor started first) never counts: only
-processmonitor can say that it failed.
+processmonitor can say that it failed. And a ``gave_up`` never counts while the process
+runs: the file then outlived what it said (processmonitor stopped before it saw the process
+again, or the process was removed from its list).
 """
 from __future__ import annotations
 
@@ -83,11 +85,18 @@ class ComputeColumn:
         except Exception as exc:  # noqa: BLE001 - an unreadable file is not a verdict
             LOG.warning("cannot read processmonitor's verdicts: %s", exc)
             gave_up = {}
+        now = time.monotonic()
+        up = running(names)
+        # A gave_up beside a running process is stale: processmonitor writes ``running`` as
+        # soon as it sees the process again, so the file outlived its writer (processmonitor
+        # stopped, or the process left its list). It never makes this host unfit.
+        stale = sorted(set(gave_up) & up)
+        if stale:
+            evidence["processmonitor_gave_up_but_running"] = stale
+            gave_up = {n: i for n, i in gave_up.items() if n not in up}
         if gave_up:
             evidence["processmonitor_gave_up"] = {n: f"notification {i}"
                                                   for n, i in sorted(gave_up.items())}
-        now = time.monotonic()
-        up = running(names)
         self.seen_running |= up
         for name in up:
             self.gone_since.pop(name, None)

@@ -235,8 +235,9 @@ def test_processmonitor_gave_up_means_compute_down(links_up, tmp_path, compute):
 def test_processmonitor_verdict_file_drives_the_compute_column(links_up, tmp_path, compute):
     """processmonitor's verdict file (written here with monitors/process_verdicts.py, as
     ha-processmonitor writes it once its PROCESS STOPPED is durable) is what the compute
-    column follows: gave_up → this host's verdict (UNKNOWN), even though the process
-    table shows the process; running again → STARTED."""
+    column follows: the process gone and processmonitor restarting it → nothing; gave_up →
+    this host's verdict (UNKNOWN), long before the restart window; running again →
+    STARTED."""
     from monitors import process_verdicts
 
     topo = links_up
@@ -246,6 +247,7 @@ def test_processmonitor_verdict_file_drives_the_compute_column(links_up, tmp_pat
     try:
         time.sleep(1.5)
         assert payloads(topo, host) == []
+        compute.kill()
         process_verdicts.write(str(tmp_path), compute.name, process_verdicts.RESTARTING)
         time.sleep(1.5)  # processmonitor is handling it: not a host failure
         assert payloads(topo, host) == []
@@ -255,6 +257,7 @@ def test_processmonitor_verdict_file_drives_the_compute_column(links_up, tmp_pat
         decision = json.loads(r.stdout)[0]["decision"]
         assert decision["row"]["compute"] == "down"
         assert decision["compute"]["processmonitor_gave_up"] == {compute.name: "notification 42"}
+        compute.start()
         process_verdicts.write(str(tmp_path), compute.name, process_verdicts.RUNNING)
         wait_payloads(topo, host, [STOPPED, STARTED])
         assert no_normal(topo, host)
@@ -279,6 +282,33 @@ def test_an_unreadable_verdict_file_is_no_verdict(tmp_path, caplog):
     Path(process_verdicts.path(str(tmp_path))).write_text("{not json")
     assert column.state([name], 300, str(tmp_path))[0] == "up"
     assert process_verdicts.path(str(tmp_path)) in caplog.text
+
+
+def test_a_gave_up_beside_a_running_process_is_stale(tmp_path):
+    """The verdict file outlived its writer (processmonitor stopped before it saw the
+    process again): a gave_up never makes this host unfit while the process runs; once the
+    process is gone it counts again."""
+    import shutil
+    import subprocess
+
+    from monitors import process_verdicts
+
+    from hostmonitor.compute import ComputeColumn
+
+    name = f"nc-stale-{os.getpid()}"
+    binary = tmp_path / name
+    shutil.copy("/bin/sleep", binary)
+    proc = subprocess.Popen([str(binary), "60"])
+    try:
+        process_verdicts.write(str(tmp_path), name, process_verdicts.GAVE_UP, 9)
+        column = ComputeColumn()
+        assert column.state([name], 300, str(tmp_path)) == (
+            "up", {"processmonitor_gave_up_but_running": [name]})
+    finally:
+        proc.kill()
+        proc.wait()
+    state, evidence = column.state([name], 300, str(tmp_path))
+    assert (state, evidence["processmonitor_gave_up"]) == ("down", {name: "notification 9"})
 
 
 def test_check_config_refuses_etcd_fencing_without_a_self_fence_action(tmp_path):
