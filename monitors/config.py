@@ -120,9 +120,10 @@ default_opts = [
     ignored("DEFAULT", cfg.StrOpt, "hostmonitor_manager", _MANAGER),
 ]
 
-api_group = cfg.OptGroup("api", title="Recovery API",
-                         help="How to reach the Masakari API (keystoneauth session and auth "
-                              "options, as in masakari-monitors).")
+API = "api"
+_API_GROUP = dict(name=API, title="Recovery API",
+                  help="How to reach the Masakari API (keystoneauth session and auth "
+                       "options, as in masakari-monitors).")
 api_opts = [
     cfg.StrOpt("region", default="RegionOne", help="Region name."),
     cfg.StrOpt("api_version", default="v1", help="Masakari API version."),
@@ -269,10 +270,12 @@ _NOVA_GROUP = dict(
          "Masakari's on hosts.")
 
 
-def _nova_group() -> cfg.OptGroup:
+def _new_group(spec: dict) -> cfg.OptGroup:
     """A new OptGroup per registration: oslo.config copies a registered OptGroup only
-    shallowly, so one shared instance would share set_override() across ConfigOpts."""
-    return cfg.OptGroup(**_NOVA_GROUP)
+    shallowly, so one shared instance would share set_override() and set_default() across
+    ConfigOpts (the running configuration and the one a SIGHUP reload builds, or two in
+    one test process)."""
+    return cfg.OptGroup(**spec)
 
 
 nova_opts = [
@@ -334,7 +337,7 @@ metrics_opts = [
 def _groups():
     return [
         (None, default_opts),
-        (api_group, api_opts),
+        (_new_group(_API_GROUP), api_opts),
         ("callback", callback_opts),
         ("libvirt", libvirt_opts),
         ("introspectiveinstancemonitor", introspective_opts),
@@ -345,7 +348,7 @@ def _groups():
         ("delivery", delivery_opts),
         ("webhook", webhook_opts),
         ("metrics", metrics_opts),
-        (_nova_group(), nova_opts),
+        (_new_group(_NOVA_GROUP), nova_opts),
         ("messaging", messaging_opts),
     ]
 
@@ -358,9 +361,9 @@ def register_opts(conf: cfg.ConfigOpts = CONF, auth: bool = True) -> None:
         conf.register_opts(opts, group=group)
     if not auth:
         return
-    ks_loading.register_session_conf_options(conf, api_group.name)
-    ks_loading.register_auth_conf_options(conf, api_group.name)
-    conf.set_default("auth_type", "password", group=api_group.name)
+    ks_loading.register_session_conf_options(conf, API)
+    ks_loading.register_auth_conf_options(conf, API)
+    conf.set_default("auth_type", "password", group=API)
     ks_loading.register_session_conf_options(conf, NOVA)
     ks_loading.register_auth_conf_options(conf, NOVA)
     ks_loading.register_adapter_conf_options(conf, NOVA)
@@ -533,7 +536,7 @@ def _is_secret(conf: cfg.ConfigOpts, section: str, name: str) -> bool:
         return bool(getattr(opt, "secret", False))
     except (cfg.NoSuchOptError, cfg.NoSuchGroupError, KeyError):
         pass
-    if section != api_group.name:
+    if section != API:
         return False
     try:
         plugin_opts = ks_loading.get_auth_plugin_conf_options(conf.api.auth_type or "password")

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from monitors import config
+
 from tests.helpers import cli, deliverer, wait_for, write_conf
 from tests.monitors.test_delivery import Receiver
 
@@ -93,3 +95,21 @@ def test_sighup_applies_the_webhook_url_and_a_new_driver(tmp_path, masakari_api,
         for r in (first, second):
             r.shutdown()
             r.server_close()
+
+
+@pytest.mark.parametrize("group, key, value", [("api", "region", "RegionTwo"),
+                                               ("api", "insecure", True),
+                                               ("api", "auth_type", "none"),
+                                               ("nova", "force_down", True)])
+def test_an_override_stays_in_its_own_configuration(group, key, value):
+    """A SIGHUP reload builds a second ConfigOpts beside the running one: what one of them
+    is told must not leak into the other (oslo.config copies a registered OptGroup only
+    shallowly, so the groups are built per registration)."""
+    first = config.new_conf()
+    first([], project="x", default_config_files=[])
+    default = getattr(first[group], key)
+    first.set_override(key, value, group=group)
+    assert getattr(first[group], key) == value
+    second = config.new_conf()
+    second([], project="x", default_config_files=[])
+    assert getattr(second[group], key) == default
