@@ -7,7 +7,9 @@ timeout, and the headers keystoneauth and requests would send, in their order. I
 requests' environment merging and keystoneauth's per-call bookkeeping cost more CPU than
 the POST itself. When an HTTP proxy is configured in the environment for the endpoint, the
 auth plugin asks for connection parameters, or keystoneauth's HTTP debug log or timing is
-on, it posts through keystoneauth instead (which honours them)."""
+on, it posts through keystoneauth instead (which honours them). So it does from the first
+redirect on (3xx with a Location: an endpoint moved to https, a load balancer), which
+keystoneauth follows re-posting, as it did for masakari-monitors."""
 from __future__ import annotations
 
 import http.client
@@ -19,6 +21,9 @@ import ssl
 import threading
 import time
 import urllib.parse
+
+LOG = logging.getLogger(__name__)
+REDIRECTS = (301, 302, 303, 305, 307, 308)  # keystoneauth's: it follows these, same method
 
 
 class Response:
@@ -131,6 +136,15 @@ class Poster:
                                    else zlib.MAX_WBITS)
         if resp.will_close:
             self.drop()
+        if resp.status in REDIRECTS and resp.getheader("Location"):
+            LOG.warning("%s answered %s, redirecting to %s: posting through keystoneauth "
+                        "from now on (it follows redirects); point [api] at the final "
+                        "endpoint to avoid the extra round trip", url, resp.status,
+                        resp.getheader("Location"))
+            self._fallback = True
+            self.drop()
+            resp = self.adapter.post(path, json=doc, raise_exc=False)
+            return resp.status_code, resp.url, resp.content
         return resp.status, url, body
 
     def _connection(self, url: str) -> http.client.HTTPConnection:

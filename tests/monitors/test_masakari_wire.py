@@ -181,3 +181,61 @@ def test_a_proxy_from_the_environment_is_honoured(tmp_path, recorder, monkeypatc
     assert recorder.seen == []
     assert [line for line, _, _ in proxy.seen] == [
         f"POST {recorder.endpoint}/notifications HTTP/1.1"]
+
+
+class Redirector(http.server.ThreadingHTTPServer):
+    """An endpoint that moved: answers every POST with ``status`` and a Location on
+    ``target`` (same path), as a load balancer or an http→https move does."""
+
+    def __init__(self, target: str, status: int):
+        self.seen = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.seen.append(self.path)
+                self.send_response(status)
+                self.send_header("Location", target.rstrip("/") + self.path[len("/v1"):])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.mark.parametrize("status", [307, 308, 301])
+def test_a_redirect_is_followed_re_posting_as_openstacksdk_did(tmp_path, recorder, status,
+                                                              caplog):
+    """keystoneauth (under openstacksdk, for masakari-monitors) follows a redirect with the
+    same method and body; the thin POST hands the request to it, and stays there."""
+    moved = Redirector(recorder.endpoint, status)
+    conf = make_conf(tmp_path, moved.endpoint)
+    driver = MasakariDriver(conf)
+    notes = [vm(), vm()]
+    try:
+        answers = [driver.send(n) for n in notes]
+    finally:
+        driver.close()
+        moved.close()
+    assert [a.outcome for a in answers] == [Outcome.DELIVERED] * 2
+    # the old place: the thin POST, keystoneauth's replay of it, then keystoneauth's second
+    assert moved.seen == ["/v1/notifications"] * 3
+    assert [line for line, _, _ in recorder.seen] == ["POST /v1/notifications HTTP/1.1"] * 2
+    assert [json.loads(body) for _, _, body in recorder.seen] == [
+        {"notification": n.to_dict()} for n in notes]  # re-posted, unchanged, once each
+    assert sum("posting through keystoneauth" in r.getMessage()
+               for r in caplog.records) == 1              # said once, not per POST
