@@ -126,6 +126,7 @@ def load(path: str, hostname: str = "localhost") -> ProcessList:
                                f"{MAX_ENTRIES} are watched (is this the right file?)")
     result = ProcessList(path, [], [], [])
     seen: dict[str, int] = {}
+    reported: dict[str, int] = {}  # payload name (what Masakari sees) -> first line
     for index, item in enumerate(doc, 1):
         entry = _entry(path, index, item, hostname, result)
         if entry is None:
@@ -136,6 +137,14 @@ def load(path: str, hostname: str = "localhost") -> ProcessList:
                 f"process_name (first at line {seen[entry.process_name]}); left out")
             continue
         seen[entry.process_name] = entry.line
+        twin = reported.get(entry.payload_name)
+        if twin is not None:
+            result.warnings.append(
+                f"{path}:{entry.line}: entry {index} ({entry.process_name!r}) reports as "
+                f"{entry.payload_name!r}, as the entry at line {twin} does: Masakari, the "
+                "history and hostmonitor's compute column cannot tell the two apart (one's "
+                "'running' hides the other's failure); give one a notify_name")
+        reported.setdefault(entry.payload_name, entry.line)
         result.entries.append(entry)
     return result
 

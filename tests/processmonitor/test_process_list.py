@@ -81,6 +81,27 @@ def test_bad_entries_name_file_line_and_entry_and_spare_the_others(tmp_path):
     assert plist.entries[1].payload_name == "nova-compute"
 
 
+def test_two_entries_reporting_the_same_name_are_warned_about(tmp_path):
+    """Masakari and the verdict file know a process by the name it reports: two entries
+    reporting one name would hide each other's failure."""
+    path = tmp_path / "list.yaml"
+    path.write_text("- process_name: /usr/bin/nova-compute\n"
+                    "- process_name: /opt/venv/bin/nova-compute\n"
+                    "- process_name: /opt/venv/bin/libvirtd\n"
+                    "  notify_name: compute-agent\n"
+                    "- process_name: compute-agent\n")
+    plist = load(str(path))
+    assert len(plist.entries) == 4 and plist.errors == []   # kept: compatible files load
+    assert plist.warnings == [
+        f"{path}:2: entry 2 ('/opt/venv/bin/nova-compute') reports as 'nova-compute', as the "
+        "entry at line 1 does: Masakari, the history and hostmonitor's compute column "
+        "cannot tell the two apart (one's 'running' hides the other's failure); give one "
+        "a notify_name",
+        f"{path}:5: entry 4 ('compute-agent') reports as 'compute-agent', as the entry at "
+        "line 3 does: Masakari, the history and hostmonitor's compute column cannot tell "
+        "the two apart (one's 'running' hides the other's failure); give one a notify_name"]
+
+
 @pytest.mark.parametrize("text, message", [
     ("- process_name: a\n  start_command: [unclosed\n", ":3: not valid YAML"),
     ("process_name: a\n", ":1: expected a YAML list of processes, got dict"),
