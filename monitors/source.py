@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from typing import Callable
 
 LOG = logging.getLogger(__name__)
@@ -67,10 +68,13 @@ class Source:
         self.conf = conf
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Ask every owned thread to end and wait for them, ``timeout`` seconds in all (one
+        deadline, not per thread: a stuck worker must not multiply the shutdown)."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for t in self._threads:
             if t is not threading.current_thread():
-                t.join(timeout)
+                t.join(max(0.0, deadline - time.monotonic()))
 
     # -- the kit ------------------------------------------------------------------------
     @property

@@ -113,6 +113,29 @@ def test_source_base_owns_its_threads_and_stops_them():
     assert not s.threads()[0].is_alive() and s.stopping
 
 
+class _Stuck(source.Source):
+    """Workers blocked in something that ignores the stop (a hung command, a read)."""
+    name = "stuck"
+
+    def start(self):
+        self.release = threading.Event()
+        for i in range(4):
+            self.spawn(self.release.wait, f"stuck-{i}")
+
+
+def test_stop_waits_one_deadline_for_all_threads_not_one_per_thread():
+    import time
+
+    s = _Stuck(conf=None, emit=None)
+    s.start()
+    t0 = time.monotonic()
+    s.stop(timeout=0.5)
+    took = time.monotonic() - t0
+    s.release.set()
+    # four stuck threads: 0.5 s in all (per thread it was 4 x 0.5 = 2 s)
+    assert took < 1.5, f"stop took {took:.2f}s"
+
+
 def test_registry_finds_each_daemons_sources_by_package():
     # Only the daemon's own package is imported; names are the entry points'.
     names = {ep.name: ep.value for ep in
