@@ -372,10 +372,10 @@ def write_fragment(r, args) -> None:
         f"{args.runs} runs, seconds from the injected failure. Engine at the recommended "
         f"wait_period_after_service_update = {RECOMMENDED_SERVICE_WAIT:g} s (with "
         "[nova] force_down); the production default (180 s) is computed, not slept. "
-        "Pacemaker: not in this loop (its live cluster runs in namespaces beside the "
-        "engine only in tests/engine's fencing test); its detection, kill → STOPPED/NORMAL "
-        "stored, is measured on the live cluster in the hostmonitor (peers) section; the "
-        "etcd path stands for the peer case here.",
+        "Pacemaker: not in this loop; its detection, kill → STOPPED/NORMAL stored, is "
+        "measured on the live 3-node cluster in the hostmonitor (peers) section, and the "
+        "engine's part after a stored NORMAL is the same as for etcd, which stands for "
+        "the peer case here.",
         "",
         "| failure | notification stored | first recovery call at Nova | back in service "
         "| masakari-monitors 22 (design) | vSphere HA | OPNFV Doctor target |",
