@@ -7,7 +7,8 @@ the kernel lets us subscribe (root, root network namespace); a psutil scan every
 ``check_interval`` seconds is the safety net and the fallback. The daemon never matches
 itself or its own descendants (the commands it runs often name the process they start);
 a match that was our descendant when it exec'd is kept as a candidate and looked at again
-after our command returned (``after_command``): by then it runs on its own.
+after our command returned (``after_command``), and on a short backoff (a process that
+daemonized leaves our tree only when its transient parent exits): then it runs on its own.
 
 Every answer is pushed through ``on_change``, always from the watcher's thread (the
 start-up and reload scans aside), so what a worker waits on changes in the order the
@@ -45,6 +46,10 @@ _CNMSG = struct.Struct("=IIIIHH")
 _EVENT = struct.Struct("=IIQ")
 
 OWN_CANDIDATES = 1024  # matches started by our commands, waiting for them to return
+# A candidate is looked at again after each of our commands returns, and on this backoff
+# too: a process that daemonized (setsid -f, a double fork) leaves our tree only when its
+# short-lived parent exits, which no event reports.
+OWN_RECHECK_FIRST, OWN_RECHECK_MAX = 0.05, 2.0
 
 # on_change(process_name, running, pid, how): called from the watcher thread on every
 # transition and, after each scan, with the state of every entry (running or not).
@@ -130,6 +135,8 @@ class Watcher:
         self._conn: socket.socket | None = None
         self._scan_now = False
         self._recheck_now = False
+        self._recheck_delay = OWN_RECHECK_FIRST
+        self._recheck_at: float | None = None  # next backoff recheck while candidates wait
         self.last_scan: float = 0.0
         self.scan_seconds: float = 0.0
         self.scans = 0  # full process-table scans so far (the safety net's cost)
@@ -318,6 +325,8 @@ class Watcher:
             with self._lock:
                 if len(self._own) < OWN_CANDIDATES:
                     self._own[pid] = names
+                    self._recheck_delay = OWN_RECHECK_FIRST
+                    self._recheck_at = time.monotonic() + OWN_RECHECK_FIRST
             return
         self._found(pid, names)
 
@@ -378,7 +387,9 @@ class Watcher:
         """The watcher thread (the source spawns it; ``wake()`` after asking it to stop)."""
         next_scan = time.monotonic() + self.check_interval
         while not stopping():
-            timeout = max(0.0, next_scan - time.monotonic())
+            wake_at = next_scan if self._recheck_at is None else min(next_scan,
+                                                                     self._recheck_at)
+            timeout = max(0.0, wake_at - time.monotonic())
             try:
                 events = self._epoll.poll(timeout)
             except InterruptedError:
@@ -395,12 +406,19 @@ class Watcher:
                     LOG.exception("watcher: handling fd %s failed", fd)
             if stopping():
                 return
-            if self._recheck_now:
+            due = self._recheck_at is not None and time.monotonic() >= self._recheck_at
+            if self._recheck_now or due:
                 self._recheck_now = False
                 try:
                     self._recheck_own()
                 except Exception:  # noqa: BLE001
                     LOG.exception("watcher: rechecking our commands' processes failed")
+                with self._lock:
+                    if not self._own:
+                        self._recheck_at = None
+                    elif due:
+                        self._recheck_delay = min(self._recheck_delay * 2, OWN_RECHECK_MAX)
+                        self._recheck_at = time.monotonic() + self._recheck_delay
             if self._scan_now or time.monotonic() >= next_scan:
                 self._scan_now = False
                 try:
