@@ -31,7 +31,10 @@ pytestmark = pytest.mark.slow
 STOPPED_NORMAL = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORMAL"}
 STOPPED_UNKNOWN = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
 STARTED = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}
-GRACE = 3  # [hostmonitor_peers] reporter_grace
+# [hostmonitor_peers] reporter_grace (10 s by default). 3 s was exceeded under CI load by
+# the DC's own reporting (crm_mon, notify, crm_attribute), so a standby queued duplicates
+# (Masakari stored each event once; the test counts what was queued).
+GRACE = 6
 STONITH_WAIT = 8
 
 
