@@ -397,6 +397,16 @@ def write_live_fragment(results, args) -> None:
             row(f"{t}:   kill → survivor's crm_mon shows it offline", r.get("alert_lost")),
             row(f"{t}:   kill → fence agent ran", r.get("alert_fenced")),
         ]
+    after = []
+    for r in results:
+        if r.get("poll_fenced") and r.get("alert_fenced"):
+            poll = r["poll"]["p50"] - r["poll_fenced"]["p50"]
+            alert = r["alert"]["p50"] - r["alert_fenced"]["p50"]
+            after.append(f"token {r['token_ms']} ms: poll driver {poll:.2f} s, alert agent "
+                         f"{alert:.2f} s")
+    if after:
+        lines += ["", "From the fence agent's run to stored (difference of the medians): "
+                  + "; ".join(after) + "."]
     lines += [
         "",
         "Detection is corosync's: the token timeout (corosync adds token_coefficient 650 ms "
