@@ -25,7 +25,7 @@ from monitors.outbox import Outbox
 from monitors.states import STATES
 
 # A delivery held back by its recipient: pending, last answered 409 with a "held: ..." text
-# (monitors.drivers.HELD); correlated with the notifications row ``n``.
+# (monitors.states.Outcome.HELD); correlated with the notifications row ``n``.
 _HELD = ("d.notification_id = n.id AND d.state = 'pending' AND d.last_status = 409 "
          "AND d.last_message LIKE 'held:%'")
 _DELIVERY_KEYS = ("id", "driver", "state", "attempts", "next_attempt_at", "remote_id",

@@ -7,8 +7,8 @@ the delivery worker's decision (monitors.delivery); the outbox stores what it is
 
 One SQLite file per host (WAL, mode 0600) shared by all daemons and the CLI. Detections
 are committed with synchronous=FULL (on disk when put() returns); claims and answers
-without their own fsync (see _write()). With a group (``[DEFAULT] state_group``, e.g. haclient for Pacemaker's alert agent run
-as hacluster) the directory is setgid 2770 in that group and the database, -wal and -shm
+without their own fsync (see _write()). With a group (``[DEFAULT] state_group``, e.g.
+haclient for Pacemaker's alert agent run as hacluster) the directory is setgid 2770 in that group and the database, -wal and -shm
 are 0660, so members can hand notifications over; SQLite gives -wal and -shm the mode
 (and, as root, the owner) of the database. Rows are claimed with a lease naming the claiming process, so several processes can
 deliver concurrently without double-claiming, and a row claimed by a process that died is
@@ -542,7 +542,8 @@ class Outbox:
         if next_attempt_at is None:
             next_attempt_at = now + retry_in
         if state is None:
-            state = (State.DELIVERED if outcome in (Outcome.DELIVERED, Outcome.DUPLICATE)
+            outcome = Outcome(outcome)
+            state = (State.DELIVERED if outcome.accepted
                      else State.REJECTED if outcome == Outcome.REJECTED else State.PENDING)
         state = State(state)
         message = message[:2000]

@@ -496,8 +496,9 @@ def run(name: str, build_sources: SourceFactory | None = None, argv=None, regist
     stopper.join(conf.graceful_shutdown_timeout or None)
     # Stopped gracefully: sources stopped, in-flight sends finished, the outbox closed.
     # Exit now rather than in the interpreter's shutdown, which joins every non-daemon
-    # thread: oslo.service's threading backend imported without eventlet leaves one that
-    # never ends (seen: a hostmonitor hanging after SIGTERM until SIGKILL).
+    # thread: one that never ended hung a hostmonitor after SIGTERM until SIGKILL (CI: the
+    # hung-mount, OOM and kmsg-restart tests). Which thread it was is not known: a plain
+    # stopped hostmonitor has none left, and oslo.service's launcher thread ends on stop().
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

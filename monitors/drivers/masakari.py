@@ -122,17 +122,15 @@ class MasakariDriver(Driver):
             except Exception:  # noqa: BLE001 - closing must never fail a shutdown
                 LOG.debug("closing the openstacksdk connection failed", exc_info=True)
 
-    def classify_error(self, status: int, response, exc=None) -> Answer:
-        """An HTTP error answer → outcome, from the status and who answered it."""
-        if not status:
-            return Answer(Outcome.RETRY, None, None, mask_text(f"{type(exc).__name__}: {exc}"))
+    def classify_error(self, status: int, response: post.Response) -> Answer:
+        """An HTTP error answer (status >= 400) → outcome, from the status and who
+        answered it."""
         if status in (401, 403):
-            return Answer(Outcome.AUTH, status, None, mask_text(
-                _api_message(exc, response) if exc is not None
-                else f"{status}: {_error_text(response)}"))
+            return Answer(Outcome.AUTH, status, None,
+                          mask_text(f"{status}: {_error_text(response)}"))
         fault = masakari_fault(status, response)
         if fault is None:
-            where = mask_url(getattr(response, "url", None) or self.conf.api.endpoint or "?")
+            where = mask_url(response.url or self.conf.api.endpoint or "?")
             return Answer(Outcome.RETRY, status, None,
                           f"HTTP {status} from {where} (not a Masakari answer): retrying")
         if status == 409:
@@ -142,17 +140,12 @@ class MasakariDriver(Driver):
                 return Answer(Outcome.HELD, status, None,
                               f"held: host on maintenance in Masakari (409: {fault})")
             return Answer(Outcome.HELD, status, None, f"held: conflict in Masakari (409: {fault})")
-        outcome = classify(status)
-        if outcome == Outcome.REJECTED:
-            return Answer(Outcome.REJECTED, status, None, f"{status}: {fault}")
-        return Answer(outcome, status, None, f"{status}: {fault}")
+        return Answer(classify(status), status, None, f"{status}: {fault}")
 
 
 def masakari_fault(status: int, response) -> str | None:
     """The message of Masakari's fault document (``{"<fault>": {"code": status, "message":
     ...}}``), or None when the body is not one: then someone else answered."""
-    if response is None:
-        return None
     try:
         body = response.json()
     except Exception:  # noqa: BLE001 - HTML, text, empty: not Masakari's document
@@ -164,13 +157,6 @@ def masakari_fault(status: int, response) -> str | None:
             or not isinstance(fault.get("message"), str)):
         return None
     return fault["message"]
-
-
-def _api_message(exc, response) -> str:
-    if exc is None:
-        return str(getattr(response, "status_code", "?"))
-    details = getattr(exc, "details", None) or ""
-    return f"{exc.status_code}: {details or exc.message}".strip()
 
 
 def _error_text(response) -> str:

@@ -26,7 +26,7 @@ import logging
 
 from monitors import actions, log
 from monitors.drivers import Answer, Driver, classify
-from monitors.drivers.masakari import MasakariDriver, _api_message
+from monitors.drivers.masakari import MasakariDriver
 from monitors.drivers.nova import NovaError, NovaServices
 from monitors.notification import COMPUTE_HOST, Notification
 from monitors.states import Outcome
@@ -128,7 +128,7 @@ class ResurrectDriver(Driver):
             if outcome == Outcome.AUTH:
                 self.masakari.close()
             return self._partial(Answer(outcome, status or None, None,
-                                        f"Masakari: {_api_message(exc, None)}"), steps)
+                                        f"Masakari: {_sdk_message(exc)}"), steps)
         except (ks_exc.ClientException, OSError) as exc:
             return self._partial(Answer(Outcome.RETRY, None, None,
                                         f"{type(exc).__name__}: {exc}"), steps)
@@ -154,3 +154,10 @@ class ResurrectDriver(Driver):
     def close(self) -> None:
         self.nova.close()
         self.masakari.close()
+
+
+def _sdk_message(exc) -> str:
+    """An openstacksdk HttpException as "<status>: <Masakari's message>" (this driver's
+    queries go through openstacksdk; the notification POST does not)."""
+    details = getattr(exc, "details", None) or ""
+    return f"{exc.status_code}: {details or exc.message}".strip()
