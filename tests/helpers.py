@@ -34,6 +34,34 @@ def write_conf(path: Path, *, hostname: str, state_path: Path, endpoint: str | N
     return path
 
 
+def recovery_conf(state_dir: Path, api, **nova):
+    """In-process configuration of the recovery loop's drivers: [api] to the real
+    masakari-api (no Keystone), [nova] password auth against the recording stand-in's
+    Keystone, the compute endpoint from its catalog (as in production); ``nova`` sets
+    [nova] options (force_down, resurrect ...). Quick retries for tests."""
+    from keystoneauth1 import loading as ks_loading
+
+    from monitors import config
+
+    conf = config.new_conf()
+    conf([], project="x", default_config_files=[])
+    conf.set_override("state_path", str(Path(state_dir) / "state"))
+    conf.set_override("auth_type", "none", group="api")
+    ks_loading.load_auth_from_conf_options(conf, "api")  # registers the 'none' options
+    conf.set_override("endpoint", api.endpoint, group="api")
+    conf.register_opts(ks_loading.get_auth_plugin_conf_options("password"), group="nova")
+    for key, value in {"auth_type": "password", "auth_url": api.stub.auth_url,
+                       "username": "monitors", "password": "secret",
+                       "project_name": "service", "user_domain_name": "Default",
+                       "project_domain_name": "Default", **nova}.items():
+        conf.set_override(key, value, group="nova")
+    for key, value in {"retry_initial_interval": 0.2, "retry_max_interval": 1.0,
+                       "held_retry_interval": 1.0,
+                       "http_timeout": 10, "idle_poll_interval": 0.05}.items():
+        conf.set_override(key, value, group="delivery")
+    return conf
+
+
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

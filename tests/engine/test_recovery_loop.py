@@ -17,40 +17,17 @@ import logging
 import time
 
 import pytest
-from keystoneauth1 import loading as ks_loading
 
 from hostmonitor import payloads
-from monitors import actions, config, drivers
+from monitors import actions, drivers
 from monitors.delivery import DeliveryWorker
 from monitors.notification import PROCESS, Notification
 from monitors.history import ReadModel
 from monitors.outbox import Outbox
 from monitors.emitter import Emitter
-from tests.helpers import wait_for
+from tests.helpers import recovery_conf, wait_for
 
 MASAKARI_HOST_FAILED = "Masakari detected host failed."
-
-
-def make_conf(tmp_path, engine, **nova):
-    """[api]: the real masakari-api (no Keystone); [nova]: password auth against the
-    stand-in Keystone, the compute endpoint from its catalog (as in production)."""
-    conf = config.new_conf()
-    conf([], project="x", default_config_files=[])
-    conf.set_override("state_path", str(tmp_path / "state"))
-    conf.set_override("auth_type", "none", group="api")
-    ks_loading.load_auth_from_conf_options(conf, "api")  # registers the 'none' options
-    conf.set_override("endpoint", engine.api.endpoint, group="api")
-    conf.register_opts(ks_loading.get_auth_plugin_conf_options("password"), group="nova")
-    for key, value in {"auth_type": "password", "auth_url": engine.nova.auth_url,
-                       "username": "monitors", "password": "secret",
-                       "project_name": "service", "user_domain_name": "Default",
-                       "project_domain_name": "Default", **nova}.items():
-        conf.set_override(key, value, group="nova")
-    for key, value in {"retry_initial_interval": 0.2, "retry_max_interval": 1.0,
-                       "held_retry_interval": 1.0,
-                       "http_timeout": 10, "idle_poll_interval": 0.05}.items():
-        conf.set_override(key, value, group="delivery")
-    return conf
 
 
 class Monitors:
@@ -86,22 +63,13 @@ def monitors(tmp_path, engine):
     made = []
 
     def make(**nova):
-        m = Monitors(make_conf(tmp_path / str(len(made)), engine, **nova),
+        m = Monitors(recovery_conf(tmp_path / str(len(made)), engine.api, **nova),
                      tmp_path / str(len(made)))
         made.append(m)
         return m
     yield make
     for m in made:
         m.close()
-
-
-def masakari_host(engine, name) -> dict:
-    uuid = engine.api.host_uuid(name)
-    for seg in engine.api._call("GET", "/segments")["segments"]:
-        status, body = engine.api.request("GET", f"/segments/{seg['uuid']}/hosts/{uuid}")
-        if status == 200:
-            return body["host"]
-    raise AssertionError(f"{name} is not a Masakari host")
 
 
 def fail_host(engine, nova, m, host):
@@ -146,7 +114,7 @@ def test_a_fenced_peer_is_forced_down_first_and_evacuated_within_seconds(
     assert seen[:3] == [("attempt", actions.FORCE_DOWN), ("answer", actions.FORCE_DOWN),
                         ("attempt", "masakari")]
     assert "fencing confirmed" in row["decision"]["actions"][actions.FORCE_DOWN]
-    assert masakari_host(engine, host)["on_maintenance"] is True
+    assert engine.api.host(host)["on_maintenance"] is True
 
 
 def test_a_host_not_confirmed_fenced_is_never_forced_down(engine, nova, host, peer, monitors):
@@ -166,7 +134,7 @@ def test_a_host_not_confirmed_fenced_is_never_forced_down(engine, nova, host, pe
 
 
 def test_the_force_down_driver_refuses_anything_but_a_fenced_host(engine, nova, host):
-    conf = make_conf(engine.api.workdir / "unused", engine, force_down=True)
+    conf = recovery_conf(engine.api.workdir / "unused", engine.api, force_down=True)
     driver = drivers.load(conf, [actions.FORCE_DOWN])[actions.FORCE_DOWN]
     since = time.time()
     for note in (payloads.stopped(host, fenced=False), payloads.started(host),
@@ -194,7 +162,7 @@ def test_a_recovered_host_is_back_in_service_without_a_person(
         "masakari": "delivered", actions.RESURRECT: "delivered"}
     service = nova.service(host)
     assert (service["status"], service["forced_down"]) == ("enabled", False)
-    assert masakari_host(engine, host)["on_maintenance"] is False
+    assert engine.api.host(host)["on_maintenance"] is False
     answer = next(h for h in row["history"]
                   if h["kind"] == "answer" and h["driver"] == actions.RESURRECT)
     for step in ("taken off maintenance", "forced_down cleared", "enabled again"):
@@ -226,7 +194,7 @@ def test_an_operator_disable_is_never_undone(engine, nova, host, peer, monitors)
     assert service["status"] == "disabled"
     assert service["disabled_reason"] == "ops: replace disk sdb (ticket 4711)"
     assert service["forced_down"] is False   # ours, and the host is up: cleared
-    assert masakari_host(engine, host)["on_maintenance"] is True
+    assert engine.api.host(host)["on_maintenance"] is True
     assert not any(b.get("status") == "enabled" for b in nova.service_updates(host))
     answer = next(h for h in row["history"]
                   if h["kind"] == "answer" and h["driver"] == actions.RESURRECT)
@@ -236,10 +204,7 @@ def test_an_operator_disable_is_never_undone(engine, nova, host, peer, monitors)
     time.sleep(2.0)
     held = next(d for d in ReadModel(m.box).get(nid)["deliveries"] if d["driver"] == "masakari")
     assert held["state"] == "pending" and "maintenance" in held["last_message"]
-    seg = engine.api._call("GET", "/segments")["segments"]
-    for s in seg:
-        engine.api.request("PUT", f"/segments/{s['uuid']}/hosts/{engine.api.host_uuid(host)}",
-                           {"host": {"on_maintenance": False}})
+    engine.api.set_maintenance(host, False)
     assert m.settled(nid)["deliveries"][0]["state"] == "delivered"
 
 
@@ -252,11 +217,11 @@ def test_a_process_failure_that_recovered_is_back_in_service(engine, nova, host,
     stopped = m.settled(m.emit(proc("STOPPED")).id)
     assert engine.wait_final(stopped["deliveries"][0]["remote_id"])["status"] == "finished"
     assert nova.service(host)["disabled_reason"] == "Masakari detected process failed."
-    assert masakari_host(engine, host)["on_maintenance"] is True
+    assert engine.api.host(host)["on_maintenance"] is True
     row = m.settled(m.emit(proc("STARTED")).id)
     assert {d["driver"] for d in row["deliveries"]} == {"masakari", actions.RESURRECT}
     assert nova.service(host)["status"] == "enabled"
-    assert masakari_host(engine, host)["on_maintenance"] is False
+    assert engine.api.host(host)["on_maintenance"] is False
     assert not any("forced_down" in b for b in nova.service_updates(host))
 
 
@@ -267,7 +232,7 @@ def test_an_operators_maintenance_is_never_undone(engine, nova, host, monitors):
     for s in engine.api._call("GET", "/segments")["segments"]:
         engine.api.request("PUT", f"/segments/{s['uuid']}/hosts/{uuid}",
                            {"host": {"on_maintenance": True}})
-    assert masakari_host(engine, host)["on_maintenance"] is True
+    assert engine.api.host(host)["on_maintenance"] is True
     m = monitors(resurrect=True)
 
     def proc(event):
@@ -279,5 +244,5 @@ def test_an_operators_maintenance_is_never_undone(engine, nova, host, monitors):
     answer = next(h for h in row["history"]
                   if h["kind"] == "answer" and h["driver"] == actions.RESURRECT)
     assert "left on maintenance" in answer["message"]
-    assert masakari_host(engine, host)["on_maintenance"] is True
+    assert engine.api.host(host)["on_maintenance"] is True
     assert nova.mutations(host) == []

@@ -11,36 +11,15 @@ from __future__ import annotations
 import itertools
 import os
 
-from keystoneauth1 import loading as ks_loading
-
 from hostmonitor import payloads
-from monitors import actions, config, drivers
+from monitors import actions, drivers
 from monitors.delivery import DeliveryWorker
 from monitors.history import ReadModel
 from monitors.outbox import Outbox
-from tests.helpers import wait_for
+from tests.helpers import recovery_conf, wait_for
 
 MASAKARI_DISABLED = "Masakari detected host failed."
 _seq = itertools.count()
-
-
-def make_conf(tmp_path, api):
-    conf = config.new_conf()
-    conf([], project="x", default_config_files=[])
-    conf.set_override("state_path", str(tmp_path / "state"))
-    conf.set_override("auth_type", "none", group="api")
-    ks_loading.load_auth_from_conf_options(conf, "api")
-    conf.set_override("endpoint", api.endpoint, group="api")
-    conf.register_opts(ks_loading.get_auth_plugin_conf_options("password"), group="nova")
-    for key, value in {"auth_type": "password", "auth_url": api.stub.auth_url,
-                       "username": "monitors", "password": "secret",
-                       "project_name": "service", "user_domain_name": "Default",
-                       "project_domain_name": "Default", "resurrect": True}.items():
-        conf.set_override(key, value, group="nova")
-    for key, value in {"retry_initial_interval": 0.2, "retry_max_interval": 0.5,
-                       "idle_poll_interval": 0.05}.items():
-        conf.set_override(key, value, group="delivery")
-    return conf
 
 
 def busy_segment(api):
@@ -63,21 +42,11 @@ def busy_segment(api):
     return ours
 
 
-def maintenance(api, name) -> bool:
-    """on_maintenance of host ``name`` as the API shows it."""
-    uuid = api.host_uuid(name)
-    for seg in api._call("GET", "/segments?limit=1000")["segments"]:
-        status, body = api.request("GET", f"/segments/{seg['uuid']}/hosts/{uuid}")
-        if status == 200:
-            return body["host"]["on_maintenance"]
-    raise AssertionError(f"{name} in no segment")
-
-
 def test_a_segment_under_recovery_holds_resurrect_and_nova_is_untouched(
         masakari_api, tmp_path):
     api = masakari_api
     ours = busy_segment(api)
-    conf = make_conf(tmp_path, api)
+    conf = recovery_conf(tmp_path, api, resurrect=True)
     box = Outbox(str(tmp_path / "state" / "outbox.sqlite"))
     worker = DeliveryWorker(conf, box, drivers.load(conf, [actions.RESURRECT]), threads=1)
     nid = box.put(payloads.started(ours), source="test", drivers=[actions.RESURRECT]).id
@@ -104,4 +73,4 @@ def test_a_segment_under_recovery_holds_resurrect_and_nova_is_untouched(
     assert api.stub.mutations(ours) == []
     service = api.stub.service(ours)
     assert (service["status"], service["disabled_reason"]) == ("disabled", MASAKARI_DISABLED)
-    assert maintenance(api, ours) is True
+    assert api.host(ours)["on_maintenance"] is True
