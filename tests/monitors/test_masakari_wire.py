@@ -20,9 +20,12 @@ from tests.monitors.test_delivery import make_conf
 
 class Recorder(http.server.ThreadingHTTPServer):
     """Answers POST /v1/notifications like masakari-api (202 + notification_uuid), or with
-    the statuses queued in ``answers``; keeps (request line, headers, body) of each."""
+    the statuses queued in ``answers``; keeps (request line, headers, body) of each.
+    ``moved_to``: an endpoint that moved instead, answering every POST with
+    ``moved_status`` and a Location there (same path)."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None):
+    def __init__(self, tls: ssl.SSLContext | None = None, moved_to: str | None = None,
+                 moved_status: int = 307):
         self.seen, self.answers = [], []
         self.hang_up = False  # close each connection after its answer, without saying so
         outer = self
@@ -33,6 +36,12 @@ class Recorder(http.server.ThreadingHTTPServer):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.seen.append((self.requestline, list(self.headers.items()), body))
+                if moved_to:
+                    self.send_response(moved_status)
+                    self.send_header("Location", moved_to + self.path[len("/v1"):])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 status = outer.answers.pop(0) if outer.answers else 202
                 doc = ({"notification": {"notification_uuid": str(uuid.uuid4())}}
                        if status == 202 else
@@ -183,46 +192,12 @@ def test_a_proxy_from_the_environment_is_honoured(tmp_path, recorder, monkeypatc
         f"POST {recorder.endpoint}/notifications HTTP/1.1"]
 
 
-class Redirector(http.server.ThreadingHTTPServer):
-    """An endpoint that moved: answers every POST with ``status`` and a Location on
-    ``target`` (same path), as a load balancer or an http→https move does."""
-
-    def __init__(self, target: str, status: int):
-        self.seen = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                outer.seen.append(self.path)
-                self.send_response(status)
-                self.send_header("Location", target.rstrip("/") + self.path[len("/v1"):])
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def endpoint(self):
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def close(self):
-        self.shutdown()
-        self.server_close()
-
-
 @pytest.mark.parametrize("status", [307, 308, 301])
 def test_a_redirect_is_followed_re_posting_as_openstacksdk_did(tmp_path, recorder, status,
                                                               caplog):
     """keystoneauth (under openstacksdk, for masakari-monitors) follows a redirect with the
     same method and body; the thin POST hands the request to it, and stays there."""
-    moved = Redirector(recorder.endpoint, status)
+    moved = Recorder(moved_to=recorder.endpoint, moved_status=status)
     conf = make_conf(tmp_path, moved.endpoint)
     driver = MasakariDriver(conf)
     notes = [vm(), vm()]
@@ -233,7 +208,7 @@ def test_a_redirect_is_followed_re_posting_as_openstacksdk_did(tmp_path, recorde
         moved.close()
     assert [a.outcome for a in answers] == [Outcome.DELIVERED] * 2
     # the old place: the thin POST, keystoneauth's replay of it, then keystoneauth's second
-    assert moved.seen == ["/v1/notifications"] * 3
+    assert [line for line, _, _ in moved.seen] == ["POST /v1/notifications HTTP/1.1"] * 3
     assert [line for line, _, _ in recorder.seen] == ["POST /v1/notifications HTTP/1.1"] * 2
     assert [json.loads(body) for _, _, body in recorder.seen] == [
         {"notification": n.to_dict()} for n in notes]  # re-posted, unchanged, once each
