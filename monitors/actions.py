@@ -18,18 +18,16 @@ records why in the row's decision:
 """
 from __future__ import annotations
 
+import dataclasses
+
+from monitors import recipient
 from monitors.notification import COMPUTE_HOST, PROCESS, Notification
+from monitors.recipient import fenced_host_failure
 
 FORCE_DOWN = "nova-force-down"
 RESURRECT = "resurrect"
 ACTIONS = (FORCE_DOWN, RESURRECT)
-
-
-def fenced_host_failure(notification: Notification) -> bool:
-    """The one notification after which forcing a host down is safe."""
-    p = notification.payload
-    return (notification.type == COMPUTE_HOST and p.get("event") == "STOPPED"
-            and p.get("host_status") == "NORMAL")
+MASAKARI = "masakari"
 
 
 def enabled(conf) -> list[str]:
@@ -90,12 +88,45 @@ def _asks_previous(conf, notification: Notification) -> bool:
                 and notification.payload.get("event") == "STARTED")
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The row a detection becomes: the notification as it will be sent (see
+    monitors.recipient.distinct), its drivers (those in ``first`` go first), the decision
+    to record, and per driver the time before which it is not due."""
+    notification: Notification
+    drivers: list[str]
+    decision: dict | None
+    first: list[str]
+    not_before: dict[str, float]
+
+
+def _encode(outbox, conf, notification: Notification, drivers: list[str],
+            decision: dict | None) -> tuple[recipient.Encoding, dict | None]:
+    """A recovery-starting notification for Masakari that follows a cleared failure of
+    the same subject within the recipient's duplicate window is encoded so that masakari-api
+    does not drop it as a duplicate (monitors.recipient.distinct)."""
+    window = conf.delivery.duplicate_notification_detection_interval
+    if (MASAKARI not in drivers or not window
+            or not recipient.starts_recovery(notification.type, notification.payload)):
+        return recipient.Encoding(notification), decision
+    try:
+        rows = outbox.recent(notification, recipient.earlier_since(notification, window))
+    except Exception as exc:  # noqa: BLE001 - the detection must still be recorded
+        return recipient.Encoding(notification), {
+            **(decision or {}), "distinct_unknown": f"outbox not readable: {exc}"}
+    encoding = recipient.distinct(notification, recipient.earlier_rows(rows), window)
+    if encoding.why:
+        decision = {**(decision or {}), "distinct": encoding.why}
+    return encoding, decision
+
+
 def plan(outbox, conf, notification: Notification, decision: dict | None = None,
-         drivers: list[str] | None = None) -> tuple[list[str], dict | None, list[str]]:
-    """(drivers, decision, first) of the row a detection becomes: the configured drivers
-    plus the actions route() asks for, with why in the decision (``actions``). An outbox
-    that cannot be read (it may be the very fault the caller is about to hold the
-    detection for) is decided as having no earlier notification: no resurrect, and said."""
+         drivers: list[str] | None = None) -> Plan:
+    """The row a detection becomes: the configured drivers plus the actions route() asks
+    for, with why in the decision (``actions``), and the notification in the form the
+    recipient must get it (``distinct``). An outbox that cannot be read (it may be the very
+    fault the caller is about to hold the detection for) is decided as having no earlier
+    notification: no resurrect, sent as detected, and said."""
     previous = None
     if _asks_previous(conf, notification):  # one read per STARTED, none per VM event
         try:
@@ -105,7 +136,11 @@ def plan(outbox, conf, notification: Notification, decision: dict | None = None,
     extra, first, why = route(conf, notification, previous)
     if why:
         decision = {**(decision or {}), "actions": why}
-    return [*first, *(drivers or conf.delivery.drivers), *extra], decision, first
+    configured = list(drivers or conf.delivery.drivers)
+    encoding, decision = _encode(outbox, conf, notification, configured, decision)
+    not_before = {MASAKARI: encoding.not_before} if encoding.not_before else {}
+    return Plan(encoding.notification, [*first, *configured, *extra], decision, first,
+                not_before)
 
 
 def put(outbox, conf, notification: Notification, *, source: str,
@@ -113,6 +148,6 @@ def put(outbox, conf, notification: Notification, *, source: str,
     """Route, then record durably: how ``ha-monitors notify`` (which the Pacemaker alert
     agent calls) enters the outbox; the daemons' Emitter plans the same way and puts
     through its memory backlog."""
-    all_drivers, decision, first = plan(outbox, conf, notification, decision, drivers)
-    return outbox.put(notification, source=source, drivers=all_drivers,
-                      decision=decision, first=first)
+    p = plan(outbox, conf, notification, decision, drivers)
+    return outbox.put(p.notification, source=source, drivers=p.drivers,
+                      decision=p.decision, first=p.first, not_before=p.not_before)

@@ -49,6 +49,7 @@ class _Item:
     decision: dict | None
     on_stored: Callable | None
     first: list[str] = dataclasses.field(default_factory=list)
+    not_before: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _mount_read_only(directory: str) -> bool:
@@ -128,16 +129,17 @@ class Backlog:
     # -- the emitter's side -----------------------------------------------------------------
     def put(self, outbox, notification: Notification, *, source: str, drivers: list[str],
             decision: dict | None, on_stored: Callable | None = None,
-            first: list[str] | None = None):
+            first: list[str] | None = None, not_before: dict[str, float] | None = None):
         """Into the outbox if it answers and nothing older waits; else held. Returns the
         outbox's PutResult, or Held."""
         with self._lock:
             item = _Item(next(self._seq), time.time(), notification, source, drivers,
-                         decision, on_stored, list(first or ()))
+                         decision, on_stored, list(first or ()), dict(not_before or {}))
             if not self._items:
                 try:
                     result = outbox.put(notification, source=source, drivers=drivers,
-                                        decision=decision, first=item.first)
+                                        decision=decision, first=item.first,
+                                        not_before=item.not_before)
                 except Exception as exc:  # noqa: BLE001 - sorted below
                     if not is_outbox_failure(exc):
                         raise
@@ -180,7 +182,8 @@ class Backlog:
             for item in sorted(self._items, key=lambda i: (i.notification.priority, i.seq)):
                 try:
                     result = outbox.put(item.notification, source=item.source,
-                                        drivers=item.drivers, first=item.first, decision={
+                                        drivers=item.drivers, first=item.first,
+                                        not_before=item.not_before, decision={
                                             **(item.decision or {}),
                                             "held_in_memory_s": round(time.time()
                                                                       - item.detected_at, 3)})

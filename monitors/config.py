@@ -232,6 +232,15 @@ delivery_opts = [
                       "holds back (Masakari 409 'host is already under maintenance', or "
                       "another conflict that is not a duplicate). It stays pending and is "
                       "delivered at most this long after the host leaves maintenance."),
+    cfg.IntOpt("duplicate_notification_detection_interval", default=180, min=0,
+               help="masakari-api's option of the same name (set both alike): it answers "
+                    "409 'duplicate' to a notification whose type, host and payload equal "
+                    "one it stored with a generated_time less than this many seconds "
+                    "earlier. A new failure that follows a cleared one of the same subject "
+                    "within this window is sent so that it is not taken for that duplicate "
+                    "(another form of the payload that masakari-engine treats alike, or "
+                    "generated_time at the window's end and its delivery held until then; "
+                    "docs/recovery.md). 0 = the recipient detects no duplicates."),
     cfg.IntOpt("max_age", default=0, min=0,
                help="Seconds after which an undelivered notification becomes 'expired' "
                     "(kept and visible). 0 = retry forever."),

@@ -12,7 +12,7 @@ import random
 import threading
 import time
 
-from monitors import config, log, metrics
+from monitors import config, log, metrics, recipient
 from monitors.drivers import Answer, Driver
 from monitors.outbox import Claim, Outbox
 from monitors.states import Outcome, State
@@ -91,7 +91,7 @@ class DeliveryWorker:
             state, following = self.outbox.finish_and_claim(
                 claim, stored, **record, drivers=self.open_drivers(),
                 lease=self.conf.delivery.lease_seconds,
-                stage_hold=self.conf.nova.force_down_hold)
+                stage_hold=self.conf.nova.force_down_hold, withdraw=recipient.withdrawal)
         else:
             state = self.outbox.finish(claim, stored, **record)
         self._report(claim, answer, outcome, state, retry_in)
@@ -183,8 +183,11 @@ class DeliveryWorker:
         return None if until is None else time.time() + (until - time.monotonic())
 
     def claim(self, notification_id: int | None = None) -> Claim | None:
+        # Before a claim, a row whose condition cleared meanwhile is withdrawn (the
+        # recipient's rules judge it; the outbox stores the verdict).
         return self.outbox.claim(self.open_drivers(), self.conf.delivery.lease_seconds,
-                                 notification_id, stage_hold=self.conf.nova.force_down_hold)
+                                 notification_id, stage_hold=self.conf.nova.force_down_hold,
+                                 withdraw=recipient.withdrawal)
 
     def run_once(self, notification_id: int | None = None) -> bool:
         claim = self.claim(notification_id)

@@ -36,11 +36,12 @@ class Emitter:
                  drivers: list[str] | None = None, on_stored: Callable | None = None):
         # The routing decision (which actions this detection asks for) is made here, where
         # the row is created, and recorded with it; drivers only execute.
-        all_drivers, decision, first = actions.plan(self.outbox, self.conf, notification,
-                                                    decision, drivers)
+        plan = actions.plan(self.outbox, self.conf, notification, decision, drivers)
+        notification = plan.notification  # as the recipient must get it (recipient.distinct)
         result = self.backlog.put(self.outbox, notification, source=self.source,
-                                  drivers=all_drivers, decision=decision,
-                                  on_stored=on_stored, first=first)
+                                  drivers=plan.drivers, decision=plan.decision,
+                                  on_stored=on_stored, first=plan.first,
+                                  not_before=plan.not_before)
         self.last_event = time.time()
         fields = {**notification.subject(), "SOURCE": self.source}
         if result is None or isinstance(result, Held):

@@ -22,14 +22,14 @@ from typing import Callable, Iterable, TextIO
 
 from monitors.notification import Notification
 from monitors.outbox import Outbox
-from monitors.states import STATES
+from monitors.states import STATES, Outcome
 
-# A delivery held back by its recipient: pending, last answered 409 with a "held: ..." text
-# (monitors.states.Outcome.HELD); correlated with the notifications row ``n``.
-_HELD = ("d.notification_id = n.id AND d.state = 'pending' AND d.last_status = 409 "
-         "AND d.last_message LIKE 'held:%'")
+# A delivery held back by its recipient: pending, last answered Outcome.HELD (the outbox
+# stores the classified answer); correlated with the notifications row ``n``.
+_HELD = ("d.notification_id = n.id AND d.state = 'pending' "
+         f"AND d.last_outcome = '{Outcome.HELD}'")
 _DELIVERY_KEYS = ("id", "driver", "state", "attempts", "next_attempt_at", "remote_id",
-                  "last_status", "last_message", "lease_owner", "stage")
+                  "last_status", "last_message", "last_outcome", "lease_owner", "stage")
 
 
 class ReadModel:

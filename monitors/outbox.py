@@ -28,11 +28,15 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from monitors.notification import Notification
 from monitors.procfs import BOOT_ID, boot_clock, owner_alive, process_identity
 from monitors.states import Outcome, State
+
+# The caller's judgement of a candidate row before a claim (monitors.recipient.withdrawal):
+# a reason dict withdraws it, None lets it be claimed.
+Withdraw = Callable[["Candidate"], "dict | None"]
 
 LOG = logging.getLogger(__name__)
 
@@ -97,6 +101,10 @@ _ADDED_COLUMNS = (
     ("notifications", "boot_id", "TEXT"),
     # put()'s ``first``: a delivery waits for the earlier stages of its notification.
     ("deliveries", "stage", "INTEGER NOT NULL DEFAULT 0"),
+    # The driver's last answer classified (monitors.states.Outcome), so readers need not
+    # parse the message text. In a file from before it, a pending row's is filled in by
+    # its next answer (a held row: within [delivery] held_retry_interval).
+    ("deliveries", "last_outcome", "TEXT"),
 )
 
 
@@ -152,6 +160,20 @@ class Claim:
         if self.created_boot is not None and self.boot_id == BOOT_ID:
             return max(boot_clock() - self.created_boot, 0.0)
         return time.time() - self.created_at
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A pending delivery about to be claimed, as shown to the caller's ``withdraw``:
+    ``later()`` the subject's newer notifications (id, type, payload), ``before()`` the
+    subject's previous notification to the same driver (id, that delivery's state); both
+    query only when called."""
+    id: int
+    type: str
+    payload: dict
+    driver: str
+    later: Callable[[], Iterable[tuple[int, str, dict]]]
+    before: Callable[[], "tuple[int, str] | None"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,7 +404,8 @@ class Outbox:
 
     # -- writing ----------------------------------------------------------------------------
     def put(self, notification: Notification, *, source: str, drivers: Iterable[str],
-            decision: dict | None = None, first: Iterable[str] = ()) -> PutResult:
+            decision: dict | None = None, first: Iterable[str] = (),
+            not_before: dict[str, float] | None = None) -> PutResult:
         """Durably record a detection (committed with synchronous=FULL before returning).
         A repeat of the latest pending notification of the same subject (VM, process or
         host) is not queued twice; it is written into that row's history so flapping stays
@@ -392,7 +415,10 @@ class Outbox:
 
         first: drivers whose delivery must be answered before the others of this row are
         attempted (e.g. Nova's force-down before the Masakari notification); see claim()'s
-        stage_hold for the bound on that wait."""
+        stage_hold for the bound on that wait.
+
+        not_before: per driver, the wall-clock time before which its delivery is not due
+        (a decision made by the caller, e.g. monitors.recipient.distinct)."""
         drivers = list(dict.fromkeys(drivers))
         first = set(first)
         if not drivers:
@@ -424,11 +450,15 @@ class Outbox:
             for driver in drivers:
                 db.execute("INSERT INTO deliveries (notification_id, driver, state, priority,"
                            " next_attempt_at, updated_at, stage) VALUES (?,?,?,?,?,?,?)",
-                           (nid, driver, State.PENDING, notification.priority, now, now,
+                           (nid, driver, State.PENDING, notification.priority,
+                            max(now, (not_before or {}).get(driver, now)), now,
                             0 if driver in first else 1))
             detail = {"source": source, "drivers": drivers, "decision": decision or {}}
             if first & set(drivers):
                 detail["first"] = sorted(first & set(drivers))
+            held = {d: t for d, t in (not_before or {}).items() if d in drivers and t > now}
+            if held:
+                detail["not_before"] = held
             self._history(db, nid, "detected", detail, at=now)
         self.wake()
         return PutResult(nid, True)
@@ -444,7 +474,8 @@ class Outbox:
 
     def claim(self, drivers: Iterable[str], lease: float,
               notification_id: int | None = None,
-              stage_hold: float | None = None) -> Claim | None:
+              stage_hold: float | None = None, withdraw: Withdraw | None = None
+              ) -> Claim | None:
         """Reserve the most urgent due delivery (priority, then age) for this process.
 
         A delivery waits while a delivery of the same notification in an earlier stage
@@ -455,15 +486,20 @@ class Outbox:
         last touched "in the future" (updated_at > now) was scheduled before the clock
         stepped back: it counts as due and unleased instead of stalling for the size of
         the step. (A step forward only makes rows due early, or a lease end early: the
-        re-send is answered 409 duplicate, as after a crash.)"""
+        re-send is answered 409 duplicate, as after a crash.)
+
+        withdraw: the caller's judgement of a candidate (monitors.recipient.withdrawal):
+        a reason dict means the row is stale; its pending deliveries become superseded
+        (only this driver's with ``driver_only``), the reason goes into its history, and
+        the next candidate is looked at."""
         drivers = list(drivers)
         if not drivers:
             return None
         with self._write(durable=False) as db:
-            return self._claim(db, drivers, lease, notification_id, stage_hold)
+            return self._claim(db, drivers, lease, notification_id, stage_hold, withdraw)
 
     def _claim(self, db, drivers: list[str], lease: float, notification_id: int | None,
-               stage_hold: float | None) -> Claim | None:
+               stage_hold: float | None, withdraw: Withdraw | None = None) -> Claim | None:
         now = time.time()
         marks = ",".join("?" * len(drivers))
         # Per subject, FIFO: a STARTED never overtakes the STOPPED queued before it, even
@@ -491,7 +527,7 @@ class Outbox:
                 "ORDER BY d.priority, d.id LIMIT 1", args).fetchone()
             if row is None:
                 return None
-            if not supersede_stale(db, row, now):
+            if withdraw is None or not self._withdraw(db, row, withdraw, now):
                 break
         attempt = row["attempts"] + 1
         db.execute("UPDATE deliveries SET attempts = ?, lease_owner = ?, lease_until = ?,"
@@ -523,15 +559,16 @@ class Outbox:
                          message: str = "", retry_in: float = 0.0,
                          next_attempt_at: float | None = None,
                          drivers: Iterable[str] = (), lease: float = 60.0,
-                         stage_hold: float | None = None) -> tuple[str, Claim | None]:
+                         stage_hold: float | None = None, withdraw: Withdraw | None = None
+                         ) -> tuple[str, Claim | None]:
         """finish() and the next claim() in one transaction (one commit instead of two
         while a backlog drains). Returns (the state stored, the next claim or None)."""
         drivers = list(drivers)
         with self._write(durable=False) as db:
             state = self._finish(db, claim, outcome, state, status, remote_id, message,
                                  retry_in, next_attempt_at)
-            following = self._claim(db, drivers, lease, None, stage_hold) if drivers \
-                else None
+            following = self._claim(db, drivers, lease, None, stage_hold, withdraw) \
+                if drivers else None
         self.wake()
         return state, following
 
@@ -550,8 +587,9 @@ class Outbox:
         db.execute(
             "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_owner = NULL,"
             " lease_until = NULL, remote_id = COALESCE(?, remote_id), last_status = ?,"
-            " last_message = ?, updated_at = ? WHERE id = ?",
-            (state, next_attempt_at, remote_id, status, message, now, claim.delivery_id))
+            " last_message = ?, last_outcome = ?, updated_at = ? WHERE id = ?",
+            (state, next_attempt_at, remote_id, status, message, str(outcome), now,
+             claim.delivery_id))
         detail = {"driver": claim.driver, "attempt": claim.attempt, "outcome": str(outcome),
                   "status": status, "message": message, "state": str(state)}
         if remote_id:
@@ -562,6 +600,38 @@ class Outbox:
                       delivery_id=claim.delivery_id, at=now)
         self._refresh_state(db, claim.notification_id)
         return state
+
+    def _withdraw(self, db, row: sqlite3.Row, withdraw: Withdraw, now: float) -> bool:
+        """Show the candidate to ``withdraw`` (the queries it may ask for run only when
+        asked); when it answers with a reason, store the withdrawal. True: withdrawn."""
+        order_key, nid, driver = row["order_key"], row["id"], row["driver"]
+
+        def later():
+            for r in db.execute("SELECT id, type, payload FROM notifications WHERE "
+                                "order_key = ? AND id > ? ORDER BY id", (order_key, nid)):
+                yield r["id"], r["type"], json.loads(r["payload"])
+
+        def before():
+            r = db.execute("SELECT n.id, d.state FROM notifications n JOIN deliveries d ON "
+                           "d.notification_id = n.id WHERE n.order_key = ? AND n.id < ? AND "
+                           "d.driver = ? ORDER BY n.id DESC LIMIT 1",
+                           (order_key, nid, driver)).fetchone()
+            return None if r is None else (r["id"], r["state"])
+
+        reason = withdraw(Candidate(nid, row["type"], json.loads(row["payload"]), driver,
+                                    later, before))
+        if not reason:
+            return False
+        reason = dict(reason)
+        only = ("", ())
+        if reason.pop("driver_only", False):
+            only = (" AND driver = ?", (driver,))
+        cur = db.execute("UPDATE deliveries SET state = ?, lease_owner = NULL, lease_until = "
+                         "NULL, updated_at = ? WHERE notification_id = ? AND state = "
+                         f"'pending'{only[0]}", (State.SUPERSEDED, now, nid, *only[1]))
+        self._history(db, nid, "superseded", {**reason, "deliveries": cur.rowcount}, at=now)
+        self._refresh_state(db, nid)
+        return True
 
     def note(self, notification_id: int, kind: str, detail: dict) -> None:
         """Add what was done about a notification to its history (e.g. the fencing
@@ -634,6 +704,16 @@ class Outbox:
         return {"id": rows[0]["id"], "notification": _notification(rows[0]).to_dict(),
                 "deliveries": deliveries}
 
+    def recent(self, notification: Notification, since: str) -> list[sqlite3.Row]:
+        """The subject's notifications generated at or after ``since`` (an ISO text as
+        stored), newest first, with the state of their Masakari delivery (``masakari``;
+        None when not for Masakari): what monitors.recipient.distinct looks at."""
+        return self._read(
+            "SELECT n.id, n.type, n.payload, n.generated_time, (SELECT d.state FROM "
+            "deliveries d WHERE d.notification_id = n.id AND d.driver = 'masakari') AS "
+            "masakari FROM notifications n WHERE n.order_key = ? AND n.generated_time >= ? "
+            "ORDER BY n.id DESC LIMIT 100", (notification.order_key(), since))
+
     def query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         """Rows of one SELECT over these tables, for the read model (monitors/history.py:
         history, status, metrics, the CLI). The outbox stores; what operators see of it
@@ -641,76 +721,6 @@ class Outbox:
         if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
             raise ValueError("Outbox.query reads; writes go through put/claim/finish")
         return self._read(sql, args)
-
-
-_RUNNING_AGAIN = ("STARTED_", "RESUMED_")
-# What masakari-engine 22 recovers (docs/recovery.md): only these start an action.
-_VM_RECOVERED = {("LIFECYCLE", "STOPPED_FAILED"), ("IO_ERROR", "IO_ERROR_REPORT"),
-                 ("QEMU_GUEST_AGENT_ERROR", "STOPPED_FAILED")}
-
-
-def _starts_recovery(ntype: str, payload: dict) -> bool:
-    """Whether the engine acts on this notification: host STOPPED with host_status
-    NORMAL (evacuation), PROCESS STOPPED (compute service disabled), a VM event it
-    recovers (instance stopped and started)."""
-    if ntype == "VM":
-        return (payload.get("event"), payload.get("vir_domain_event")) in _VM_RECOVERED
-    if payload.get("event") != "STOPPED":
-        return False
-    return ntype == "PROCESS" or payload.get("host_status", "NORMAL") != "UNKNOWN"
-
-
-def _clears(ntype: str, payload: dict) -> bool:
-    """Whether this notification says its subject is healthy again."""
-    if ntype == "VM":
-        return payload.get("event") == "LIFECYCLE" and str(
-            payload.get("vir_domain_event", "")).startswith(_RUNNING_AGAIN)
-    return payload.get("event") == "STARTED"
-
-
-def supersede_stale(db, row: sqlite3.Row, now: float) -> bool:
-    """Before a claim: withdraw a notification whose condition has cleared while it
-    waited, instead of delivering it. Two cases, same subject (order_key):
-
-    - it would start a recovery (see _starts_recovery) and a newer notification says the
-      subject is healthy again (host/process STARTED, VM running again): delivering it
-      would evacuate a host, disable a service or restart a VM that is fine now;
-    - it is that "healthy again" notification and the failure right before it was
-      withdrawn: there is nothing to clear (Masakari never heard of the failure).
-
-    Its pending deliveries (every driver: the condition cleared for all of them) become
-    superseded, the history says why. Nothing already delivered is touched, so once a
-    STOPPED went out its STARTED goes as usual. Returns True when the row was withdrawn."""
-    payload = json.loads(row["payload"])
-    reason, only = None, ("", ())
-    if _starts_recovery(row["type"], payload):
-        for later in db.execute("SELECT id, type, payload FROM notifications WHERE "
-                                "order_key = ? AND id > ? ORDER BY id",
-                                (row["order_key"], row["id"])):
-            if _clears(later["type"], json.loads(later["payload"])):
-                reason = {"by": later["id"], "why": "condition cleared before delivery: "
-                          f"notification {later['id']} says the subject is healthy again"}
-                break
-    elif _clears(row["type"], payload):
-        # Per driver: a recipient that did get the failure gets its clearing too.
-        before = db.execute("SELECT n.id, d.state FROM notifications n JOIN deliveries d ON "
-                            "d.notification_id = n.id WHERE n.order_key = ? AND n.id < ? AND "
-                            "d.driver = ? ORDER BY n.id DESC LIMIT 1",
-                            (row["order_key"], row["id"], row["driver"])).fetchone()
-        if before is not None and before["state"] == State.SUPERSEDED:
-            reason = {"by": before["id"], "why": f"the failure it clears (notification "
-                      f"{before['id']}) was withdrawn before delivery: nothing to clear"}
-            only = (" AND driver = ?", (row["driver"],))
-    if reason is None:
-        return False
-    where, extra = only
-    cur = db.execute("UPDATE deliveries SET state = ?, lease_owner = NULL, lease_until = NULL,"
-                     f" updated_at = ? WHERE notification_id = ? AND state = 'pending'{where}",
-                     (State.SUPERSEDED, now, row["id"], *extra))
-    Outbox._history(db, row["id"], "superseded", {**reason, "deliveries": cur.rowcount},
-                    at=now)
-    Outbox._refresh_state(db, row["id"])
-    return True
 
 
 def _corrupt(exc: BaseException) -> bool:

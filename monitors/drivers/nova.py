@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from monitors import actions, log
+from monitors import actions, log, recipient
 from monitors.drivers import Answer, Driver, classify
 from monitors.notification import Notification
 from monitors.states import Outcome
@@ -116,7 +116,7 @@ class NovaForceDownDriver(Driver):
         self.nova = NovaServices(conf)
 
     def send(self, notification: Notification) -> Answer:
-        if not actions.fenced_host_failure(notification):
+        if not recipient.fenced_host_failure(notification):
             return Answer(Outcome.REJECTED, None, None,
                           "refused: force-down only for COMPUTE_HOST STOPPED with "
                           "host_status NORMAL (fencing confirmed); this is "

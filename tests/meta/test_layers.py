@@ -56,6 +56,26 @@ def test_outbox_is_storage_only():
     assert not _hits(imports, forbidden), _hits(imports, forbidden)
 
 
+def test_outbox_holds_no_policy():
+    """What a notification means to its recipient (starts a recovery, clears one, is stale,
+    is a new failure) is judged in monitors.recipient and handed to the outbox, which only
+    stores the verdict: its code never imports the rules, nor spells a payload's words."""
+    path = ROOT / "monitors" / "outbox.py"
+    assert not _hits(_imports(path), ("monitors.recipient", "monitors.actions"))
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef))
+                  and n.body and isinstance(n.body[0], ast.Expr)
+                  and isinstance(n.body[0].value, ast.Constant)}
+    words = ("STOPPED", "STARTED", "host_status", "LIFECYCLE", "vir_domain_event",
+             "is duplicate", "maintenance", "held:")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and id(node) not in docstrings:
+            found = [w for w in words if w in node.value]
+            assert not found, f"monitors/outbox.py:{node.lineno} decides by {found}"
+
+
 def test_drivers_only_send():
     """A driver sends and classifies; it never touches the outbox nor the delivery policy."""
     forbidden = ("monitors.outbox", "monitors.delivery", "monitors.emitter", "monitors.service",
