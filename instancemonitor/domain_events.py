@@ -90,9 +90,14 @@ class DomainEvents:
                           fields={"INSTANCE_UUID": uuid, "EVENT": event_id,
                                   "VIR_DOMAIN_EVENT": name_, "DECISION": "ignored"})
                 return
+            decision = {"filter_row": row, "domain": name}
+            prev = self.states.get(uuid) if event_id == "LIFECYCLE" else None
+            if prev and prev.get("state") == "running" and prev.get("at"):
+                # Running again since then (a restart's STARTED is not sent): a failure now
+                # is a new one, not a repeat of the last (monitors.recipient.distinct).
+                decision["healthy_since"] = _utc(prev["at"]).isoformat(timespec="seconds")
             # The state advances only once the detection is in the outbox.
-            self.report(uuid, event_id, name_, now, {"filter_row": row, "domain": name},
-                        track)
+            self.report(uuid, event_id, name_, now, decision, track)
         except Exception:  # noqa: BLE001 - never let an exception into libvirt's loop
             LOG.exception("libvirt %s event (event=%s detail=%s) could not be handled",
                           event_id, event, detail)

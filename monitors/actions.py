@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from monitors import recipient
-from monitors.notification import COMPUTE_HOST, PROCESS, Notification
+from monitors.notification import COMPUTE_HOST, PROCESS, Notification, parse_time
 from monitors.recipient import fenced_host_failure
 
 FORCE_DOWN = "nova-force-down"
@@ -102,22 +102,37 @@ class Plan:
 
 def _encode(outbox, conf, notification: Notification, drivers: list[str],
             decision: dict | None) -> tuple[recipient.Encoding, dict | None]:
-    """A recovery-starting notification for Masakari that follows a cleared failure of
-    the same subject within the recipient's duplicate window is encoded so that masakari-api
-    does not drop it as a duplicate (monitors.recipient.distinct)."""
+    """A failure (or its clearing) for Masakari that follows the opposite of the same
+    subject within the recipient's duplicate window is encoded so that masakari-api does not
+    drop it as a duplicate (monitors.recipient.distinct)."""
     window = conf.delivery.duplicate_notification_detection_interval
     if (MASAKARI not in drivers or not window
-            or not recipient.starts_recovery(notification.type, notification.payload)):
+            or not (recipient.starts_recovery(notification.type, notification.payload)
+                    or recipient.clears(notification.type, notification.payload))):
         return recipient.Encoding(notification), decision
     try:
         rows = outbox.recent(notification, recipient.earlier_since(notification, window))
     except Exception as exc:  # noqa: BLE001 - the detection must still be recorded
         return recipient.Encoding(notification), {
             **(decision or {}), "distinct_unknown": f"outbox not readable: {exc}"}
-    encoding = recipient.distinct(notification, recipient.earlier_rows(rows), window)
+    encoding = recipient.distinct(notification, recipient.earlier_rows(rows), window,
+                                  _healthy_since(decision))
     if encoding.why:
         decision = {**(decision or {}), "distinct": encoding.why}
     return encoding, decision
+
+
+def _healthy_since(decision: dict | None):
+    """A source's word that the subject was healthy again before this failure
+    (``decision["healthy_since"]``, ISO UTC), e.g. a domain running again whose STARTED is
+    not sent to Masakari."""
+    text = (decision or {}).get("healthy_since")
+    if not text:
+        return None
+    try:
+        return parse_time(text, "decision.healthy_since")
+    except ValueError:
+        return None
 
 
 def plan(outbox, conf, notification: Notification, decision: dict | None = None,

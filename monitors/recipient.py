@@ -129,14 +129,16 @@ class Encoding:
 
 
 def variants(ntype: str, payload: Mapping[str, str]) -> list[dict]:
-    """The forms of a payload the engine treats alike, the given one first."""
+    """The forms of a payload the engine treats alike, the given one first: a host's
+    cluster_status given or omitted (the engine never reads it; OFFLINE for a failed host,
+    ONLINE for one back)."""
     payload = dict(payload)
-    if ntype == COMPUTE_HOST and starts_recovery(ntype, payload):
+    if ntype == COMPUTE_HOST and (starts_recovery(ntype, payload) or clears(ntype, payload)):
         other = dict(payload)
         if "cluster_status" in other:
             del other["cluster_status"]
         else:
-            other["cluster_status"] = "OFFLINE"
+            other["cluster_status"] = "OFFLINE" if payload["event"] == "STOPPED" else "ONLINE"
         return [payload, other]
     return [payload]
 
@@ -154,18 +156,23 @@ def _key(payload: Mapping[str, str]) -> str:
 
 
 def distinct(notification: Notification, earlier: Iterable[Earlier],
-             window: float = DUPLICATE_WINDOW) -> Encoding:
+             window: float = DUPLICATE_WINDOW,
+             healthy_since: dt.datetime | None = None) -> Encoding:
     """How to send ``notification`` so that Masakari treats it as what it is.
 
     earlier: the subject's notifications whose generated_time is within ``window`` seconds
     before this one's (or after it), newest first. Only those that are or may be at Masakari
     count (Masakari-bound, pending or delivered). A recovery-starting notification is a
-    *new* failure when the newest of them that starts a recovery or clears is a clearing;
+    *new* failure when the newest of them that starts a recovery or clears is a clearing,
+    or when its source saw the subject healthy after that failure was generated
+    (``healthy_since``, naive UTC: e.g. a domain running again, whose STARTED is not sent);
     then it gets the first form of its payload that no such row used within the window, or,
     when every form is taken, a generated_time past the window and a delivery held until
     then. A repeat (the newest is the same failure) is encoded like the failure it repeats.
-    Everything else is sent as it is."""
-    if not window or not starts_recovery(notification.type, notification.payload):
+    A clearing (STARTED) after a failure gets a free form too when there is one, never a
+    delay: the engine does nothing with it. Everything else is sent as it is."""
+    failure = starts_recovery(notification.type, notification.payload)
+    if not window or not (failure or clears(notification.type, notification.payload)):
         return Encoding(notification)
     forms = variants(notification.type, notification.payload)
     rows = [e for e in earlier if e.masakari in ("pending", "delivered")
@@ -174,7 +181,10 @@ def distinct(notification: Notification, earlier: Iterable[Earlier],
                      or clears(e.type, e.payload)), None)
     if relevant is None:
         return Encoding(notification)
-    if not clears(relevant.type, relevant.payload):
+    relevant_failure = starts_recovery(relevant.type, relevant.payload)
+    seen_healthy = (failure and relevant_failure and healthy_since is not None
+                    and healthy_since > relevant.generated_time)
+    if relevant_failure == failure and not seen_healthy:
         if relevant.payload in forms and relevant.payload != dict(notification.payload):
             why = {"repeat_of": relevant.id, "sent": _form(relevant.payload, forms[0]),
                    "why": f"the failure of notification {relevant.id} detected again "
@@ -193,9 +203,19 @@ def distinct(notification: Notification, earlier: Iterable[Earlier],
                 last_use[k] = (e.generated_time, e.id)
     if _key(forms[0]) not in last_use:
         return Encoding(notification)  # nothing identical within the window: no conflict
-    base = {"after": relevant.id, "window": window,
-            "why": f"a new failure: notification {relevant.id} said the subject was healthy "
-                   "again"}
+    if seen_healthy:
+        base = {"healthy_since": healthy_since.isoformat(timespec="seconds"),
+                "window": window,
+                "why": "a new failure: its source saw the subject healthy at "
+                       f"{healthy_since.isoformat(timespec='seconds')}, after notification "
+                       f"{relevant.id}"}
+    elif failure:
+        base = {"after": relevant.id, "window": window,
+                "why": f"a new failure: notification {relevant.id} said the subject was "
+                       "healthy again"}
+    else:
+        base = {"after": relevant.id, "window": window,
+                "why": f"back after the failure of notification {relevant.id}"}
     for form in forms:
         if _key(form) not in last_use:
             same = last_use[_key(forms[0])]
@@ -206,6 +226,10 @@ def distinct(notification: Notification, earlier: Iterable[Earlier],
                         f"(generated {same[0].isoformat(timespec='seconds')}) is within "
                         f"Masakari's {window:g} s duplicate window: sent "
                         f"{_form(form, forms[0])}, which the engine treats alike"})
+    if not failure:
+        # The engine does nothing with a STARTED: never delay one (it would hold the
+        # subject's later rows behind it); Masakari may answer it 409 duplicate.
+        return Encoding(notification)
     form = min(forms, key=lambda f: last_use[_key(f)][0])
     when, same = last_use[_key(form)]
     moved = max(when + span + MARGIN, notification.generated_time)
