@@ -53,13 +53,17 @@ class ReadModel:
         retried after a day is not a day late. exclude_held: leave out notifications the
         recipient holds back (host on maintenance): they wait for an operator, not for
         delivery, and are reported apart."""
+        # ... or since the end of the recipient's duplicate window it was held for
+        # (recipient.distinct: ``not_before`` in its detection): not late before that.
         sql = ("SELECT MIN(MAX(n.created_at, COALESCE((SELECT MAX(h.at) FROM history h WHERE "
-               "h.notification_id = n.id AND h.kind = 'retry'), 0))) FROM notifications n "
+               "h.notification_id = n.id AND h.kind = 'retry'), 0), COALESCE((SELECT "
+               "MAX(json_extract(h.detail, '$.not_before.masakari')) FROM history h WHERE "
+               "h.notification_id = n.id AND h.kind = 'detected'), 0))) FROM notifications n "
                "WHERE n.state = 'pending'")
         if exclude_held:
             sql += f" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE {_HELD})"
         row = self.box.query(sql)
-        return time.time() - row[0][0] if row[0][0] else 0.0
+        return max(time.time() - row[0][0], 0.0) if row[0][0] else 0.0
 
     def held(self, limit: int = 20) -> list[dict]:
         """Pending deliveries whose last answer held them back (Masakari 409 that is not a
@@ -196,8 +200,8 @@ def event(notification: dict) -> str:
 
 
 # What decided comes first, so a bounded line never cuts it off.
-_FIRST = ("row", "rule", "filter_row", "action", "actions", "attempts", "driver", "fencing",
-          "reporter")
+_FIRST = ("row", "rule", "filter_row", "action", "actions", "distinct", "attempts", "driver",
+          "fencing", "reporter")
 
 
 def _compact(value, limit: int = 300) -> str:
@@ -222,7 +226,11 @@ def describe_event(entry: dict) -> str:
     """One history row in words: what the operator needs from it."""
     kind = entry["kind"]
     if kind == "detected":
-        return f"detected by {entry.get('source', '?')}; to {', '.join(entry.get('drivers', []))}"
+        text = f"detected by {entry.get('source', '?')}; to {', '.join(entry.get('drivers', []))}"
+        for driver, until in sorted((entry.get("not_before") or {}).items()):
+            text += (f"; {driver} held until {_when(until)} (the recipient's duplicate "
+                     "window: see decision.distinct)")
+        return text
     if kind == "duplicate":
         return (f"detected again by {entry.get('source', '?')} (generated_time "
                 f"{entry.get('generated_time', '?')}): not queued twice")
@@ -293,8 +301,13 @@ def render_table(rows: list[dict], out: TextIO, brief: bool = False) -> None:
         if brief:
             continue
         print(f"      source    {row['source']}", file=out)
-        if row["decision"]:
-            print(f"      decision  {_compact(row['decision'])}", file=out)
+        decision = dict(row["decision"])
+        distinct = decision.pop("distinct", None)
+        if decision:
+            print(f"      decision  {_compact(decision)}", file=out)
+        if isinstance(distinct, dict) and distinct.get("why"):
+            # how it was sent past the recipient's duplicate check (recipient.distinct)
+            print(f"      sent as   {distinct['why']}", file=out)
         for entry in row.get("history", []):
             print(f"      {_when(entry['at'], precise=True)[11:]}  {describe_event(entry)}",
                   file=out)

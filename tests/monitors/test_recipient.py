@@ -127,6 +127,15 @@ def test_the_real_api_takes_the_second_failure_and_answers_the_repeat_409(
         masakari = row_["deliveries"][0]
         assert abs(masakari["next_attempt_at"]
                    - moved.replace(tzinfo=dt.timezone.utc).timestamp()) < 0.01
+        # What the operator sees: why it waits, and it is not "late" before the window ends
+        # (even when detected two minutes ago)
+        r = cli(conf, "history", "--host", host)
+        assert "masakari held until" in r.stdout and "no other form" in r.stdout, r.stdout
+        box._db.execute("UPDATE notifications SET created_at = created_at - 120 WHERE id = ?",
+                        (third,))
+        assert read.oldest_pending_age(exclude_held=True) == 0.0
+        r = cli(conf, "status")
+        assert "oldest undelivered" not in r.stdout, r.stdout
     # What the API got: each POST above once (four stored, the repeat refused)
     stored = [n["payload"] for n in masakari_api.notifications(type=COMPUTE_HOST,
                                                                hostname=host)]
