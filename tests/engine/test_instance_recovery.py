@@ -174,3 +174,60 @@ def test_guest_panic_mapped_to_stopped_failed_is_restarted_once(
         ("STOPPED_FAILED", "finished")]
     assert nova.actions(host) == [(server, "os-stop", 202), (server, "os-start", 202)]
     assert "LIFECYCLE/CRASHED_PANICKED" in history and f"{filt}:3" in history
+
+
+AGENT_GUEST = GUEST.replace(
+    "<devices>", "<devices><channel type='unix'>"
+    "<target type='virtio' name='org.qemu.guest_agent.0'/></channel>", 1)
+
+
+def test_a_frozen_guest_agent_gets_the_instance_restarted_once(
+        qemu_libvirtd, engine, nova, tmp_path):
+    """A real guest whose guest-agent channel stops answering (here: nobody ever answers
+    it, there is no guest OS; to the heartbeat that is a frozen guest): after
+    guest_monitoring_failure_threshold rounds, one QEMU_GUEST_AGENT_ERROR/STOPPED_FAILED,
+    and the real engine stops and starts the instance once. The restarted guest still does
+    not answer: no second notification until a ping succeeds (no restart loop)."""
+    from tests.engine.conftest import new_host
+
+    host = new_host(engine, "agent")
+    name = f"ga-{os.getpid()}-{uuidlib.uuid4().hex[:6]}"
+    conn = qemu_libvirtd.hold()
+    dom = conn.defineXML(AGENT_GUEST.format(name=name, uuid=uuidlib.uuid4()))
+    dom.create()
+    server = nova.add_server(host, server_id=dom.UUIDString(), name=name)
+
+    def start_domain(server_id, action, body):
+        if server_id == server and action == "os-start" and not dom.isActive():
+            dom.create()
+    nova.on_action(start_domain)
+    d = instancemonitor(tmp_path, engine, host, qemu_libvirtd.uri,
+                        instancemonitor={"guest_agent_heartbeat": "true"},
+                        introspectiveinstancemonitor={
+                            "guest_monitoring_interval": 1, "guest_monitoring_timeout": 1,
+                            "guest_monitoring_failure_threshold": 2,
+                            "qemu_guest_agent_sock_path": ".*"})
+    try:
+        rows = wait_for(lambda: [r for r in vm_rows(engine, host)
+                                 if r["payload"]["event"] == "QEMU_GUEST_AGENT_ERROR"],
+                        60, interval=0.3, what="QEMU_GUEST_AGENT_ERROR stored")
+        done = engine.wait_final(rows[0]["notification_uuid"])
+        wait_for(lambda: len(nova.actions(host)) >= 2 and dom.isActive(), 30,
+                 what="instance stopped and started")
+        settle(6)  # six more heartbeat rounds against the restarted, still silent guest
+        posts = [p for p in engine.api.posts(hostname=host)
+                 if p.payload.get("event") == "QEMU_GUEST_AGENT_ERROR"] \
+            if hasattr(engine.api, "posts") else rows
+    finally:
+        d.stop()
+        d.notify.close()
+        try:
+            if dom.isActive():
+                dom.destroy()
+        finally:
+            dom.undefine()
+    assert done["status"] == "finished"
+    assert done["payload"] == {"instance_uuid": server, "event": "QEMU_GUEST_AGENT_ERROR",
+                               "vir_domain_event": "STOPPED_FAILED"}
+    assert nova.actions(host) == [(server, "os-stop", 202), (server, "os-start", 202)]
+    assert len(posts) == 1  # sent once (counted as POSTed where the fixture logs POSTs)
