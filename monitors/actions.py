@@ -116,21 +116,24 @@ def _encode(outbox, conf, notification: Notification, drivers: list[str],
         return recipient.Encoding(notification), {
             **(decision or {}), "distinct_unknown": f"outbox not readable: {exc}"}
     encoding = recipient.distinct(notification, recipient.earlier_rows(rows), window,
-                                  _healthy_since(decision))
+                                  _when(decision, "healthy_since"),
+                                  _when(decision, "earlier_failure_at"))
     if encoding.why:
         decision = {**(decision or {}), "distinct": encoding.why}
     return encoding, decision
 
 
-def _healthy_since(decision: dict | None):
-    """A source's word that the subject was healthy again before this failure
-    (``decision["healthy_since"]``, ISO UTC), e.g. a domain running again whose STARTED is
-    not sent to Masakari."""
-    text = (decision or {}).get("healthy_since")
+def _when(decision: dict | None, key: str):
+    """A time a source put in the decision for recipient.distinct (ISO UTC):
+    ``healthy_since``, when the subject was last seen healthy before this failure (a domain
+    running again, whose STARTED is not sent to Masakari; a peer seen online), and
+    ``earlier_failure_at``, an earlier failure of the subject that another node may have
+    reported (a peer's previous fencing)."""
+    text = (decision or {}).get(key)
     if not text:
         return None
     try:
-        return parse_time(text, "decision.healthy_since")
+        return parse_time(text, f"decision.{key}")
     except ValueError:
         return None
 

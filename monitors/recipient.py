@@ -51,6 +51,8 @@ VM_RECOVERED = frozenset({("LIFECYCLE", "STOPPED_FAILED"), ("IO_ERROR", "IO_ERRO
 RUNNING_AGAIN = ("STARTED_", "RESUMED_")
 DUPLICATE_WINDOW = 180  # masakari-api's duplicate_notification_detection_interval default
 MARGIN = dt.timedelta(seconds=1)  # past the window's end: the API compares with >=
+# How long after a peer's fencing its report may have been generated (polls, samples).
+REPORT_SLACK = dt.timedelta(seconds=30)
 
 
 def fenced_host_failure(notification: Notification) -> bool:
@@ -157,7 +159,8 @@ def _key(payload: Mapping[str, str]) -> str:
 
 def distinct(notification: Notification, earlier: Iterable[Earlier],
              window: float = DUPLICATE_WINDOW,
-             healthy_since: dt.datetime | None = None) -> Encoding:
+             healthy_since: dt.datetime | None = None,
+             earlier_failure: dt.datetime | None = None) -> Encoding:
     """How to send ``notification`` so that Masakari treats it as what it is.
 
     earlier: the subject's notifications whose generated_time is within ``window`` seconds
@@ -169,6 +172,11 @@ def distinct(notification: Notification, earlier: Iterable[Earlier],
     then it gets the first form of its payload that no such row used within the window, or,
     when every form is taken, a generated_time past the window and a delivery held until
     then. A repeat (the newest is the same failure) is encoded like the failure it repeats.
+    ``earlier_failure`` (naive UTC): the source knows of an earlier failure of the subject
+    that this outbox may not hold (another node reported it: a peer's previous fencing);
+    when no failure row of ours is within the window it counts as one sent in the first
+    form, at that time plus ``REPORT_SLACK`` (erring towards "taken": the other form is
+    as good).
     A clearing (STARTED) after a failure gets a free form too when there is one, never a
     delay: the engine does nothing with it. Everything else is sent as it is."""
     failure = starts_recovery(notification.type, notification.payload)
@@ -177,6 +185,10 @@ def distinct(notification: Notification, earlier: Iterable[Earlier],
     forms = variants(notification.type, notification.payload)
     rows = [e for e in earlier if e.masakari in ("pending", "delivered")
             and e.type == notification.type]
+    if earlier_failure is not None and failure and not any(
+            starts_recovery(e.type, e.payload) for e in rows):
+        rows.append(Earlier(0, notification.type, forms[0], earlier_failure + REPORT_SLACK,
+                            "delivered"))
     relevant = next((e for e in rows if starts_recovery(e.type, e.payload)
                      or clears(e.type, e.payload)), None)
     if relevant is None:

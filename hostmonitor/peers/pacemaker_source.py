@@ -34,6 +34,16 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _distinct_hints(rec: dict, decision: dict) -> None:
+    """What this node knows of the peer's earlier failure, for the row's decision: when it
+    was last seen online and its previous fencing (monitors.recipient.distinct; a reporter
+    that did not report that failure itself has no row of it)."""
+    if rec.get("last_online"):
+        decision["healthy_since"] = rec["last_online"]
+    if rec.get("earlier_fencing"):
+        decision["earlier_failure_at"] = rec["earlier_fencing"]
+
+
 class PacemakerSource(Source):
     """The Pacemaker poll driver (``[host] monitoring_driver = default``, ``simple`` or
     ``pacemaker``)."""
@@ -160,9 +170,17 @@ class PacemakerSource(Source):
                                        peers.command_timeout)
         except crm.CommandError as exc:
             return False, f"fencer unreachable: {exc}"[:200]
-        event = crm.fenced_since(events, node.name, self._window_start(rec))
+        since = self._window_start(rec)
+        event = crm.fenced_since(events, node.name, since)
         if event is None:
             return None, ""
+        # An earlier fencing of the node (before it was last seen online) may have been
+        # reported by another node: Masakari's duplicate check must not take this failure
+        # for that one (monitors.recipient.distinct).
+        before = [e.completed for e in events if e.target == node.name
+                  and e.status == "success" and e.completed is not None
+                  and e.completed < since - dt.timedelta(seconds=5)]
+        rec["earlier_fencing"] = max(before).isoformat() if before else None
         return True, f"{event.action} {event.status} at {event.completed.isoformat()}"
 
     def _report_offline(self, node: crm.Node, rec: dict, now: dt.datetime,
@@ -184,6 +202,8 @@ class PacemakerSource(Source):
                     return  # asked again at the next poll
                 fenced = False
                 decision["fencing"] = f"no confirmation within {host.stonith_wait}s"
+        if fenced:
+            _distinct_hints(rec, decision)
         if self._elect(node.name, rec, payloads.stopped(node.name, fenced, now), decision, now,
                        self._window_start(rec), view):
             rec.pop("waiting", None)
@@ -201,6 +221,7 @@ class PacemakerSource(Source):
             return
         decision = {"driver": "pacemaker-poll", "node_type": node.type, "quorum": True,
                     "fencing": evidence, "after": "an earlier UNKNOWN report"}
+        _distinct_hints(rec, decision)
         if self._elect(node.name, rec, payloads.stopped(node.name, True, now), decision, now,
                        self._window_start(rec), view):
             rec.update(host_status="NORMAL")

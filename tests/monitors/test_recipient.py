@@ -141,3 +141,21 @@ def test_the_real_api_takes_the_second_failure_and_answers_the_repeat_409(
                                                                hostname=host)]
     assert stored == [DOWN, UP, DOWN_BARE, {"event": "STARTED", "host_status": "NORMAL"}]
 
+
+
+def test_a_new_reporter_knows_the_earlier_failure_from_the_cluster():
+    """A reporter that did not report the node's first failure (the DC changed) has no row
+    of it; the source's word of the earlier fencing stands in for it."""
+    n = Notification(COMPUTE_HOST, "h", at(60), DOWN)
+    # no local rows: the first failure's report (by another node) is assumed in the first
+    # form, so the new one goes in the other
+    enc = recipient.distinct(n, [], healthy_since=at(50), earlier_failure=at(0))
+    assert enc.notification.payload == DOWN_BARE
+    assert "saw the subject healthy" in enc.why["why"]
+    # the same failure re-reported by a standby (the node was not seen healthy since the
+    # earlier fencing... of this very failure): no earlier fencing known -> as detected
+    assert recipient.distinct(n, [], healthy_since=at(50)).why is None
+    # local rows win: this reporter sent the first failure itself
+    enc = recipient.distinct(n, [row(2, UP, 30), row(1, DOWN, 0)], healthy_since=at(50),
+                             earlier_failure=at(0))
+    assert enc.notification.payload == DOWN_BARE and enc.why["after"] == 2
