@@ -56,10 +56,12 @@ class Emitter:
             return result if result is not None else Held(queued=False, held=False)
         metrics.event_detected(self.source, notification.type, result.queued)
         fields.update({"NOTIFICATION_ID": result.id, "DELIVERY_STATE": "pending"})
+        distinct = (plan.decision or {}).get("distinct") or {}
         if result.queued:
-            log.event(LOG, logging.WARNING, "detected %s %s on %s: queued as notification %s",
+            log.event(LOG, logging.WARNING, "detected %s %s on %s: queued as notification %s%s",
                       notification.type, json.dumps(notification.payload, sort_keys=True),
-                      notification.hostname, result.id, fields=fields)
+                      notification.hostname, result.id,
+                      f"; {distinct['why']}" if distinct.get("why") else "", fields=fields)
         else:
             log.event(LOG, logging.INFO, "detected %s %s again: notification %s still "
                       "pending, not queued twice", notification.type,
