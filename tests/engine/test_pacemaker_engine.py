@@ -112,7 +112,7 @@ def test_fenced_node_evacuated_back_in_service_and_evacuated_again_within_the_wi
     for n in live.nodes:
         if n != victim:
             assert _rows(engine, n) == [], f"{n} reported though it never failed"
-    # which mechanism made the second failure new, in the row's decision and its history
+    # which mechanism made the second failure new: the row's decision, its history, the log
     out = {r["id"]: r for r in live.outbox(reporter, victim)}
     first, back, again = sorted(out)
     why = out[again]["decision"]["distinct"]
@@ -122,5 +122,9 @@ def test_fenced_node_evacuated_back_in_service_and_evacuated_again_within_the_wi
     text = live.history(reporter, victim)
     assert "sent as" in text and "with cluster_status omitted, which the engine treats alike" \
         in text, text
+    # and the reporter's journal line of that detection
+    line = next(ln for ln in live.daemons[reporter].log_text().splitlines()
+                if f"queued as notification {again}; " in ln)
+    assert "a new failure" in line and "sent with cluster_status omitted" in line, line
     print(f"kill → first evacuate {first_evacuate:.1f} s; second kill → its first evacuate "
           f"{second_evacuate:.1f} s; second failure {gap:.0f} s after the first")
