@@ -243,6 +243,10 @@ def wait_stored(api, host, type_, expected, timeout=20):
         wait_for(ok, timeout, interval=0.2, what=f"API to store {expected}")
     except AssertionError:
         raise AssertionError(f"API has {stored(api, host, type_)}, expected {expected}")
+    # ... and each POSTed once (a re-send is answered 409 and not stored)
+    time.sleep(0.5)  # a re-send of the last one would have followed by now
+    assert [(p.payload, p.status) for p in api.posts(type=type_, hostname=host)] == \
+        [(p, 202) for p in expected], "each POSTed once"
 
 
 def outbox_json(conf, type_):

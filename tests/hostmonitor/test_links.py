@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 
 import pytest
 
@@ -33,14 +34,24 @@ def payloads(topo, host):
             for n in topo.notifications(host)]
 
 
+def sent(topo, host, type_="COMPUTE_HOST"):
+    """(payload, answer status) of every POST about ``host``: a re-send is 409'd and not
+    stored, so only this shows it."""
+    return [(p.payload, p.status) for p in topo.api.posts(type=type_, hostname=host)]
+
+
 def wait_payloads(topo, host, expected, timeout=15):
+    """Until the API stored ``expected``; then each of them must have been POSTed once."""
     def ok():
         got = payloads(topo, host)
         return got if got == expected else None
     try:
-        return wait_for(ok, timeout, interval=0.2, what=f"API to store {expected}")
+        got = wait_for(ok, timeout, interval=0.2, what=f"API to store {expected}")
     except AssertionError:
         raise AssertionError(f"API has {payloads(topo, host)}, expected {expected}")
+    time.sleep(0.5)  # a re-send of the last one would have followed by now
+    assert sent(topo, host) == [(p, 202) for p in expected], "each POSTed once"
+    return got
 
 
 @pytest.mark.slow

@@ -51,6 +51,13 @@ def vm_events(api, host) -> list[tuple[str, str, str]]:
             for n in api.notifications(type="VM", hostname=host)]
 
 
+def vm_sent(api, host) -> list[tuple[str, str, str, int]]:
+    """(event, instance_uuid, vir_domain_event, answer status) of every VM notification
+    POSTed to the API, in order: a re-send shows here (409), not in vm_events()."""
+    return [(p.payload["event"], p.payload["instance_uuid"], p.payload["vir_domain_event"],
+             p.status) for p in api.posts(type="VM", hostname=host)]
+
+
 def outbox_rows(state_path) -> list[dict]:
     """The daemon's outbox as `ha-monitors outbox list` shows it (decision included)."""
     from monitors.history import ReadModel

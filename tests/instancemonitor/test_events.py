@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from tests.helpers import wait_for
-from tests.instancemonitor.conftest import vm_events
+from tests.instancemonitor.conftest import vm_events, vm_sent
 
 
 def test_destroy_shutdown_suspend_stored_by_api(libvirtd, make_daemon, masakari_api, host):
@@ -21,6 +21,7 @@ def test_destroy_shutdown_suspend_stored_by_api(libvirtd, make_daemon, masakari_
              what="destroy and shutdown stored by the API")
     stored = masakari_api.notifications(type="VM", hostname=host)
     assert len(stored) == 2, stored
+    assert sorted(vm_sent(masakari_api, host)) == sorted((*e, 202) for e in expected)  # once
     for n in stored:
         assert set(n["payload"]) == {"event", "instance_uuid", "vir_domain_event"}
         generated = dt.datetime.fromisoformat(n["generated_time"].replace("Z", ""))

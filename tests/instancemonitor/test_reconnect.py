@@ -7,7 +7,7 @@ import json
 import time
 
 from tests.helpers import Daemon, wait_for
-from tests.instancemonitor.conftest import outbox_rows, vm_events
+from tests.instancemonitor.conftest import outbox_rows, vm_events, vm_sent
 
 
 def _stored(api, host, n, timeout=15):
@@ -15,9 +15,18 @@ def _stored(api, host, n, timeout=15):
                     timeout, what=f"{n} VM notifications stored by the API")
 
 
-def _no_duplicates(events):
-    counts = collections.Counter(events)
-    assert all(c == 1 for c in counts.values()), counts
+def _sent_once(api, host, expected):
+    """Each of ``expected`` (event, uuid, vir_domain_event) POSTed exactly once, accepted,
+    nothing else: counted at the API's door, since a re-send is 409'd and never stored."""
+    sent = collections.Counter(vm_sent(api, host))
+    assert sent == collections.Counter((*e, 202) for e in expected), sent
+
+
+def _delivered(state_path):
+    """Before a SIGKILL: every outbox row answered, so the next daemon has nothing in
+    flight to re-send (that case is tests/monitors/test_runtime.py's)."""
+    wait_for(lambda: all(r["state"] == "delivered" for r in outbox_rows(state_path)), 10,
+             what="outbox rows delivered")
 
 
 def test_libvirtd_killed_and_restarted_reconciles(libvirtd, make_daemon, masakari_api, host,
@@ -35,10 +44,11 @@ def test_libvirtd_killed_and_restarted_reconciles(libvirtd, make_daemon, masakar
              5, what="close callback noticed")
     libvirtd.start()
     libvirtd.hold()
-    events = _stored(masakari_api, host, 3)
-    assert set(events) == {("LIFECYCLE", a.UUIDString(), "STOPPED_DESTROYED"),
-                           ("LIFECYCLE", b_uuid, "STOPPED_FAILED"),
-                           ("LIFECYCLE", c_uuid, "STOPPED_FAILED")}
+    _stored(masakari_api, host, 3)
+    first = [("LIFECYCLE", a.UUIDString(), "STOPPED_DESTROYED"),
+             ("LIFECYCLE", b_uuid, "STOPPED_FAILED"),
+             ("LIFECYCLE", c_uuid, "STOPPED_FAILED")]
+    _sent_once(masakari_api, host, first)
 
     # callbacks were re-registered: a live event after the reconnect is reported
     d = libvirtd.create("inst-after")
@@ -53,7 +63,7 @@ def test_libvirtd_killed_and_restarted_reconciles(libvirtd, make_daemon, masakar
     time.sleep(0.5)
     events = vm_events(masakari_api, host)
     assert len(events) == 4, events
-    _no_duplicates(events)
+    _sent_once(masakari_api, host, first + [("LIFECYCLE", d.UUIDString(), "STOPPED_DESTROYED")])
     rows = {r["notification"]["payload"]["instance_uuid"]: r for r in outbox_rows(tmp_path / "state")}
     assert rows[b_uuid]["decision"]["reconciled"] is True
     assert rows[b_uuid]["decision"]["now"] == "vanished"
@@ -66,6 +76,7 @@ def test_daemon_killed_and_restarted_reconciles(libvirtd, make_daemon, masakari_
     daemon = make_daemon(host)
     a.destroy()
     _stored(masakari_api, host, 1)
+    _delivered(tmp_path / "state")
     daemon.kill()  # SIGKILL: no graceful save
 
     b.destroy()
@@ -74,10 +85,12 @@ def test_daemon_killed_and_restarted_reconciles(libvirtd, make_daemon, masakari_
     daemon2 = Daemon("instancemonitor", daemon.conf)
     daemon2.start()
     try:
-        events = _stored(masakari_api, host, 3)
-        assert set(events) == {("LIFECYCLE", a.UUIDString(), "STOPPED_DESTROYED"),
-                               ("LIFECYCLE", b.UUIDString(), "STOPPED_DESTROYED"),
-                               ("LIFECYCLE", c.UUIDString(), "STOPPED_SHUTDOWN")}
+        _stored(masakari_api, host, 3)
+        reported = [("LIFECYCLE", a.UUIDString(), "STOPPED_DESTROYED"),
+                    ("LIFECYCLE", b.UUIDString(), "STOPPED_DESTROYED"),
+                    ("LIFECYCLE", c.UUIDString(), "STOPPED_SHUTDOWN")]
+        _sent_once(masakari_api, host, reported)
+        _delivered(tmp_path / "state")
         daemon2.kill()
     finally:
         daemon2.stop()
@@ -90,7 +103,7 @@ def test_daemon_killed_and_restarted_reconciles(libvirtd, make_daemon, masakari_
         time.sleep(0.3)
         events = vm_events(masakari_api, host)
         assert len(events) == 3, events
-        _no_duplicates(events)
+        _sent_once(masakari_api, host, reported)
     recon = [r for r in outbox_rows(tmp_path / "state") if r["decision"].get("reconciled")]
     assert {r["notification"]["payload"]["instance_uuid"] for r in recon} == {
         b.UUIDString(), c.UUIDString()}
@@ -186,6 +199,7 @@ def test_killed_after_the_report_before_the_state_save(libvirtd, make_daemon, ma
     assert _stored(masakari_api, host, 1) == [("LIFECYCLE", a.UUIDString(),
                                               "STOPPED_DESTROYED")]
     wait_for(lambda: "cannot write" in daemon.log_text(), 5, what="a failed state save")
+    _delivered(tmp_path / "state")
     daemon.kill()
     saved = json.loads(state_file.read_text())
     assert saved["domains"][a.UUIDString()]["state"] == "running"  # the window was hit
@@ -199,6 +213,7 @@ def test_killed_after_the_report_before_the_state_save(libvirtd, make_daemon, ma
         time.sleep(1.0)  # a second report, had there been one, is delivered by now
         assert vm_events(masakari_api, host) == [("LIFECYCLE", a.UUIDString(),
                                                   "STOPPED_DESTROYED")]
+        _sent_once(masakari_api, host, [("LIFECYCLE", a.UUIDString(), "STOPPED_DESTROYED")])
         rows = [r for r in outbox_rows(tmp_path / "state")
                 if r["notification"]["payload"]["instance_uuid"] == a.UUIDString()]
         assert len(rows) == 1 and rows[0]["state"] == "delivered", rows

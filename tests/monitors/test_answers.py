@@ -61,6 +61,8 @@ def test_a_proxy_error_is_retried_and_named_then_delivered(tmp_path, masakari_ap
     assert row["deliveries"][0]["attempts"] == 3 and row["deliveries"][0]["last_status"] == 202
     stored = masakari_api.notifications(hostname=host)
     assert [n["payload"]["event"] for n in stored] == ["STOPPED"]
+    # the proxy's answers never reached the API: it received the notification once
+    assert [p.status for p in masakari_api.posts(hostname=host)] == [202]
     answers = [h for h in row["history"] if h["kind"] == "answer"]
     assert [a["outcome"] for a in answers] == ["retry", "retry", "delivered"]
     assert answers[0]["status"] == code

@@ -61,6 +61,7 @@ def test_202_is_delivered_with_the_api_uuid(tmp_path, masakari_api, host, outbox
     assert row["deliveries"][0]["remote_id"] == stored[0]["notification_uuid"]
     assert row["deliveries"][0]["last_status"] == 202
     assert stored[0]["payload"] == row["notification"]["payload"]
+    assert [p.status for p in masakari_api.posts(hostname=host)] == [202]  # POSTed once
 
 
 def test_409_duplicate_counts_as_delivered(tmp_path, masakari_api, host, outbox):
@@ -73,6 +74,8 @@ def test_409_duplicate_counts_as_delivered(tmp_path, masakari_api, host, outbox)
     assert row["state"] == "delivered"
     assert row["deliveries"][0]["last_status"] == 409
     assert len(masakari_api.notifications(hostname=host)) == 1
+    # the test's own POST, then the driver's, once
+    assert [p.status for p in masakari_api.posts(hostname=host)] == [202, 409]
 
 
 def test_400_is_rejected_kept_and_not_retried(tmp_path, masakari_api, outbox):
@@ -102,6 +105,8 @@ def test_unreachable_api_is_retried_until_it_answers(tmp_path, masakari_api, hos
     row = worker.deliver_now(nid, 20)
     assert row["state"] == "delivered"
     assert len(masakari_api.notifications(hostname=host)) == 1
+    # the attempts against the killed API never reached it; the one that did, once
+    assert [p.status for p in masakari_api.posts(hostname=host)] == [202]
 
 
 def test_endpoint_without_v1_is_a_failure_not_a_fake_success(tmp_path, masakari_api, host,
@@ -194,3 +199,5 @@ def test_a_notification_routed_to_two_drivers_is_tracked_per_driver(tmp_path, ma
     by_driver = {d["driver"]: d for d in row["deliveries"]}
     assert by_driver["masakari"]["attempts"] == 1 and by_driver["webhook"]["attempts"] == 2
     assert len(masakari_api.notifications(hostname=host)) == 1
+    # the webhook's retry must not re-send to Masakari
+    assert [p.status for p in masakari_api.posts(hostname=host)] == [202]

@@ -41,6 +41,8 @@ def test_history_tells_detection_decision_attempts_and_the_api_uuid(tmp_path, ma
     stored = [n for n in masakari_api.notifications(type="VM", hostname=host)
               if n["payload"]["instance_uuid"] == instance]
     assert len(stored) == 1
+    assert [p.status for p in masakari_api.posts(type="VM", hostname=host)
+            if p.payload["instance_uuid"] == instance] == [202]  # POSTed once
 
     r = cli(conf, "history")
     assert r.returncode == 0, r.stderr

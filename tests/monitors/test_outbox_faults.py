@@ -71,6 +71,10 @@ def test_outbox_file_deleted_or_replaced_while_running(tmp_path, conf, masakari_
         aside = [p.name for p in box.parent.iterdir() if ".corrupt-" in p.name]
         assert aside, "the garbage file is kept aside for a post-mortem"
     assert stored_names(masakari_api, host) == ["queued-after", "queued-before"]
+    # the carried-over row and the new one POSTed once each
+    assert sorted((p.payload["process_name"], p.status)
+                  for p in masakari_api.posts(hostname=host)) == [("queued-after", 202),
+                                                                  ("queued-before", 202)]
 
 
 def test_garbage_outbox_at_start_is_moved_aside_and_the_daemon_gets_ready(

@@ -91,6 +91,10 @@ def test_sighup_applies_the_webhook_url_and_a_new_driver(tmp_path, masakari_api,
             assert cli(conf, "reload", "--daemon", "delivery").returncode == 0
             wait_for(lambda: len(masakari_api.notifications(hostname=host)) == 4, 20,
                      what="delivery after the endpoint is fixed")
+            # each POSTed once: no reload re-sent what was delivered
+            assert [(p.payload["process_name"], p.status)
+                    for p in masakari_api.posts(hostname=host)] == \
+                [("one", 202), ("two", 202), ("three", 202), ("four", 202)]
     finally:
         for r in (first, second):
             r.shutdown()

@@ -39,6 +39,7 @@ def test_100_queued_while_api_down_survive_sigkill_mid_delivery(tmp_path, conf, 
             wait_for(lambda: len(masakari_api.notifications(hostname=host)) >= 15, 30,
                      interval=0.01, what="some deliveries")
             d.kill()  # SIGKILL in the middle of delivery
+            killed_at = time.time()
             stored_at_kill = len(masakari_api.notifications(hostname=host))
     finally:
         if not masakari_api.running:
@@ -51,6 +52,20 @@ def test_100_queued_while_api_down_survive_sigkill_mid_delivery(tmp_path, conf, 
     uuids = [n["payload"]["instance_uuid"] for n in stored]
     assert len(stored) == 100, "none lost, none stored twice"
     assert sorted(uuids) == sorted(str(uuid.UUID(int=i + 1)) for i in range(100))
+    # What was *sent* (the API 409s a re-send and stores nothing, so the rows above cannot
+    # show one): each row POSTed and accepted once; only a row in flight when the daemon
+    # was killed (one per delivery worker, 2 by default) may be POSTed again by the second
+    # daemon, answered 409 duplicate (docs/architecture.md "Exactly once at the API").
+    sent: dict[str, list] = {}
+    for p in masakari_api.posts(hostname=host):
+        sent.setdefault(p.payload["instance_uuid"], []).append(p)
+    assert sorted(sent) == sorted(uuids), "every row POSTed"
+    again = {u: ps for u, ps in sent.items() if len(ps) > 1}
+    assert all(p.status == 202 for ps in sent.values() for p in ps[:1]), sent
+    assert len(again) <= 2, {u: [(p.status, p.at) for p in ps] for u, ps in again.items()}
+    for u, (first, second, *more) in again.items():
+        assert not more and first.at < killed_at < second.at and second.status == 409, \
+            (u, [(p.status, p.at) for p in sent[u]], killed_at)
     remote = {d["remote_id"] for r in ReadModel(box).list() for d in r["deliveries"]}
     assert remote <= {n["notification_uuid"] for n in stored} | {None}
 
@@ -87,6 +102,9 @@ def test_backlog_is_delivered_host_first_then_process_then_vm(tmp_path, masakari
             masakari_api.start()
     types = [n["type"] for n in masakari_api.notifications(hostname=host)]  # in stored order
     assert types == [COMPUTE_HOST] * 2 + [PROCESS] * 3 + [VM] * 12
+    # in the order sent, each once (a re-send would be a 409 the stored rows do not show)
+    assert [(p.type, p.status) for p in masakari_api.posts(hostname=host)] == \
+        [(COMPUTE_HOST, 202)] * 2 + [(PROCESS, 202)] * 3 + [(VM, 202)] * 12
 
 
 def test_sd_notify_ready_status_watchdog_stopping(tmp_path, conf):
@@ -130,6 +148,7 @@ def test_notify_cli_wait_exit_codes(tmp_path, conf, masakari_api, host):
     stored = masakari_api.notifications(hostname=host)
     assert [n["payload"]["cluster_status"] for n in stored] == ["OFFLINE"]
     assert stored[0]["notification_uuid"] in r.stdout
+    assert [p.status for p in masakari_api.posts(hostname=host)] == [202]  # sent once
     r = cli(conf, "notify", "--type", "COMPUTE_HOST", "--hostname", "not-a-masakari-host",
             "--payload", payload, "--wait")
     assert r.returncode == 4 and "rejected" in r.stdout

@@ -50,9 +50,11 @@ def test_cleared_failures_are_superseded_not_delivered(tmp_path, masakari_api, h
 
     # Nothing of the cleared conditions reached the API: no evacuation, no service
     # disabled, no instance restarted.
-    assert masakari_api.notifications(hostname=host) == []
+    assert masakari_api.posts(hostname=host) == []  # not even sent
     stored = masakari_api.notifications(hostname=other)
     assert [n["payload"] for n in stored] == [HOST_DOWN]
+    assert [(p.payload, p.status) for p in masakari_api.posts(hostname=other)] == \
+        [(HOST_DOWN, 202)]  # POSTed once
     assert ReadModel(box).get(current)["state"] == "delivered"
     for name, nid in ids.items():
         assert ReadModel(box).get(nid)["state"] == "superseded", name
@@ -99,6 +101,8 @@ def test_started_after_a_delivered_stopped_goes_as_usual(tmp_path, masakari_api,
     assert ReadModel(box).get(up)["state"] == "delivered"
     assert [n["payload"]["event"] for n in masakari_api.notifications(hostname=host)] == \
         ["STOPPED", "STARTED"]
+    assert [(p.payload["event"], p.status) for p in masakari_api.posts(hostname=host)] == \
+        [("STOPPED", 202), ("STARTED", 202)]
 
 
 def test_failure_again_after_clearing_is_delivered(tmp_path, masakari_api, host):
@@ -114,3 +118,5 @@ def test_failure_again_after_clearing_is_delivered(tmp_path, masakari_api, host)
     assert [ReadModel(box).get(i)["state"] for i in (first, cleared, again)] == \
         ["superseded", "superseded", "delivered"]
     assert [n["payload"] for n in masakari_api.notifications(hostname=host)] == [HOST_DOWN]
+    assert [(p.payload, p.status) for p in masakari_api.posts(hostname=host)] == \
+        [(HOST_DOWN, 202)]  # the cleared ones never sent, the truth once

@@ -74,6 +74,10 @@ def test_failed_restart_sends_stopped_then_started(pm, standins, tmp_path, masak
         ["STOPPED", "STARTED"]
     assert verdict(tmp_path, "nova-compute")["verdict"] == "running"
     assert len(process_notifications(masakari_api, host, "STOPPED")) == 1
+    # POSTed once each (a re-send would be answered 409 and not stored)
+    assert [(p.payload["event"], p.status) for p in
+            masakari_api.posts(type="PROCESS", hostname=host)] == [("STOPPED", 202),
+                                                                   ("STARTED", 202)]
     # what the operator reads: the decision (every restart attempt and why it failed) and the
     # API's notification_uuid for both alerts
     r = cli(daemon.conf, "history", "--type", "PROCESS")

@@ -121,6 +121,13 @@ def _stored(api, host: str, type_: str = "VM") -> list[dict]:
     return api.notifications(type=type_, hostname=host)
 
 
+def _sent(api, host: str, key: str, value: str, type_: str = "VM") -> list[int | None]:
+    """Answer statuses of every POST of a notification whose payload[key] is value: what
+    "once" counts (the API 409s a re-send and stores nothing, so _stored cannot show it)."""
+    return [p.status for p in api.posts(type=type_, hostname=host)
+            if isinstance(p.payload, dict) and p.payload.get(key) == value]
+
+
 def _outbox(system) -> list[dict]:
     return json.loads(system.run("ha-monitors", "outbox", "list", "--json").stdout)
 
@@ -156,6 +163,8 @@ def test_instancemonitor_alone_delivers(units, masakari_api):
                              if r["payload"].get("instance_uuid") == payload["instance_uuid"]],
                     20, interval=0.2, what="the VM notification stored by masakari-api")
     assert len(rows) == 1
+    assert _sent(masakari_api, units.hostname, "instance_uuid", payload["instance_uuid"]) \
+        == [202]
     row = json.loads(units.run("ha-monitors", "outbox", "show", nid, "--json").stdout)
     assert row["state"] == "delivered", row
     # and the journal says who delivered it, queried by its fields
@@ -262,7 +271,7 @@ def test_processmonitor_restarts_a_unit(units, how):
 
 def test_stop_start_with_pending_rows_loses_nothing_sends_nothing_twice(units, masakari_api):
     """The API is down: rows wait in the outbox. `systemctl stop` (SIGTERM, graceful),
-    the API comes back, `systemctl start`: each row is stored once."""
+    the API comes back, `systemctl start`: each row is POSTed (and stored) once."""
     units.systemctl("start", "ha-instancemonitor")
     masakari_api.kill()
     try:
@@ -289,6 +298,8 @@ def test_stop_start_with_pending_rows_loses_nothing_sends_nothing_twice(units, m
     rows = [r for r in _stored(masakari_api, units.hostname)
             if r["payload"].get("instance_uuid") in wanted]
     assert sorted(r["payload"]["instance_uuid"] for r in rows) == sorted(wanted)
+    for instance in wanted:  # POSTed once each: a re-send would be a 409, not a stored row
+        assert _sent(masakari_api, units.hostname, "instance_uuid", instance) == [202]
     assert {r["state"] for r in _outbox(units) if str(r["id"]) in ids} == {"delivered"}
 
 
@@ -406,6 +417,7 @@ def test_hacluster_alert_agent_hands_over_through_state_group(units, masakari_ap
         assert len(rows) == 1
         assert rows[0]["payload"] == {"event": "STOPPED", "cluster_status": "OFFLINE",
                                       "host_status": "NORMAL"}
+        assert _sent(masakari_api, peer, "event", "STOPPED", "COMPUTE_HOST") == [202]
         # `ha-monitors notify` by hacluster, too
         payload = _vm()
         _notify(units, payload, as_user="hacluster")

@@ -28,3 +28,10 @@ def outbox_rows(conf: Path, hostname: str | None = None) -> list[dict]:
 
 def payloads(api, hostname: str) -> list[dict]:
     return [n["payload"] for n in api.notifications(type="COMPUTE_HOST", hostname=hostname)]
+
+
+def sent(api, hostname: str) -> list[tuple[dict, int | None]]:
+    """(payload, answer status) of every COMPUTE_HOST notification POSTed about
+    ``hostname``, in order: an exactly-once claim counts these, because the API answers a
+    re-send 409 and stores nothing, so payloads() cannot show it."""
+    return [(p.payload, p.status) for p in api.posts(type="COMPUTE_HOST", hostname=hostname)]

@@ -8,7 +8,7 @@ import time
 
 from tests.fixtures.cib import Cib
 from tests.helpers import BIN, wait_for, write_conf
-from tests.hostmonitor.peers.helpers import PeerDaemon, outbox_rows, payloads
+from tests.hostmonitor.peers.helpers import PeerDaemon, outbox_rows, payloads, sent
 
 STOPPED_NORMAL = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORMAL"}
 STOPPED_UNKNOWN = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
@@ -59,6 +59,7 @@ def test_fencing_alert_returns_fast_with_api_down_and_is_delivered_later(
     with PeerDaemon(conf):  # its delivery worker sends what the agent queued
         got = wait_for(lambda: payloads(masakari_api, n["peer"]), 15, what="stored")
     assert got == [STOPPED_NORMAL]
+    assert sent(masakari_api, n["peer"]) == [(STOPPED_NORMAL, 202)]  # POSTed once
 
 
 def test_node_lost_without_fencing_is_unknown_then_back_is_started(
@@ -72,11 +73,12 @@ def test_node_lost_without_fencing_is_unknown_then_back_is_started(
         assert rc == 0 and took < 5, err
         # no fencing alert within stonith_wait (2 s) and no fencer → UNKNOWN
         got = wait_for(lambda: payloads(masakari_api, n["peer"]), 15, what="UNKNOWN stored")
-        assert got == [STOPPED_UNKNOWN]
+        assert sent(masakari_api, n["peer"]) == [(STOPPED_UNKNOWN, 202)]
         rc, _, err = alert(conf, cib, kind="node", node=n["peer"], nodeid=2, desc="member")
         assert rc == 0, err
         wait_for(lambda: len(payloads(masakari_api, n["peer"])) == 2, 15, what="STARTED")
         assert payloads(masakari_api, n["peer"])[1] == STARTED
+        assert sent(masakari_api, n["peer"]) == [(STOPPED_UNKNOWN, 202), (STARTED, 202)]
 
 
 def test_lost_then_fenced_gives_one_normal_report(tmp_path, masakari_api, peer_names):
@@ -91,7 +93,7 @@ def test_lost_then_fenced_gives_one_normal_report(tmp_path, masakari_api, peer_n
                      )[0] == 0
         wait_for(lambda: payloads(masakari_api, n["peer"]), 15, what="stored")
         time.sleep(7)  # past stonith_wait: the waiter must not add an UNKNOWN
-        assert payloads(masakari_api, n["peer"]) == [STOPPED_NORMAL]
+        assert sent(masakari_api, n["peer"]) == [(STOPPED_NORMAL, 202)]  # one, POSTed once
 
 
 def test_lost_without_quorum_and_failed_fencing_report_nothing(

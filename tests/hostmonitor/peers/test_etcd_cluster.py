@@ -17,7 +17,7 @@ import pytest
 from tests.fixtures.etcd_cluster import EtcdCluster
 from tests.fixtures.masakari_api import MasakariAPI, available
 from tests.helpers import wait_for, write_conf
-from tests.hostmonitor.peers.helpers import PeerDaemon, outbox_rows, payloads
+from tests.hostmonitor.peers.helpers import PeerDaemon, outbox_rows, payloads, sent
 
 TTL = 2
 STOPPED = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
@@ -121,9 +121,9 @@ def test_isolated_host_is_reported_once_and_reports_nobody_then_started(env, pee
     wait_for(lambda: payloads(env.api, name), 2 * TTL + 8, what="STOPPED stored")
     detection = time.monotonic() - t0
     time.sleep(TTL + 1)  # the other members and the isolated one had time to add more
-    assert payloads(env.api, name) == [STOPPED], "exactly one report stored"
+    assert sent(env.api, name) == [(STOPPED, 202)], "exactly one report sent"
     others = [n for i, n in enumerate(p.names) if i != victim]
-    assert all(payloads(env.api, n) == [] for n in others)
+    assert all(sent(env.api, n) == [] for n in others)
     # the isolated host queued nothing about anybody (it reports nobody)
     assert outbox_rows(p.confs[victim]) == []
     # TTL + margin; when the isolated member was the etcd leader, etcd re-grants every lease
@@ -132,6 +132,7 @@ def test_isolated_host_is_reported_once_and_reports_nobody_then_started(env, pee
     env.cluster.heal(victim)
     wait_for(lambda: len(payloads(env.api, name)) == 2, 20, what="STARTED stored")
     assert payloads(env.api, name) == [STOPPED, STARTED]
+    assert sent(env.api, name) == [(STOPPED, 202), (STARTED, 202)]
 
 
 def test_reporter_killed_during_a_failure_still_one_report(env, peers):
@@ -143,12 +144,12 @@ def test_reporter_killed_during_a_failure_still_one_report(env, peers):
     name = p.names[victim]
     wait_for(lambda: payloads(env.api, name), 2 * TTL + 8, what="STOPPED from the new reporter")
     time.sleep(TTL)
-    assert payloads(env.api, name) == [STOPPED]
+    assert sent(env.api, name) == [(STOPPED, 202)]
     survivor = 3 - reporter - victim
     assert p.reporter() in (survivor, None)
     # the dead reporter's host is itself reported, once, by the survivor
     wait_for(lambda: payloads(env.api, p.names[reporter]), 2 * TTL + 6, what="reporter down")
-    assert payloads(env.api, p.names[reporter]) == [STOPPED]
+    assert sent(env.api, p.names[reporter]) == [(STOPPED, 202)]
 
 
 class SimulatedMembers:
@@ -204,9 +205,10 @@ def test_mass_failure_is_an_operator_alert_not_an_evacuation(env, peers):
         wait_for(lambda: p.client.get(p.prefix + "/mass-failure"), TTL + 6,
                  what="mass failure key")
         time.sleep(TTL)
-        assert all(payloads(env.api, n) == [] for n in sims[2:7])
+        assert all(sent(env.api, n) == [] for n in sims[2:7])
         assert "MASS FAILURE" in "".join(d.log_text() for d in p.daemons)
-        assert all(payloads(env.api, n) == [] for n in sims[7:] + p.names)
+        assert all(sent(env.api, n) == [] for n in sims[7:] + p.names)
+        assert all(sent(env.api, n) == [(STOPPED, 202)] for n in sims[:2])
     finally:
         members.close()
 
@@ -229,7 +231,7 @@ def test_dead_peer_is_normal_only_after_its_self_fence_deadline(env, peers):
     wait_for(lambda: payloads(env.api, name), DEADLINE + TTL + 8, what="NORMAL stored")
     assert time.monotonic() - t0 >= DEADLINE + 1
     time.sleep(1)
-    assert payloads(env.api, name) == [FENCED]
+    assert sent(env.api, name) == [(FENCED, 202)]
     rows = [r for c in p.confs for r in outbox_rows(c, name)]
     assert len(rows) == 1 and rows[0]["decision"]["fencing"].startswith("self-fenced: keys "
                                                                           "expired")
@@ -266,6 +268,9 @@ def test_unfit_host_self_fences_then_peers_say_normal(env, peers, tmp_path):
         # the host's own UNKNOWN may or may not have left before the fence: never NORMAL
         assert got.count(FENCED) == 1 and got[-1] == FENCED
         assert all(x["host_status"] == "UNKNOWN" for x in got[:-1])
+        # and the NORMAL was POSTed once (a re-send would be a 409 that got[] cannot show)
+        assert [status for payload, status in sent(env.api, name)
+                if payload == FENCED] == [202]
         own = outbox_rows(p.confs[victim], name)
         assert [r["notification"]["payload"]["host_status"] for r in own] == ["UNKNOWN"]
     finally:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.fixtures.cib import Cib
 from tests.helpers import wait_for, write_conf
-from tests.hostmonitor.peers.helpers import PeerDaemon, payloads
+from tests.hostmonitor.peers.helpers import PeerDaemon, payloads, sent
 
 STOPPED_UNKNOWN = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
 STOPPED_NORMAL = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORMAL"}
@@ -35,14 +35,17 @@ def test_offline_at_start_is_reported_unknown_when_fencer_unreachable_then_back(
         # No silent baseline: the peer offline at start is reported. With CIB_file the real
         # stonith_admin cannot reach a fencer (exit 102) → fencing unconfirmed → UNKNOWN.
         got = wait_for(lambda: payloads(masakari_api, n["peer"]), 15, what="STOPPED stored")
-        assert got == [STOPPED_UNKNOWN]
+        assert sent(masakari_api, n["peer"]) == [(STOPPED_UNKNOWN, 202)]  # POSTed once
         cib.write({n["me"]: True, n["peer"]: True}, remotes={n["remote"]: False})
         wait_for(lambda: len(payloads(masakari_api, n["peer"])) == 2, 15, what="STARTED")
         assert payloads(masakari_api, n["peer"])[1] == STARTED
         # a pacemaker-remote node going offline is a peer failure too
         got = wait_for(lambda: payloads(masakari_api, n["remote"]), 15, what="remote STOPPED")
         assert got == [STOPPED_UNKNOWN]
-        assert payloads(masakari_api, n["me"]) == []
+        assert sent(masakari_api, n["me"]) == []
+        time.sleep(2)  # two more polls: the same views must not be sent again
+        assert sent(masakari_api, n["peer"]) == [(STOPPED_UNKNOWN, 202), (STARTED, 202)]
+        assert sent(masakari_api, n["remote"]) == [(STOPPED_UNKNOWN, 202)]
 
 
 def test_crm_mon_failure_is_named_once_in_status(tmp_path, masakari_api, peer_names):
@@ -72,6 +75,8 @@ def test_no_report_without_quorum_nor_when_self_offline(tmp_path, masakari_api, 
         cib.write({n["me"]: True, n["peer"]: False, n["other"]: True}, quorum=True)
         got = wait_for(lambda: payloads(masakari_api, n["peer"]), 15, what="STOPPED stored")
         assert got == [STOPPED_NORMAL]  # disable_ipmi_check: no fencing confirmation needed
+        time.sleep(2)  # two more polls of the same view
+        assert sent(masakari_api, n["peer"]) == [(STOPPED_NORMAL, 202)]
         assert "no quorum" in d.log_text()
 
 
@@ -89,6 +94,8 @@ def test_flapping_is_damped_by_monitoring_samples(tmp_path, masakari_api, peer_n
         cib.write({n["me"]: True, n["peer"]: False})
         got = wait_for(lambda: payloads(masakari_api, n["peer"]), 15, what="STOPPED stored")
         assert got == [STOPPED_UNKNOWN]
+        time.sleep(2)  # two more polls of the same view
+        assert sent(masakari_api, n["peer"]) == [(STOPPED_UNKNOWN, 202)]
 
 
 def test_restart_neither_repeats_nor_forgets(tmp_path, masakari_api, peer_names):
@@ -104,3 +111,5 @@ def test_restart_neither_repeats_nor_forgets(tmp_path, masakari_api, peer_names)
     with _daemon(tmp_path, masakari_api, n["me"], cib):
         wait_for(lambda: len(payloads(masakari_api, n["peer"])) == 2, 15, what="STARTED")
     assert payloads(masakari_api, n["peer"]) == [STOPPED_UNKNOWN, STARTED]
+    # neither repeated at the API's door (a repeat would be 409'd, not stored)
+    assert sent(masakari_api, n["peer"]) == [(STOPPED_UNKNOWN, 202), (STARTED, 202)]
