@@ -695,6 +695,12 @@ class Outbox:
         if not drivers:
             return None
         marks = ",".join("?" * len(drivers))
+        now = time.time()
+        for (owner,) in self._read("SELECT DISTINCT lease_owner FROM recoveries WHERE ended IS"
+                                   f" NULL AND lease_until > ? AND driver IN ({marks})",
+                                   [now, *drivers]):
+            if owner != self.owner and not owner_alive(owner):
+                return now  # left by a process that died: due now, its lease is void
         rows = self._read(
             "SELECT MIN(due) FROM (SELECT MAX(next_at, COALESCE(lease_until, 0)) AS due FROM "
             f"recoveries WHERE ended IS NULL AND driver IN ({marks}) UNION ALL "

@@ -47,8 +47,9 @@ def test_no_engine_the_follow_up_gives_up_at_its_bound_and_says_so(tmp_path, mas
         worker.start()
         try:
             nid = box.put(_vm(host), source="test/vm", drivers=["masakari"]).id
-            row = wait_for(lambda: (r := ReadModel(box).get(nid))["deliveries"][0]
-                           ["recovery"] and r, 10, what="the first look")
+            row = wait_for(lambda: ((r := ReadModel(box).get(nid))["deliveries"][0]
+                                    ["recovery"] or {}).get("polls") and r, 10,
+                           what="the first look")
             first = row["deliveries"][0]["recovery"]
             assert first["status"] == "new" and first["ended"] is None  # masakari's own
             done = wait_for(lambda: (r := ReadModel(box).get(nid))["deliveries"][0]
@@ -165,3 +166,68 @@ class _Timed(list):
 
     def append(self, item):
         super().append((*item, time.monotonic()))
+
+
+def test_a_bad_answer_is_a_clear_error_and_following_goes_on(tmp_path, masakari_api, host):
+    """What the driver says when it cannot read a status (never raises), and that the
+    follower records it in the history and asks again."""
+    proxy = FlakyProxy(masakari_api.url)
+    try:
+        conf = recovery_conf(tmp_path, masakari_api)
+        driver = drivers.load(conf, ["masakari"])["masakari"]
+        status, text = driver.recovery_status(str(uuid.uuid4()))
+        assert status is None and text.startswith("404: No notification with id "), text
+        conf.set_override("endpoint", masakari_api.url, group="api")  # no /v1
+        driver.close()
+        status, text = driver.recovery_status(str(uuid.uuid4()))
+        assert status is None and "[api] endpoint end with /v1" in text, text
+        driver.close()
+
+        conf.set_override("endpoint", proxy.url + "/v1", group="api")
+        for key, value in FOLLOW.items():
+            conf.set_override(key, value, group="delivery")
+        box = Outbox(str(tmp_path / "state" / "outbox.sqlite"))
+        worker = DeliveryWorker(conf, box, drivers.load(conf, ["masakari"]))
+        nid = box.put(_vm(host), source="test/vm", drivers=["masakari"]).id
+        assert worker.run_once(nid)
+        assert ReadModel(box).get(nid)["state"] == "delivered"
+        with proxy._lock:
+            proxy.script.append(502)  # what the first GET gets
+        follower = worker.follower
+        wait_for(lambda: follower.run_once(), 5, what="the first look")
+        wait_for(lambda: follower.run_once(), 5, what="the second look")
+        worker.stop(1)
+        seen = [h for h in ReadModel(box).get(nid)["history"] if h["kind"] == "recovery"]
+        assert seen[0]["status"] is None and seen[0]["error"].startswith("HTTP 502 from ")
+        assert "(not a Masakari answer)" in seen[0]["error"]
+        assert seen[1]["status"] == "new" and "error" not in seen[1]
+    finally:
+        proxy.close()
+
+
+def test_a_restarted_process_takes_over_what_a_dead_one_was_following(tmp_path,
+                                                                       masakari_api, host):
+    """What to follow comes from the outbox: a delivery made while following was off is
+    picked up when it is on; a follow-up claimed by a process that died (its lease names
+    a pid that is gone) is taken over at once, not after the lease."""
+    conf = recovery_conf(tmp_path, masakari_api)
+    for key, value in {**FOLLOW, "follow_max_age": 60.0, "follow_recovery": False}.items():
+        conf.set_override(key, value, group="delivery")
+    path = str(tmp_path / "state" / "outbox.sqlite")
+    box = Outbox(path)
+    worker = DeliveryWorker(conf, box, drivers.load(conf, ["masakari"]))
+    nid = box.put(_vm(host), source="test/vm", drivers=["masakari"]).id
+    assert worker.run_once(nid)
+    assert not worker.follower.enabled
+    conf.set_override("follow_recovery", True, group="delivery")
+    dead = Outbox(path)
+    dead.owner = "999999:1"  # a pid that does not run: what a SIGKILLed daemon leaves
+    names = ["masakari"]
+    wait_for(lambda: dead.claim_follow_up(names, time.time() - 60, 0.3, lease=600), 5,
+             what="the dead process's claim")
+    follower = Follower(conf, box, drivers.load(conf, names))
+    assert follower.run_once()  # long before the 600 s lease ends
+    rec = ReadModel(box).get(nid)["deliveries"][0]["recovery"]
+    assert rec["status"] == "new" and rec["polls"] == 1
+    dead.close()
+    box.close()
