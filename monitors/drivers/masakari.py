@@ -138,14 +138,14 @@ class MasakariDriver(Driver):
             resp = self._ks_adapter().get(path, microversion="1.0", raise_exc=False,
                                           headers={"Accept": "application/json"})
         except ks_exc.Unauthorized as exc:
-            self.close()  # authenticate again on the next call
+            self._reauthenticate()
             return None, mask_text(f"401: {exc}")
         except (ks_exc.ClientException, OSError, http.client.HTTPException) as exc:
             return None, mask_text(f"{type(exc).__name__}: {exc}")
         status = resp.status_code
         response = post.Response(status, resp.url, resp.content or b"")
         if status in (401, 403):
-            self.close()
+            self._reauthenticate()
             return None, mask_text(f"{status}: {_error_text(response)}")
         if status >= 400:
             fault = masakari_fault(status, response)
@@ -165,6 +165,16 @@ class MasakariDriver(Driver):
         if found not in STATUSES:
             return None, f"HTTP {status}: unknown notification status {found!r}"
         return found, f"updated_at {doc.get('updated_at') or doc.get('created_at') or '?'}"
+
+    def _reauthenticate(self) -> None:
+        """A refused token on the follow-up's GET: get a new one at the next call, without
+        closing the connections a delivery thread may be posting on."""
+        session = self._session
+        if session is not None:
+            try:
+                session.invalidate()
+            except Exception:  # noqa: BLE001 - then the next POST's 401 drops the session
+                LOG.debug("invalidating the token failed", exc_info=True)
 
     def close(self) -> None:
         poster, self._poster = self._poster, None
