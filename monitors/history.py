@@ -7,9 +7,10 @@ their deliveries and history, the history tail, the counts and ages that ``statu
 
 Every alert is a notification row with its detection source, the decision that produced it
 (filter row, matrix row, restart attempts, ...) and its history (duplicates, every delivery
-attempt and the recipient's answer, the API's notification_uuid). Nothing here keeps state of
-its own: the outbox is the record, this module only reads and renders it (table or JSON),
-and ``--follow`` tails the outbox's history table.
+attempt and the recipient's answer, the API's notification_uuid, and what the engine then
+did with it: monitors/follow.py). Nothing here keeps state of its own: the outbox is the
+record, this module only reads and renders it (table or JSON), and ``--follow`` tails the
+outbox's history table.
 """
 from __future__ import annotations
 
