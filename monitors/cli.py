@@ -152,9 +152,16 @@ def cmd_outbox(args) -> int:
             print(f"notification {args.id}: {n} delivery(ies) queued again")
             return 0
         if args.action == "ack":
+            from monitors import follow
+
+            if follow.acknowledge(box, args.id, args.note or ""):
+                print(f"notification {args.id}: its failed or unfinished recovery "
+                      "acknowledged: kept with its history, no longer reported by status")
+                return 0
             if not box.acknowledge(args.id, args.note or ""):
                 print(f"ha-monitors outbox ack: notification {args.id} is {row['state']}; "
-                      "only rejected or expired ones are acknowledged", file=sys.stderr)
+                      "only rejected or expired ones, or a recovery that failed or did not "
+                      "finish, are acknowledged", file=sys.stderr)
                 return 1
             print(f"notification {args.id} ({row['state']}) acknowledged: kept with its "
                   "history, no longer reported by status")
@@ -448,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pending-crit", type=float, default=600.0,
                    help="oldest pending notification age for CRITICAL (seconds)")
     p.add_argument("--window", type=float, default=86400.0,
-                   help="rejected/expired notifications younger than this need attention")
+                   help="rejected/expired notifications, and failed recoveries, younger than "
+                        "this need attention")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 

@@ -256,6 +256,24 @@ delivery_opts = [
                help="Delivery threads per daemon (all daemons of a host share the outbox)."),
     cfg.FloatOpt("idle_poll_interval", default=0.25, min=0.05,
                  help="Safety-net poll of the outbox for rows queued by other processes."),
+    cfg.BoolOpt("follow_recovery", default=True,
+                help="After Masakari accepted a notification (202 with its "
+                     "notification_uuid), follow what masakari-engine does with it (new, "
+                     "running, finished, failed, ignored, error) with a low-rate, bounded "
+                     "GET /v1/notifications/<uuid> (microversion 1.0), and record it in the "
+                     "outbox: ha-monitors history shows it, status reports a recovery that "
+                     "ended failed as CRITICAL until acknowledged (outbox ack). One process "
+                     "of those sharing the outbox polls each notification."),
+    cfg.FloatOpt("follow_first_interval", default=5.0, min=0.05,
+                 help="Seconds after the delivery of the first look at the recovery; each "
+                      "next look waits twice as long (with jitter), up to "
+                      "follow_max_interval."),
+    cfg.FloatOpt("follow_max_interval", default=60.0, min=0.05,
+                 help="Cap in seconds of the interval between two looks at one recovery."),
+    cfg.FloatOpt("follow_max_age", default=3600.0, min=1.0,
+                 help="Seconds after the delivery when a recovery without a final status "
+                      "(still new, running or error) is no longer followed; it is then "
+                      "reported (history, a status WARNING, or CRITICAL if it was error)."),
 ]
 
 webhook_opts = [

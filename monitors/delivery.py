@@ -4,7 +4,8 @@ the answer. The only retry loop of the project: sources and drivers never retry.
 The policy lives here, the outbox only stores it: when to ask again (backoff), when a row
 has waited too long ([delivery] max_age: expired), and the per-driver gate that keeps an
 unreachable recipient from being hammered with the whole backlog. While a backlog drains,
-each answer is recorded together with the next claim (one transaction per delivery)."""
+each answer is recorded together with the next claim (one transaction per delivery).
+The worker also starts the follow-up of what it delivered (monitors/follow.py)."""
 from __future__ import annotations
 
 import logging
@@ -52,6 +53,10 @@ class DeliveryWorker:
         self._failures: dict[str, int] = {}
         self._retention_lock = threading.Lock()
         self._retention_due = 0.0  # monotonic: at the first loop, then hourly
+        # After a 202: what the engine does with it (monitors/follow.py), one thread.
+        from monitors.follow import Follower
+
+        self.follower = Follower(conf, outbox, drivers)
 
     # -- one delivery -----------------------------------------------------------------------
     def deliver(self, claim: Claim) -> str:
@@ -125,6 +130,8 @@ class DeliveryWorker:
         metrics.delivery_answered(claim.driver, outcome, answer.status, claim.created_at)
         fields = {**claim.notification.subject(), "NOTIFICATION_ID": claim.notification_id,
                   "DELIVERY_STATE": state, "DRIVER": claim.driver}
+        if outcome.accepted and answer.remote_id:
+            self.follower.wake()  # its first look is due soon
         if outcome.accepted:
             log.event(LOG, logging.INFO, "notification %s delivered via %s (%s, %s)",
                       claim.notification_id, claim.driver, outcome,
@@ -272,14 +279,17 @@ class DeliveryWorker:
             t = threading.Thread(target=self._loop, name=f"delivery-{i}", daemon=True)
             t.start()
             self._workers.append(t)
+        self.follower.start()
 
     def stop(self, timeout: float) -> None:
         """Let in-flight sends finish (bounded by the HTTP timeout); queued rows stay."""
         self._stop.set()
+        self.follower._stop.set()
         self.outbox.wake()
         deadline = time.monotonic() + timeout
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))
+        self.follower.stop(deadline - time.monotonic())
         self._workers = [t for t in self._workers if t.is_alive()]
         for driver in self.drivers.values():
             driver.close()

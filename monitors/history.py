@@ -7,9 +7,10 @@ their deliveries and history, the history tail, the counts and ages that ``statu
 
 Every alert is a notification row with its detection source, the decision that produced it
 (filter row, matrix row, restart attempts, ...) and its history (duplicates, every delivery
-attempt and the recipient's answer, the API's notification_uuid). Nothing here keeps state of
-its own: the outbox is the record, this module only reads and renders it (table or JSON),
-and ``--follow`` tails the outbox's history table.
+attempt and the recipient's answer, the API's notification_uuid, and what the engine then
+did with it: monitors/follow.py). Nothing here keeps state of its own: the outbox is the
+record, this module only reads and renders it (table or JSON), and ``--follow`` tails the
+outbox's history table.
 """
 from __future__ import annotations
 
@@ -132,9 +133,51 @@ class ReadModel:
     def last_event_id(self) -> int:
         return self.box.query("SELECT COALESCE(MAX(id), 0) FROM history")[0][0]
 
+    # -- what the recipient did with delivered notifications (monitors/follow.py) ------------
+    def recoveries(self, ids: Iterable[int]) -> dict[int, dict]:
+        """The recovery follow-ups of these notifications, by delivery id: the status last
+        seen (None: none read yet), polls, ended (None: still followed, 'final', 'bound':
+        given up), when it was last polled, and whether an operator acknowledged it since."""
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = self.box.query(
+            "SELECT r.*, (SELECT MAX(h.id) FROM history h WHERE h.notification_id = "
+            "r.notification_id AND h.kind = 'acknowledged') > COALESCE((SELECT MAX(h.id) "
+            "FROM history h WHERE h.delivery_id = r.delivery_id AND h.kind = 'recovery'), 0)"
+            " AS acknowledged FROM recoveries r WHERE r.notification_id IN "
+            f"({','.join('?' * len(ids))})", ids)
+        return {r["delivery_id"]: _recovery(r) for r in rows}
+
+    def recovery_list(self, since: float | None = None, limit: int = 1000) -> list[dict]:
+        """Follow-ups of notifications delivered since ``since``, oldest first, each with
+        its notification's type and hostname: what ``status`` judges."""
+        rows = self.box.query(
+            "SELECT r.notification_id FROM recoveries r WHERE r.delivered_at >= ? "
+            "ORDER BY r.delivery_id LIMIT ?", (since or 0.0, limit))
+        found = self.recoveries(r[0] for r in rows)
+        kinds = {r["id"]: (r["type"], r["hostname"]) for r in self.box.query(
+            "SELECT id, type, hostname FROM notifications WHERE id IN "
+            f"({','.join('?' * len(found))})", [f["notification_id"] for f in found.values()])
+        } if found else {}
+        return [{**f, "type": kinds[f["notification_id"]][0],
+                 "hostname": kinds[f["notification_id"]][1]}
+                for _, f in sorted(found.items()) if f["notification_id"] in kinds]
+
+    def recovery_counts(self) -> dict[tuple[str, str], int]:
+        """Followed notifications in the outbox by (type, status last seen; 'unknown' when
+        none could be read)."""
+        rows = self.box.query(
+            "SELECT n.type, COALESCE(r.status, 'unknown'), COUNT(*) FROM recoveries r JOIN "
+            "notifications n ON n.id = r.notification_id GROUP BY 1, 2")
+        return {(r[0], r[1]): r[2] for r in rows}
+
     def _describe(self, row, with_history: bool = False) -> dict:
         deliveries = [{k: d[k] for k in _DELIVERY_KEYS} for d in self.box.query(
             "SELECT * FROM deliveries WHERE notification_id = ? ORDER BY id", (row["id"],))]
+        followed = self.recoveries([row["id"]])
+        for d in deliveries:
+            d["recovery"] = followed.get(d["id"])
         out = {"id": row["id"], "created_at": row["created_at"], "state": row["state"],
                "source": row["source"], "decision": json.loads(row["decision"]),
                "notification": Notification(row["type"], row["hostname"],
@@ -145,6 +188,15 @@ class ReadModel:
             out["history"] = [_history_entry(r) for r in self.box.query(
                 "SELECT * FROM history WHERE notification_id = ? ORDER BY id", (row["id"],))]
         return out
+
+
+def _recovery(row) -> dict:
+    return {"notification_id": row["notification_id"], "delivery_id": row["delivery_id"],
+            "driver": row["driver"], "remote_id": row["remote_id"], "status": row["status"],
+            "polls": row["polls"], "ended": row["ended"], "last_error": row["last_error"],
+            "delivered_at": row["delivered_at"], "updated_at": row["updated_at"],
+            "next_at": None if row["ended"] else row["next_at"],
+            "acknowledged": bool(row["acknowledged"])}
 
 
 def _history_entry(row) -> dict:
@@ -257,10 +309,48 @@ def describe_event(entry: dict) -> str:
         return f"SUPERSEDED, not delivered: {entry.get('why', '?')}"
     if kind == "retry":
         return f"operator retry: {entry.get('deliveries')} delivery(ies) queued again"
+    if kind == "recovery":
+        return describe_recovery(entry)
     if kind == "acknowledged":
         note = f": {entry['note']}" if entry.get("note") else ""
+        if entry.get("recovery"):
+            return f"acknowledged by the operator (recovery {entry['recovery']}){note}"
         return f"acknowledged by the operator ({entry.get('state')}, not retried){note}"
     return _compact({k: v for k, v in entry.items() if k not in ("id", "at", "kind")})
+
+
+def describe_recovery(entry: dict) -> str:
+    """A ``recovery`` history row (monitors/follow.py): what the engine did, when."""
+    status = entry.get("status") or "unknown"
+    shown = status.upper() if status in ("failed", "error") else status
+    when = f"{entry.get('after', 0):.1f}s after delivery, poll {entry.get('polls')}"
+    head = f"{entry.get('driver')}: recovery"
+    if entry.get("ended") == "bound":
+        text = (f"{head} {shown}, no final status within {entry.get('bound', 0):g}s "
+                f"({when}): no longer followed")
+        return text + (f"; last error: {entry['error'][:160]}" if entry.get("error") else "")
+    if entry.get("error"):
+        return f"{head} status unreadable ({when}): {entry['error'][:160]}"
+    return f"{head} {shown} ({when})"
+
+
+def _recovery_column(row: dict) -> str:
+    """The engine's outcome of each followed delivery: its status (``...`` while followed,
+    ``?`` when following gave up), ``-`` when not followed."""
+    out = []
+    for d in row["deliveries"]:
+        r = d.get("recovery")
+        if not r:
+            continue
+        text = r["status"] or "unknown"
+        if r["ended"] is None:
+            text += "..."
+        elif r["ended"] == "bound":
+            text += "?"
+        if r["acknowledged"]:
+            text += "(acked)"
+        out.append(text)
+    return " ".join(out) or "-"
 
 
 def _api_column(row: dict) -> str:
@@ -275,13 +365,14 @@ def _api_column(row: dict) -> str:
     return " ".join(out)
 
 
-HEADER = ("ID", "DETECTED", "TYPE", "HOST", "SUBJECT", "EVENT", "STATE", "DELIVERY")
+HEADER = ("ID", "DETECTED", "TYPE", "HOST", "SUBJECT", "EVENT", "STATE", "RECOVERY",
+          "DELIVERY")
 
 
 def _summary(row: dict) -> tuple[str, ...]:
     n = row["notification"]
     return (f"#{row['id']}", _when(row["created_at"]), n["type"], n["hostname"], subject(n),
-            event(n), row["state"], _api_column(row))
+            event(n), row["state"], _recovery_column(row), _api_column(row))
 
 
 def render_table(rows: list[dict], out: TextIO, brief: bool = False) -> None:

@@ -148,6 +148,34 @@ class ServiceCollector:
         yield GaugeMetricFamily(PREFIX + "outbox_oldest_pending_age_seconds", "Age of the "
                                 "oldest pending notification; 0 when none is pending.",
                                 value=age)
+        yield from self._recoveries(read)
+
+    @staticmethod
+    def _recoveries(read):
+        """What the engine did with delivered notifications (monitors/follow.py)."""
+        from monitors.follow import needs_attention
+
+        try:
+            counts = read.recovery_counts()
+            pending_ack = sum(1 for r in read.recovery_list(since=time.time() - 86400)
+                              if needs_attention(r["status"], r["ended"]) == "critical"
+                              and not r["acknowledged"])
+        except Exception as exc:  # noqa: BLE001 - a scrape must never break the daemon
+            LOG.warning("metrics: cannot read the recovery follow-ups: %s", exc)
+            return
+        family = GaugeMetricFamily(PREFIX + "recovery_notifications", "Delivered "
+                                   "notifications in this host's outbox whose recovery is "
+                                   "followed, by notification type and the engine's status "
+                                   "last seen (new, running, error, finished, failed, "
+                                   "ignored; unknown: none read yet).",
+                                   labels=["type", "status"])
+        for (type_, status), n in sorted(counts.items()):
+            family.add_metric([type_, status], n)
+        yield family
+        yield GaugeMetricFamily(PREFIX + "recovery_failures_unacknowledged", "Recoveries of "
+                                "the last 24 h that ended failed (or error) and no operator "
+                                "acknowledged yet (ha-monitors outbox ack): what makes "
+                                "status CRITICAL.", value=pending_ack)
 
 
 class Endpoint:

@@ -92,6 +92,31 @@ CREATE TABLE IF NOT EXISTS probe (
     at     REAL NOT NULL
 );
 """
+# What the recipient did with a delivered notification (monitors/follow.py asks, at a low
+# rate, bounded): one row per followed delivery, claimed with a lease like a delivery so
+# several processes sharing the outbox never poll one notification together. ``ended``:
+# NULL while followed, 'final' (a final status was seen) or 'bound' (given up).
+_RECOVERY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS recoveries (
+    delivery_id     INTEGER PRIMARY KEY REFERENCES deliveries (id) ON DELETE CASCADE,
+    notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+    driver          TEXT    NOT NULL,
+    remote_id       TEXT    NOT NULL,
+    delivered_at    REAL    NOT NULL,
+    status          TEXT,
+    polls           INTEGER NOT NULL DEFAULT 0,
+    next_at         REAL    NOT NULL,
+    ended           TEXT,
+    last_error      TEXT,
+    lease_owner     TEXT,
+    lease_until     REAL,
+    updated_at      REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recoveries_due ON recoveries (next_at) WHERE ended IS NULL;
+CREATE INDEX IF NOT EXISTS recoveries_notification ON recoveries (notification_id);
+CREATE INDEX IF NOT EXISTS deliveries_answered
+    ON deliveries (updated_at) WHERE state = 'delivered' AND remote_id IS NOT NULL;
+"""
 # Columns added after the first release: (table, column, declaration), added to an older
 # file when it is opened.
 _ADDED_COLUMNS = (
@@ -177,6 +202,20 @@ class Candidate:
 
 
 @dataclasses.dataclass(frozen=True)
+class FollowUp:
+    """One delivered notification whose recovery this process asks about next (reserved
+    by claim_follow_up(), then record_follow_up())."""
+    delivery_id: int
+    notification_id: int
+    driver: str
+    remote_id: str
+    delivered_at: float
+    status: str | None
+    polls: int
+    last_error: str | None
+
+
+@dataclasses.dataclass(frozen=True)
 class PutResult:
     id: int
     queued: bool  # False: an identical notification was already pending (deduplicated)
@@ -216,7 +255,7 @@ class Outbox:
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
+                for statement in filter(str.strip, (_SCHEMA + _RECOVERY_SCHEMA).split(";")):
                     db.execute(statement)
                 for table, column, decl in _ADDED_COLUMNS:
                     have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
@@ -721,6 +760,82 @@ class Outbox:
         if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
             raise ValueError("Outbox.query reads; writes go through put/claim/finish")
         return self._read(sql, args)
+
+    # -- following the recovery (policy: monitors/follow.py) ---------------------------------
+    _ANSWERED = ("FROM deliveries d WHERE d.state = 'delivered' AND d.remote_id IS NOT NULL "
+                 "AND d.updated_at >= ? AND d.driver IN ({}) AND NOT EXISTS (SELECT 1 FROM "
+                 "recoveries r WHERE r.delivery_id = d.id)")
+
+    def next_follow_up(self, drivers: Iterable[str], since: float,
+                       first: float) -> float | None:
+        """When the next follow-up is due (wall clock; None: nothing to follow): a
+        delivery answered with a remote id since ``since`` and not followed yet is due
+        ``first`` seconds after its answer."""
+        drivers = list(drivers)
+        if not drivers:
+            return None
+        marks = ",".join("?" * len(drivers))
+        now = time.time()
+        for (owner,) in self._read("SELECT DISTINCT lease_owner FROM recoveries WHERE ended IS"
+                                   f" NULL AND lease_until > ? AND driver IN ({marks})",
+                                   [now, *drivers]):
+            if owner != self.owner and not owner_alive(owner):
+                return now  # left by a process that died: due now, its lease is void
+        rows = self._read(
+            "SELECT MIN(due) FROM (SELECT MAX(next_at, COALESCE(lease_until, 0)) AS due FROM "
+            f"recoveries WHERE ended IS NULL AND driver IN ({marks}) UNION ALL "
+            f"SELECT MIN(d.updated_at) + ? {self._ANSWERED.format(marks)})",
+            [*drivers, first, since, *drivers])
+        return rows[0][0]
+
+    def claim_follow_up(self, drivers: Iterable[str], since: float, first: float,
+                        lease: float) -> FollowUp | None:
+        """Reserve the most overdue follow-up for this process (a lease, as claim());
+        deliveries answered with a remote id since ``since`` get their follow-up row
+        first, due ``first`` seconds after the answer."""
+        drivers = list(drivers)
+        if not drivers:
+            return None
+        marks = ",".join("?" * len(drivers))
+        now = time.time()
+        with self._write(durable=False) as db:
+            db.execute("INSERT OR IGNORE INTO recoveries (delivery_id, notification_id, "
+                       "driver, remote_id, delivered_at, next_at, updated_at) SELECT d.id, "
+                       "d.notification_id, d.driver, d.remote_id, d.updated_at, "
+                       f"d.updated_at + ?, ? {self._ANSWERED.format(marks)}",
+                       (first, now, since, *drivers))
+            for (owner,) in db.execute("SELECT DISTINCT lease_owner FROM recoveries WHERE "
+                                       "ended IS NULL AND lease_until > ?", (now,)).fetchall():
+                if owner != self.owner and not owner_alive(owner):
+                    db.execute("UPDATE recoveries SET lease_owner = NULL, lease_until = NULL "
+                               "WHERE ended IS NULL AND lease_owner = ?", (owner,))
+            row = db.execute(
+                f"SELECT * FROM recoveries WHERE ended IS NULL AND driver IN ({marks}) AND "
+                "next_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
+                "ORDER BY next_at LIMIT 1", (*drivers, now, now)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE recoveries SET lease_owner = ?, lease_until = ? "
+                       "WHERE delivery_id = ?", (self.owner, now + lease, row["delivery_id"]))
+        return FollowUp(row["delivery_id"], row["notification_id"], row["driver"],
+                        row["remote_id"], row["delivered_at"], row["status"], row["polls"],
+                        row["last_error"])
+
+    def record_follow_up(self, follow_up: FollowUp, *, status: str | None, error: str | None,
+                         next_at: float, ended: str | None, detail: dict | None) -> None:
+        """Store one poll's result: the status seen (None: unreadable, ``error`` says why,
+        the last status seen is kept), when to ask next, whether following ended
+        ('final' or 'bound'); ``detail``, when given, goes into the notification's
+        history as a ``recovery`` row."""
+        now = time.time()
+        with self._write(durable=ended is not None) as db:
+            db.execute("UPDATE recoveries SET status = COALESCE(?, status), polls = polls + 1,"
+                       " next_at = ?, ended = ?, last_error = ?, lease_owner = NULL,"
+                       " lease_until = NULL, updated_at = ? WHERE delivery_id = ?",
+                       (status, next_at, ended, error, now, follow_up.delivery_id))
+            if detail is not None:
+                self._history(db, follow_up.notification_id, "recovery", detail,
+                              delivery_id=follow_up.delivery_id, at=now)
 
 
 def _corrupt(exc: BaseException) -> bool:

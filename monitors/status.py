@@ -160,7 +160,35 @@ def outbox_report(box: Outbox, th: Thresholds, now: float) -> tuple[dict, list[P
                                               f"{(last.get('last_message') or '')[:120]} "
                                               f"(ha-monitors outbox show {row['id']}; then "
                                               f"outbox retry or outbox ack {row['id']})"))
+    problems += recovery_problems(read, th, now)
     return report, problems
+
+
+def recovery_problems(read: ReadModel, th: Thresholds, now: float) -> list[Problem]:
+    """What the engine did with delivered notifications (monitors/follow.py): a recovery
+    that ended failed (or still error when following gave up) is CRITICAL, one in error
+    or without a final status within [delivery] follow_max_age a WARNING, until an
+    operator acknowledges it (outbox ack)."""
+    from monitors.follow import needs_attention
+
+    problems = []
+    for r in read.recovery_list(since=now - th.window):
+        level = needs_attention(r["status"], r["ended"])
+        if level is None or r["acknowledged"]:
+            continue
+        status = r["status"] or "unknown"
+        what = (f"recovery {status.upper()}" if r["ended"] == "final"
+                else f"recovery {status} (the engine retries)" if r["ended"] is None
+                else f"recovery still {status} when following gave up")
+        error = f"; {r['last_error'][:100]}" if r["last_error"] else ""
+        problems.append(Problem(CRITICAL if level == "critical" else WARNING,
+                                f"notification {r['notification_id']} ({r['type']} "
+                                f"{r['hostname']}) {what} at {r['driver']} "
+                                f"{r['remote_id']}{error} (ha-monitors history; then "
+                                f"outbox ack {r['notification_id']})"))
+    return problems[:20] if len(problems) <= 20 else problems[:20] + [Problem(
+        max(p.level for p in problems), f"and {len(problems) - 20} more recoveries need "
+        "attention (ha-monitors history)")]
 
 
 def collect(state_path: str, box: Outbox | None, daemons: list[str] | None,

@@ -15,12 +15,17 @@ retried and worded as what it is, so a host failure is never parked as "rejected
 masakari" because something in between answered. Masakari's 409 means three things
 (masakari 22.0.0): "... is duplicate" (we already delivered it), "... is ignored as the
 host is already under maintenance" and other conflicts; only the first counts as delivered,
-the others are held (kept pending, retried until Masakari takes them)."""
+the others are held (kept pending, retried until Masakari takes them).
+
+``recovery_status`` reads back what masakari-engine did with a delivered notification
+(GET /v1/notifications/<uuid>, microversion 1.0) for the delivery side's follow-up
+(monitors/follow.py); it only reads and classifies, the policy is the follower's."""
 from __future__ import annotations
 
 import http.client
 import json
 import logging
+import urllib.parse
 
 from monitors.drivers import Answer, Driver, classify, post
 from monitors.notification import Notification
@@ -28,6 +33,8 @@ from monitors.secrets import mask_text, mask_url
 from monitors.states import Outcome
 
 LOG = logging.getLogger(__name__)
+# Masakari's notification statuses (masakari 22 objects/fields.py NotificationStatus).
+STATUSES = ("new", "running", "error", "failed", "ignored", "finished")
 
 
 class MasakariDriver(Driver):
@@ -38,6 +45,7 @@ class MasakariDriver(Driver):
         self._session = None
         self._conn = None
         self._poster: post.Poster | None = None
+        self._adapter = None
 
     def _ks_session(self):
         """The keystoneauth session of the ``[api]`` options (auth plugin, TLS, timeout)."""
@@ -67,6 +75,20 @@ class MasakariDriver(Driver):
     def _version(self) -> str:
         return self.conf.api.api_version.lstrip("v") or "1"
 
+    def _ks_adapter(self):
+        """What openstacksdk's instance_ha proxy is: an adapter for the service type with
+        the configured version, so the endpoint is found the same way (for the POST and
+        the follow-up's GET alike)."""
+        if self._adapter is None:
+            from keystoneauth1 import adapter
+
+            api = self.conf.api
+            self._adapter = adapter.Adapter(
+                self._ks_session(), service_type="instance-ha",
+                interface=api.api_interface, region_name=api.region,
+                version=self._version(), allow_version_hack=True)
+        return self._adapter
+
     def send(self, notification: Notification) -> Answer:
         from keystoneauth1 import exceptions as ks_exc
 
@@ -74,15 +96,7 @@ class MasakariDriver(Driver):
         try:
             poster = self._poster
             if poster is None:
-                from keystoneauth1 import adapter
-
-                api = self.conf.api
-                # What openstacksdk's instance_ha proxy is: an adapter for the service type
-                # with the configured version, so the endpoint is found the same way.
-                poster = self._poster = post.Poster(adapter.Adapter(
-                    self._ks_session(), service_type="instance-ha",
-                    interface=api.api_interface, region_name=api.region,
-                    version=self._version(), allow_version_hack=True))
+                poster = self._poster = post.Poster(self._ks_adapter())
             status, url, body = poster.post(
                 "/notifications", {"notification": notification.to_dict()})
         except ks_exc.Unauthorized as exc:
@@ -110,8 +124,61 @@ class MasakariDriver(Driver):
                           "the [api] endpoint end with /v1?")
         return Answer(Outcome.DELIVERED, status, uuid, "accepted")
 
+    def recovery_status(self, remote_id: str) -> tuple[str | None, str]:
+        """What masakari-engine did with a delivered notification: (its status, detail),
+        or (None, why it could not be read). Never raises for a bad answer.
+
+        GET /v1/notifications/<uuid> at microversion 1.0 on the delivery's session: from
+        1.1 on masakari-api asks the engine over RPC for the recovery workflow details
+        and answers 500 when no engine answers, though the status is in its database."""
+        from keystoneauth1 import exceptions as ks_exc
+
+        path = f"/notifications/{urllib.parse.quote(str(remote_id), safe='')}"
+        try:
+            resp = self._ks_adapter().get(path, microversion="1.0", raise_exc=False,
+                                          headers={"Accept": "application/json"})
+        except ks_exc.Unauthorized as exc:
+            self._reauthenticate()
+            return None, mask_text(f"401: {exc}")
+        except (ks_exc.ClientException, OSError, http.client.HTTPException) as exc:
+            return None, mask_text(f"{type(exc).__name__}: {exc}")
+        status = resp.status_code
+        response = post.Response(status, resp.url, resp.content or b"")
+        if status in (401, 403):
+            self._reauthenticate()
+            return None, mask_text(f"{status}: {_error_text(response)}")
+        if status >= 400:
+            fault = masakari_fault(status, response)
+            if fault is None:
+                where = mask_url(response.url or self.conf.api.endpoint or "?")
+                return None, f"HTTP {status} from {where} (not a Masakari answer)"
+            return None, f"{status}: {fault}"
+        try:
+            doc = response.json()["notification"]
+            found, uuid = doc["status"], doc.get("notification_uuid")
+        except (ValueError, KeyError, TypeError) as exc:
+            return None, (f"HTTP {status}: not a Masakari notification document "
+                          f"({type(exc).__name__}: {exc}): does the [api] endpoint end "
+                          "with /v1?")
+        if uuid not in (None, remote_id):
+            return None, f"HTTP {status}: answer is about notification {uuid}, not {remote_id}"
+        if found not in STATUSES:
+            return None, f"HTTP {status}: unknown notification status {found!r}"
+        return found, f"updated_at {doc.get('updated_at') or doc.get('created_at') or '?'}"
+
+    def _reauthenticate(self) -> None:
+        """A refused token on the follow-up's GET: get a new one at the next call, without
+        closing the connections a delivery thread may be posting on."""
+        session = self._session
+        if session is not None:
+            try:
+                session.invalidate()
+            except Exception:  # noqa: BLE001 - then the next POST's 401 drops the session
+                LOG.debug("invalidating the token failed", exc_info=True)
+
     def close(self) -> None:
         poster, self._poster = self._poster, None
+        self._adapter = None
         if poster is not None:
             poster.drop(everyone=True)
         conn, self._conn = self._conn, None

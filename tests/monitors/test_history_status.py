@@ -48,7 +48,7 @@ def test_history_tells_detection_decision_attempts_and_the_api_uuid(tmp_path, ma
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["ID", "DETECTED", "TYPE", "HOST", "SUBJECT", "EVENT", "STATE",
-                                "DELIVERY"]
+                                "RECOVERY", "DELIVERY"]
     head = next(line for line in lines if line.startswith(f"#{delivered} "))
     assert instance in head and "LIFECYCLE/STOPPED_FAILED" in head and " delivered " in head
     assert stored[0]["notification_uuid"] in head
