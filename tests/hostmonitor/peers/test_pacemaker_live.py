@@ -91,7 +91,10 @@ class Live:
                                            "monitoring_interval": 1,
                                            "stonith_wait": STONITH_WAIT, **host},
                                   "hostmonitor_peers": {"reporter_grace": GRACE,
-                                                        "command_timeout": 5}})
+                                                        "command_timeout": 5},
+                                  # the same window as this module's masakari-api (1 s)
+                                  "delivery": {
+                                      "duplicate_notification_detection_interval": 1}})
             conf.chmod(0o644)
             self.confs[node] = conf
             self.start_daemon(node, wait=False)
