@@ -24,7 +24,9 @@ it. Failures are one line in Pacemaker's log; the detached waiters log to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -39,6 +41,10 @@ from hostmonitor import payloads
 LOG = logging.getLogger("ha-pacemaker-alert")
 NOTIFY_TIMEOUT = 20.0  # Pacemaker's default alert timeout is 30 s
 MARKERS = "pacemaker-alert"
+# A fencing seen this recently when the 'lost' alert is handled is this loss's fencing:
+# Pacemaker runs the node and the fencing alert of one failure at once (84 ms apart on the
+# live cluster), and a node is fenced only after it was lost.
+FENCED_RECENTLY = 60.0
 
 
 def _load_conf(config_files: list[str]):
@@ -111,6 +117,25 @@ def _read_marker(conf, node: str) -> dict:
     except statefile.StateFileError as exc:
         LOG.error("%s; starting from an empty state", exc)
         return {}
+
+
+@contextlib.contextmanager
+def _marker_lock(conf, node: str):
+    """Serialize the read-modify-write of one node's marker: the alerts of one failure run
+    concurrently (node 'lost' and the fencing alert), and a 'lost' written after the
+    fencing would send the waiter after a fencing that already happened."""
+    path = _marker_dir(conf) / f"{node}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o664)
+    except OSError as exc:
+        LOG.warning("cannot open %s (%s): marker updates unserialized", path, exc)
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _write_marker(conf, node: str, data: dict) -> None:
@@ -193,8 +218,9 @@ def report(conf, files: list[str], node: str, payload: dict, since: float, when:
             return 0
     done = election.recorded(peers.crm_mon_command, node, peers.command_timeout)
     if election.covers(done, event, status, since):
-        LOG.info("%s %s/%s: already reported by %s", node, event, done.host_status, done.by)
-        _mark_reported(conf, node, event)
+        LOG.info("%s %s/%s: already reported by %s (%s)", node, event, done.host_status,
+                 done.by, done.event)
+        _mark_reported(conf, node, done.event)
         return 0
     rc = notify(files, node, payload, when)
     if rc == 0:
@@ -205,9 +231,10 @@ def report(conf, files: list[str], node: str, payload: dict, since: float, when:
 
 
 def _mark_reported(conf, node: str, event: str) -> None:
-    marker = _read_marker(conf, node)
-    marker["reported"] = "offline" if event == "STOPPED" else "online"
-    _write_marker(conf, node, marker)
+    with _marker_lock(conf, node):
+        marker = _read_marker(conf, node)
+        marker["reported"] = "offline" if event == "STOPPED" else "online"
+        _write_marker(conf, node, marker)
 
 
 def handle_event(conf, files: list[str], args) -> int:
@@ -231,16 +258,24 @@ def handle_event(conf, files: list[str], args) -> int:
             LOG.warning("fencing of %s did not succeed (%s, rc %s): %s", node, action, rc,
                         desc)
             return 0  # the waiter started on 'lost' reports UNKNOWN at its deadline
-        marker = _read_marker(conf, node)
-        since = marker["at"] if marker.get("state") == "lost" else now - conf.host.stonith_wait
-        _write_marker(conf, node, {**marker, "state": "fenced", "at": now})
+        with _marker_lock(conf, node):
+            marker = _read_marker(conf, node)
+            since = marker["at"] if marker.get("state") == "lost" \
+                else now - conf.host.stonith_wait
+            _write_marker(conf, node, {**marker, "state": "fenced", "at": now})
         return report(conf, files, node, payloads.peer_down(True), since, when, _view(conf))
     if desc == "lost":
         view = _view(conf)
         if view is not None and view.dc and not view.quorum:
             LOG.warning("%s lost but this partition has no quorum: reporting nobody", node)
             return 0
-        _write_marker(conf, node, {"state": "lost", "at": now})
+        with _marker_lock(conf, node):
+            marker = _read_marker(conf, node)
+            if marker.get("state") == "fenced" and now - marker.get("at", 0) < FENCED_RECENTLY:
+                LOG.info("%s lost: its fencing was already seen %.1fs ago", node,
+                         now - marker["at"])
+                return 0
+            _write_marker(conf, node, {"state": "lost", "at": now})
         _spawn(conf, files, "--await-fencing", node, "--since", str(now),
                "--generated-time", when)
         LOG.info("%s lost: waiting up to %ss for its fencing", node,
@@ -249,13 +284,14 @@ def handle_event(conf, files: list[str], args) -> int:
     if desc == "member":
         from hostmonitor.peers import election
 
-        marker = _read_marker(conf, node)
         peers = conf.hostmonitor_peers
         done = election.recorded(peers.crm_mon_command, node, peers.command_timeout)
-        down = marker.get("reported") == "offline" or (done is not None
-                                                        and done.event == "STOPPED")
-        _write_marker(conf, node, {"state": "member", "at": now,
-                                   "reported": marker.get("reported")})
+        with _marker_lock(conf, node):
+            marker = _read_marker(conf, node)
+            down = marker.get("reported") == "offline" or (done is not None
+                                                            and done.event == "STOPPED")
+            _write_marker(conf, node, {"state": "member", "at": now,
+                                       "reported": marker.get("reported")})
         if down:
             since = done.at if done is not None and done.event == "STOPPED" \
                 else marker.get("at", now)
@@ -320,8 +356,9 @@ def standby(conf, files: list[str], node: str, payload: dict, since: float, when
     peers = conf.hostmonitor_peers
     done = election.recorded(peers.crm_mon_command, node, peers.command_timeout)
     if election.covers(done, payload["event"], payload["host_status"], since):
-        LOG.info("%s %s: reported by %s, standing by", node, payload["event"], done.by)
-        _mark_reported(conf, node, payload["event"])
+        LOG.info("%s %s: reported by %s (%s), standing by", node, payload["event"], done.by,
+                 done.event)
+        _mark_reported(conf, node, done.event)
         return 0
     LOG.warning("%s %s/%s: the DC %s recorded no report within %gs: reporting as standby",
                 node, payload["event"], payload["host_status"], view.dc,

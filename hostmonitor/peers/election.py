@@ -28,8 +28,15 @@ CLOCK_SLACK = 2.0  # seconds: reporters on different nodes read different clocks
 def covers(recorded: crm.Report | None, event: str, host_status: str, since: float) -> bool:
     """True when ``recorded`` already says ``event`` (with the same or a better host_status:
     a recorded NORMAL covers an UNKNOWN, never the reverse) about the failure that began at
-    ``since`` (epoch seconds)."""
-    if recorded is None or recorded.event != event or recorded.at < since - CLOCK_SLACK:
+    ``since`` (epoch seconds). A STARTED recorded since then covers a STOPPED: the reporter
+    sends STARTED only about a node it knows was reported down, so that failure was
+    reported and is over; a STOPPED after it would recover a host that is back (no clock
+    slack there: a STARTED just before a new failure must not cover it)."""
+    if recorded is None or recorded.at < since - CLOCK_SLACK:
+        return False
+    if recorded.event == "STARTED" and event == "STOPPED":
+        return recorded.at >= since
+    if recorded.event != event:
         return False
     return RANK.get(recorded.host_status, 0) >= RANK.get(host_status, 0)
 

@@ -140,3 +140,40 @@ def test_a_failure_is_one_clear_line_not_a_traceback(tmp_path, masakari_api, pee
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "ERROR" in lines[0] and "not-a-dir" in lines[0], err
+
+
+def test_a_standby_whose_node_is_back_reports_nothing(tmp_path, masakari_api, peer_names,
+                                                      monkeypatch):
+    """Seen on the live cluster: Pacemaker runs the node and the fencing alert of one failure
+    at once; a 'lost' handled after the fencing sent a waiter after a fencing that had
+    already happened, and when that standby's grace ended the DC had recorded the node
+    back (STARTED) — which did not cover the STOPPED, so the standby reported the failure of
+    a node that was back, and then its STARTED again."""
+    from hostmonitor.peers import crm
+
+    n = peer_names("dc", "me", "peer")
+    conf = write_conf(tmp_path / "hm.conf", hostname=n["me"], state_path=tmp_path,
+                      endpoint=masakari_api.endpoint, sections={
+                          "host": {"monitoring_driver": "none", "stonith_wait": 1},
+                          "hostmonitor_peers": {"reporter_grace": 3}})
+    cib = Cib(tmp_path / "cib.xml")
+    cib.write({n["dc"]: True, n["me"]: True, n["peer"]: False})  # dc is the DC: me stands by
+    monkeypatch.setenv("CIB_file", str(cib.path))
+
+    def record(event: str, status: str) -> None:  # what the DC writes when it reports
+        crm.write_report("crm_mon", n["peer"], crm.Report(event, status, time.time(), n["dc"]),
+                         10)
+
+    record("STOPPED", "NORMAL")
+    fenced = dict(kind="fencing", node=n["peer"], task="st_notify_fence", rc=0,
+                  desc=f"Operation reboot of {n['peer']} by {n['dc']} for x@{n['dc']}: OK")
+    assert alert(conf, cib, **fenced)[0] == 0  # its standby waits 3 s
+    rc, _, err = alert(conf, cib, kind="node", node=n["peer"], desc="lost")  # after the fencing
+    assert rc == 0 and "already seen" in err, err
+    time.sleep(1.5)
+    record("STARTED", "NORMAL")  # the node is back and the DC said so
+    assert alert(conf, cib, kind="node", node=n["peer"], desc="member")[0] == 0
+    time.sleep(6)  # past stonith_wait + reporter_grace of every waiter
+    assert outbox_rows(conf, n["peer"]) == []
+    log = (tmp_path / "pacemaker-alert" / "agent.log").read_text()
+    assert "standing by" in log and "reporting as standby" not in log, log
