@@ -3,10 +3,11 @@ PYTHON      ?= python3
 VENV        ?= .venv
 MASAKARI_VENV ?= $(CURDIR)/.venv-masakari
 MM_VENV     ?= $(CURDIR)/.venv-mm
+NOVA_VENV   ?= $(CURDIR)/.venv-nova
 APT_PACKAGES := $(shell grep -v '^\s*\#' deps/apt.txt | xargs)
 PYTEST_ARGS ?=
 
-export MASAKARI_VENV MM_VENV
+export MASAKARI_VENV MM_VENV NOVA_VENV
 
 .PHONY: all deps apt test demo bench sample-config docs clean
 
@@ -34,13 +35,21 @@ $(MASAKARI_VENV)/.stamp:
 	$(MASAKARI_VENV)/bin/pip install -q 'masakari==22.0.0' 'python-masakariclient==8.9.0'
 	touch $@
 
+# A real Nova for tests/engine/test_real_nova.py (tests/fixtures/nova.py), pinned, in its own
+# venv. cotyledon is what oslo.service's threading backend (Nova 34's default) runs its
+# workers with; nothing in nova's requirements pulls it in.
+$(NOVA_VENV)/.stamp:
+	$(PYTHON) -m venv $(NOVA_VENV)
+	$(NOVA_VENV)/bin/pip install -q 'nova==34.0.0' 'openstack-placement==16.0.0' 'cotyledon==2.2.0'
+	touch $@
+
 # The incumbent, for side-by-side benchmarks.
 $(MM_VENV)/.stamp:
 	$(PYTHON) -m venv $(MM_VENV)
 	$(MM_VENV)/bin/pip install -q 'masakari-monitors==22.0.0' libvirt-python
 	touch $@
 
-deps: $(VENV)/.stamp $(MASAKARI_VENV)/.stamp
+deps: $(VENV)/.stamp $(MASAKARI_VENV)/.stamp $(NOVA_VENV)/.stamp
 
 test: deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
@@ -60,4 +69,4 @@ docs: sample-config
 	$(VENV)/bin/python tools/config_reference.py --reference docs/configuration-reference.md
 
 clean:
-	rm -rf $(VENV) $(MASAKARI_VENV) $(MM_VENV)
+	rm -rf $(VENV) $(MASAKARI_VENV) $(MM_VENV) $(NOVA_VENV)

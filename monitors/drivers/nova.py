@@ -102,6 +102,13 @@ class NovaServices:
                                    f"Nova has no nova-compute service on host {host!r}"))
         return found[0]
 
+    def done_evacuations(self, host: str) -> list[dict]:
+        """Evacuations from ``host`` Nova still lists as ``done``: they become ``completed``
+        when its nova-compute starts again; until then Nova refuses to force it up."""
+        found = self._call("GET", f"/os-migrations?source_compute={host}"
+                                  "&migration_type=evacuation&status=done")
+        return [m for m in found.get("migrations", []) if m.get("source_compute") == host]
+
     def update(self, service_id: str, body: dict) -> dict:
         return self._call("PUT", f"/os-services/{service_id}", body).get("service", {})
 

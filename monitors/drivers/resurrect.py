@@ -11,6 +11,9 @@ only executes, in an order that makes a retry after any partial step safe:
    of ``[nova] resurrect_disable_reasons``: a person disabled it. Then only ``forced_down``
    (ours) is cleared for a host; the service stays disabled and the Masakari host stays on
    maintenance — the operator's decision is never undone.
+   A forced-down host whose evacuations Nova still lists as ``done`` (its nova-compute
+   has not restarted and cleaned them up to ``completed`` yet): retry later, nothing
+   changed — Nova refuses ``forced_down = false`` until then (400 since Wallaby).
 3. Masakari: ``on_maintenance = false`` (PUT /v1/segments/{segment}/hosts/{host}), only
    when the service is disabled by Masakari: its engine disables the service before it sets
    maintenance, so a maintenance beside an enabled service is a person's, and stays.
@@ -79,6 +82,14 @@ class ResurrectDriver(Driver):
                                   f"Masakari is still recovering {name}: "
                                   + ", ".join(busy) + "; nothing changed yet")
             service = self.nova.compute_service(name)
+            if is_host and service.get("forced_down"):
+                pending = self.nova.done_evacuations(name)
+                if pending:
+                    return Answer(Outcome.RETRY, 400, None,
+                                  f"nova-compute on {name} has not restarted yet: Nova "
+                                  f"still lists {len(pending)} evacuation(s) from it as "
+                                  "`done` and refuses forced_down=false until it has; "
+                                  "nothing changed yet")
             reason = service.get("disabled_reason") or ""
             by_masakari = (service.get("status") == "disabled"
                            and reason in self.conf.nova.resurrect_disable_reasons)

@@ -1,0 +1,147 @@
+"""The recovery loop against a real Nova (tests/fixtures/nova.py: PyPI nova 34 with the fake
+virt driver, placement, conductor, scheduler, three nova-compute services), through the
+real masakari-engine over RabbitMQ. Nova's own records are read back: its services
+(forced_down, status, disabled_reason), where each server now runs, its instance actions.
+
+What the recording stand-in could not show: our force-down is a real PUT at microversion
+2.53 with a token Nova's keystonemiddleware validated; the engine's evacuate is one Nova
+accepts and carries out (the instance is rebuilt on another compute service); resurrect
+gives the host back to Nova's scheduler.
+"""
+from __future__ import annotations
+
+import pytest
+
+from hostmonitor import payloads
+from monitors import actions
+from monitors.history import ReadModel
+from tests.engine.test_recovery_loop import MASAKARI_HOST_FAILED, Monitors
+from tests.fixtures import nova as nova_fixture
+from tests.fixtures.masakari_engine import MasakariEngine
+from tests.helpers import recovery_conf, wait_for
+
+pytestmark = pytest.mark.slow
+
+HOSTS = ["rn-a", "rn-b", "rn-c"]
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory, rabbitmq):
+    if not nova_fixture.available():
+        pytest.fail(f"nova is not installed in {nova_fixture.VENV}: run `make deps`")
+    work = tmp_path_factory.mktemp("real-nova")
+    engine = MasakariEngine(work / "engine", rabbitmq,
+                            options={"DEFAULT": {"masakari_topic": "ha_engine_nova"}})
+    engine.nova.start()  # its Keystone is the one real Nova validates tokens against
+    nova = nova_fixture.Nova(work / "nova", rabbitmq.transport_url, engine.nova, HOSTS)
+    try:
+        nova.start()
+        engine.start()
+        for h in HOSTS:
+            engine.api.ensure_host(h)
+        yield engine, nova
+    finally:
+        engine.stop()
+        nova.stop()
+
+
+@pytest.fixture
+def monitors(tmp_path, real):
+    engine, _ = real
+    made = []
+
+    def make(**opts):
+        m = Monitors(recovery_conf(tmp_path / str(len(made)), engine.api, **opts),
+                     tmp_path / str(len(made)))
+        made.append(m)
+        return m
+    yield make
+    for m in made:
+        m.close()
+
+
+def _final(engine, m, nid) -> dict:
+    row = m.settled(nid)
+    remote = next(d["remote_id"] for d in row["deliveries"] if d["driver"] == "masakari")
+    return engine.wait_final(remote, timeout=120)
+
+
+def test_a_fenced_host_is_forced_down_and_its_instances_rebuilt_elsewhere_then_resurrected(
+        real, monitors):
+    engine, nova = real
+    host = "rn-a"
+    servers = [nova.boot(host, f"ha-{i}") for i in range(2)]
+    plain = nova.boot(host, "not-ha", ha_enabled=False)
+    # Nova refuses an evacuation while the host's nova-compute is up: what the force-down
+    # of a fenced host is for
+    status, body = nova.call("POST", f"/servers/{servers[0]}/action",
+                             {"evacuate": {}}, version="2.53")
+    assert status == 400 and "in use" in str(body), (status, body)
+    nova.kill_compute(host)  # fenced: the host is off, its nova-compute says nothing more
+    m = monitors(force_down=True, resurrect=True)
+    nid = m.emit(payloads.stopped(host, fenced=True),
+                 decision={"driver": "test", "fencing": "confirmed (test)"}).id
+    assert _final(engine, m, nid)["status"] == "finished"
+    service = nova.service(host)
+    assert service["forced_down"] is True          # ours, before Nova saw it down itself
+    assert (service["status"], service["disabled_reason"]) == ("disabled",
+                                                               MASAKARI_HOST_FAILED)
+    for sid in servers:                              # rebuilt by Nova on another host
+        wait_for(lambda sid=sid: nova.server(sid)["status"] == "ACTIVE"
+                 and nova.host_of(sid) != host, 60, what=f"{sid} active elsewhere")
+        assert nova.host_of(sid) in HOSTS
+        # masakari-engine locks the instance for the evacuation and unlocks it after
+        assert nova.actions(sid) == ["create", "lock", "evacuate", "unlock"]
+    # evacuate_all_instances is masakari's default: the non-HA instance moved as well
+    wait_for(lambda: nova.host_of(plain) != host, 60, what="the non-HA instance elsewhere")
+    row = ReadModel(m.box).get(nid)
+    seen = [(h["kind"], h.get("driver")) for h in row["history"]
+            if h["kind"] in ("attempt", "answer")]
+    assert seen[:3] == [("attempt", actions.FORCE_DOWN), ("answer", actions.FORCE_DOWN),
+                        ("attempt", "masakari")]
+    # The peers say STARTED before the host's nova-compute runs again: Nova refuses to
+    # force it up while its evacuations are `done`, not yet `completed` by that
+    # nova-compute's start-up; resurrect waits, changing nothing
+    back_id = m.emit(payloads.started(host), decision={"driver": "test"}).id
+
+    def waiting():
+        row = ReadModel(m.box).get(back_id)
+        return any(h["kind"] == "answer" and h.get("driver") == actions.RESURRECT
+                   and h.get("outcome") == "retry" and "has not restarted" in h["message"]
+                   for h in row["history"])
+    wait_for(waiting, 30, what="resurrect waiting for nova-compute's restart")
+    assert nova.service(host)["forced_down"] is True
+    assert engine.api.host(host)["on_maintenance"] is True
+    nova.start_compute(host)  # it completes the evacuations; resurrect goes through
+    back = m.settled(back_id, timeout=90)
+    assert {d["driver"]: d["state"] for d in back["deliveries"]} == {
+        "masakari": "delivered", actions.RESURRECT: "delivered"}
+    service = nova.service(host)
+    assert (service["status"], service["forced_down"]) == ("enabled", False)
+    wait_for(lambda: nova.service(host)["state"] == "up", 30, what="rn-a up again")
+    assert engine.api.host(host)["on_maintenance"] is False
+    # back in Nova's scheduler: a new server may land there again
+    assert nova.host_of(nova.boot(host, "after")) == host
+
+
+def test_an_operator_disable_is_never_undone_by_resurrect(real, monitors):
+    engine, nova = real
+    host = "rn-b"
+    nova.boot(host, "ops-1")
+    nova.kill_compute(host)
+    m = monitors(force_down=True, resurrect=True)
+    nid = m.emit(payloads.stopped(host, fenced=True),
+                 decision={"driver": "test", "fencing": "confirmed (test)"}).id
+    assert _final(engine, m, nid)["status"] == "finished"
+    uuid = nova.service(host)["id"]
+    reason = "ops: replace disk sdb (ticket 4711)"
+    status, body = nova.call("PUT", f"/os-services/{uuid}",
+                             {"status": "disabled", "disabled_reason": reason}, version="2.53")
+    assert status == 200, body
+    nova.start_compute(host)
+    back = m.answered(m.emit(payloads.started(host)).id, actions.RESURRECT)
+    assert back is not None
+    service = nova.service(host)
+    assert (service["status"], service["disabled_reason"]) == ("disabled", reason)
+    assert service["forced_down"] is False           # ours, and the host is up: cleared
+    assert engine.api.host(host)["on_maintenance"] is True
