@@ -15,7 +15,10 @@ judge here:
   unlocked belongs to an owner that is gone for good;
 - an owner is alive iff its lock is held: a non-blocking shared attempt tells (shared, so
   that two readers judging the same owner at once never see each other as the owner).
-  A reader that finds the lock free removes the file (the owner never comes back).
+  A reader that finds the lock free removes the file (the owner never comes back), and
+  each new owner sweeps the files of owners gone. An owner never removes its own file
+  while it runs, not even at exit: until the process has ended, a thread of it may still
+  have a POST in flight, and its lease must hold.
 
 Owner ids are ``<pid>-<16 hex digits>``: the pid (in the owner's own namespace) only for
 the operator reading ``history``; the random part makes the id unique across namespaces
@@ -26,7 +29,6 @@ and costs at most one lease after an upgrade, for the rows an old process had in
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import json
@@ -191,17 +193,6 @@ def _forget() -> None:
             os.close(fd)
     _held.clear()
     _pid = os.getpid()
-
-
-@atexit.register
-def _release() -> None:
-    """At a clean exit, remove our lock files (a crash leaves them, unlocked: readers and
-    the next owner's sweep remove them)."""
-    if os.getpid() != _pid:
-        return
-    for key, (owner, _) in list(_held.items()):
-        with contextlib.suppress(OSError):
-            os.unlink(lock_path(key, owner))
 
 
 os.register_at_fork(after_in_child=_forget)

@@ -126,13 +126,22 @@ def test_a_legacy_lease_is_respected_until_it_runs_out(tmp_path):
     box.close()
 
 
-def test_lock_files_of_the_dead_are_swept_a_clean_exit_removes_its_own(tmp_path):
-    proc, crashed = holder(tmp_path, then="import os; os._exit(0)")  # no atexit
-    proc.wait()
-    assert (tmp_path / "owners" / f"{crashed}.lock").exists()
-    proc, clean = holder(tmp_path, then="sys.exit(0)")  # its sweep removed the crashed one
-    proc.wait()
-    assert os.listdir(tmp_path / "owners") == []
+def test_lock_files_of_the_dead_are_swept_by_the_next_owner(tmp_path):
+    """A crash and a clean exit both leave the file (a thread may POST until the very
+    end: the lease holds until the kernel ends the process); the next owner's sweep
+    removes the files of owners gone, never a live one's."""
+    gone = []
+    for then in ("import os; os._exit(0)", "sys.exit(0)"):
+        proc, owner = holder(tmp_path, then=then)
+        proc.wait()
+        gone.append(owner)
+    live, owner = holder(tmp_path)  # its sweep
+    try:
+        assert os.listdir(tmp_path / "owners") == [f"{owner}.lock"]
+        assert not any(owners.alive(o, str(tmp_path)) for o in gone)
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_the_owners_directory_follows_the_state_directorys_group_mode(tmp_path):
