@@ -299,8 +299,8 @@ def cmd_reload(args) -> int:
     import signal
     import time
 
-    from monitors import status as st
-    from monitors.procfs import owner_alive
+    from monitors import owners, status as st
+    from monitors.procfs import pid_namespace
 
     try:
         conf = _load_conf(args)
@@ -327,8 +327,16 @@ def cmd_reload(args) -> int:
               f"{path})", file=sys.stderr)
         return 1
     pid = args.pid or doc.get("pid")
-    if not args.pid and not owner_alive(doc.get("owner", "")):
+    if not args.pid and not owners.alive(doc.get("owner", ""), conf.state_path):
         print(f"ha-monitors reload: {args.daemon} (pid {pid}) is gone", file=sys.stderr)
+        return 1
+    theirs = doc.get("pid_namespace")
+    if not args.pid and theirs and theirs != pid_namespace():
+        # Its pid names another process here (or none): never signal it.
+        print(f"ha-monitors reload: {args.daemon} runs in another PID namespace (a "
+              f"container?): its pid {pid} is not ours to signal; run `ha-monitors reload "
+              f"{args.daemon}` inside its namespace, or send it SIGHUP there (`docker kill "
+              f"--signal HUP <container>`)", file=sys.stderr)
         return 1
     seq = (doc.get("reload") or {}).get("seq", 0)
     try:

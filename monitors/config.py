@@ -251,7 +251,8 @@ delivery_opts = [
                       "expired ones are never deleted this way. 0 = keep everything."),
     cfg.FloatOpt("lease_seconds", default=60.0, min=1,
                  help="How long a claimed delivery is reserved for its worker; a worker that "
-                      "died releases it at once (its pid is gone), a hung one after this."),
+                      "died releases it at once (its owner lock in state_path/owners is "
+                      "free), a hung one after this."),
     cfg.IntOpt("workers", default=2, min=1,
                help="Delivery threads per daemon (all daemons of a host share the outbox)."),
     cfg.FloatOpt("idle_poll_interval", default=0.25, min=0.05,

@@ -1,7 +1,8 @@
 """What the daemons read from /proc, parsed in one place.
 
-``ROOT`` is the procfs mount (tests point it at a fake tree). A pid alone is ambiguous
-(pids are recycled), so owners of leases and status files are named ``pid:starttime``.
+``ROOT`` is the procfs mount (tests point it at a fake tree). Whether the owner of a lease
+or a status file still runs is not read here: a pid means something else in another PID
+namespace (one container per monitor); monitors/owners.py judges by a lock instead.
 """
 from __future__ import annotations
 
@@ -68,22 +69,10 @@ def comm(pid: int, root: str | None = None) -> str:
         return ""
 
 
-def process_identity(pid: int | None = None, root: str | None = None) -> str:
-    """pid plus its start time, so a recycled pid is not mistaken for the old owner."""
-    pid = pid or os.getpid()
-    fields = stat_fields(pid, root)
-    start = fields[19] if fields and len(fields) > 19 else "?"
-    return f"{pid}:{start}"
-
-
-def owner_alive(owner: str, root: str | None = None) -> bool:
-    """Whether the process a lease or status file names (``pid:starttime``) still runs
-    (a zombie does not)."""
+def pid_namespace(pid: int | str = "self", root: str | None = None) -> int | None:
+    """The inode of a process's PID namespace (None when unreadable): two processes see
+    the same pids iff they are in the same one (containers often are not)."""
     try:
-        pid = int(owner.split(":", 1)[0])
-    except ValueError:
-        return False
-    fields = stat_fields(pid, root)
-    if not fields or fields[0] == "Z":
-        return False
-    return process_identity(pid, root) == owner
+        return os.stat(f"{root or ROOT}/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
