@@ -33,9 +33,16 @@ def both_layouts(test):
     return test
 
 
+def unified_only(test):
+    test.unified_only = True
+    return test
+
+
 def pytest_generate_tests(metafunc):
     if "system" in metafunc.fixturenames:
         wanted = LAYOUTS if getattr(metafunc.function, "both_layouts", False) else LAYOUTS[:1]
+        if getattr(metafunc.function, "unified_only", False):
+            wanted = [systemd_pid1.UNIFIED if systemd_pid1.UNIFIED in LAYOUTS else None]
         metafunc.parametrize("system", wanted, indirect=True, scope="module",
                              ids=[str(layout) for layout in wanted])
 
@@ -200,6 +207,29 @@ def test_boots_in_its_layout_on_its_own_cgroup_subtree(units):
         procs = (tree / "system.slice/ha-hostmonitor.service/cgroup.procs").read_text().split()
         inner = [systemd_pid1.inner_pid(int(p)) for p in procs]
         assert int(main["MainPID"]) in inner, (tree, procs, inner, main)
+
+
+@unified_only
+def test_hostmonitor_device_policy_is_enforced_on_cgroup_v2(units):
+    """On cgroup v2 systemd enforces DevicePolicy= with a BPF device program (v1 had the
+    devices controller, which the hybrid test namespace does not mount: there it is never
+    enforced). ha-hostmonitor's sandbox (DevicePolicy=closed, DeviceAllow=/dev/kmsg r) must
+    let it open the kernel log and nothing else: the shipped unit with only its ExecStart
+    replaced by a probe (drop-in), against /dev/kmsg and another device node (fuse)."""
+    units.run("mknod", "-m", "0600", "/dev/kmsg", "c", "1", "11")
+    units.run("mknod", "-m", "0666", "/dev/ha-test-fuse", "c", "10", "229")
+    try:
+        _dropin(units, "ha-hostmonitor", "Type=oneshot\nRestart=no\nWatchdogSec=0\n"
+                "ExecReload=\nExecStart=\nExecStart=/bin/sh -c 'for d in /dev/kmsg "
+                "/dev/ha-test-fuse; do if (exec 3<$d) 2>/dev/null; then echo \"probe $d "
+                "opened\"; else echo \"probe $d denied\"; fi; done'")
+        units.systemctl("start", "ha-hostmonitor")
+        out = units.run("journalctl", "-u", "ha-hostmonitor", "-b", "-o", "cat",
+                        "--no-pager").stdout
+        probes = sorted(line for line in out.splitlines() if line.startswith("probe "))
+        assert probes == ["probe /dev/ha-test-fuse denied", "probe /dev/kmsg opened"], out
+    finally:
+        units.run("rm", "-f", "/dev/kmsg", "/dev/ha-test-fuse")
 
 
 # -- ha-instancemonitor alone: AF_NETLINK ------------------------------------------------------
