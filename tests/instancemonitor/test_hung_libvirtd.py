@@ -130,3 +130,4 @@ def test_sigstopped_libvirtd_killed_and_restarted(libvirtd, make_daemon, masakar
     history = cli(daemon.conf, "history")
     assert "unobserved=libvirtd hung " in history.stdout, history.stdout
     assert "libvirtd answers again" in daemon.log_text()
+    assert daemon.proc.poll() is None
