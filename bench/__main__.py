@@ -12,7 +12,8 @@ from bench import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAGMENTS = ROOT / "docs" / "benchmarks.d"
-ORDER = ["delivery", "notify-start", "instancemonitor", "processmonitor", "hostmonitor-links",
+ORDER = ["delivery", "notify-start", "instancemonitor", "libvirtd-hang", "processmonitor",
+         "hostmonitor-links",
          "hostmonitor-peers", "hostmonitor-peers-live", "hostmonitor-kernel", "recovery"]
 
 HEADER = """# Benchmarks
