@@ -275,3 +275,45 @@ def test_unfit_host_self_fences_then_peers_say_normal(env, peers, tmp_path):
         assert [r["notification"]["payload"]["host_status"] for r in own] == ["UNKNOWN"]
     finally:
         p.stop()
+
+
+def test_isolated_host_stops_feeding_its_watchdog_before_the_peers_say_normal(env, peers,
+                                                                            tmp_path):
+    """[hostmonitor_peers] watchdog_device: the isolated host's hostmonitor keeps running
+    (its own links look up: a partition upstream) but stops feeding its watchdog once its
+    lease went unrefreshed for watchdog_lease_bound (= TTL); the peers say NORMAL only after
+    the deadline, and by then it has stopped (a real device resets the host
+    watchdog_timeout after the last pet). The others keep feeding. No watchdog device on
+    this machine (no softdog): each daemon opens a regular file by path as it would open
+    /dev/watchdog, and every pet lands in it as a byte."""
+    p = Peers(env, tmp_path, etcd_self_fence_deadline=DEADLINE)  # 1 + TTL 2 <= 4
+    devices = [tmp_path / f"watchdog-{n}" for n in p.names]
+    for conf, dev in zip(p.confs, devices):
+        dev.write_bytes(b"")
+        with open(conf, "a") as f:
+            f.write(f"\n[hostmonitor_peers]\nwatchdog_device = {dev}\nwatchdog_timeout = 1\n")
+    try:
+        p.start()
+        wait_for(lambda: all(d.stat().st_size >= 3 for d in devices), 10, what="fed")
+        reporter = p.reporter()
+        victim = next(i for i in range(3) if i != reporter)
+        name, daemon = p.names[victim], p.daemons[victim]
+        stopped = "stopped feeding it (lost its peers: its etcd leases on every network"
+        assert stopped not in daemon.log_text()  # never while it holds its lease
+        env.cluster.isolate(victim)
+        wait_for(lambda: stopped in daemon.log_text(), 2 * TTL + 8, what="feeding stopped")
+        pets_at_stop = devices[victim].read_bytes()
+        assert FENCED not in payloads(env.api, name)  # the peers have not said NORMAL yet
+        others = [d.stat().st_size for i, d in enumerate(devices) if i != victim]
+        wait_for(lambda: FENCED in payloads(env.api, name), DEADLINE + 2 * TTL + 10,
+                 what="NORMAL from the reporter")
+        # not one pet after the decision, and the peers' NORMAL came after it
+        assert devices[victim].read_bytes() == pets_at_stop and set(pets_at_stop) == {0}
+        assert all(d.stat().st_size > n for d, n in zip(
+            (d for i, d in enumerate(devices) if i != victim), others)), "others still fed"
+        assert sent(env.api, name) == [(FENCED, 202)]
+        assert all(sent(env.api, n) == [] for i, n in enumerate(p.names) if i != victim)
+    finally:
+        p.stop()
+    # a clean stop leaves every watchdog armed (no magic close): watchdog_disarm_on_stop
+    assert all(b"V" not in d.read_bytes() for d in devices)
