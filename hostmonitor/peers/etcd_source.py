@@ -147,9 +147,15 @@ class EtcdSource(Source):
             self.feeder.device.close(disarm=True)
             raise watchdog.WatchdogError(f"watchdog {p.watchdog_device} took a timeout of "
                                          f"{got}s: " + "; ".join(problems))
-        # The keep-alive loop evaluates isolation, the lease and the election: a loop that
-        # stopped iterating (a deadlock, a request that never returns) stops the feeding.
-        self.feeder.watch("etcd-keepalive", opts.lease_bound(self.conf))
+        # The keep-alive loop evaluates isolation, the lease and the election (its stall
+        # also stops the refreshes: lease_lost says so first); the reconcile loop is the
+        # reporter's evaluation: stalled (a deadlock, an outbox write that never returns)
+        # it would hold the election key, so no other host reports a failure. Either loop
+        # making no progress for its bound stops the feeding: the host resets and its
+        # lease, with the election key, expires.
+        bound = opts.lease_bound(self.conf)
+        self.feeder.watch("etcd-keepalive", bound)
+        self.feeder.watch("etcd-reconcile", self._reconcile_wait() + bound)
         self.feeder.start()
         LOG.warning("watchdog %s armed (timeout %ss, lease bound %gs)", p.watchdog_device,
                     got, opts.lease_bound(self.conf))
@@ -283,9 +289,14 @@ class EtcdSource(Source):
             self.sleep(1.0)
 
     # -- the reporter's look ----------------------------------------------------------------
+    def _reconcile_wait(self) -> float:
+        return self.conf[GROUP].etcd_reconcile_interval or float(self._ttl())
+
     def _reconcile_loop(self) -> None:
         while not self.stopping:
-            wait = self.conf[GROUP].etcd_reconcile_interval or float(self._ttl())
+            if self.feeder is not None:
+                self.feeder.mark("etcd-reconcile")
+            wait = self._reconcile_wait()
             due = self._due  # a waiting host is judged when it is due (or on any event)
             if due is not None:
                 wait = min(wait, max(due - time.monotonic(), 0.05))
