@@ -56,7 +56,9 @@ peer_opts = [
                       "before that it reports nothing. 0 = the peers do not self-fence: "
                       "reported UNKNOWN (nothing evacuated) unless [host] "
                       "disable_ipmi_check. Set it on every host, equal to at least the "
-                      "self-fence action's worst-case duration plus etcd_lease_ttl."),
+                      "self-fence action's worst-case duration plus etcd_lease_ttl, and to "
+                      "at least watchdog_timeout + watchdog_lease_bound where a watchdog "
+                      "covers a hung hostmonitor (watchdog_device)."),
     cfg.FloatOpt("etcd_reconcile_interval", default=0.0, min=0.0,
                  help="Safety-net full comparison of hosts and live keys, in seconds "
                       "(detection is pushed by the watch). 0 = lease TTL."),
@@ -78,7 +80,8 @@ peer_opts = [
                     "/dev/watchdog1; the kernel's /dev/watchdog interface). Unset = no "
                     "watchdog (the default). When this host's leases on every network have "
                     "not been refreshed for watchdog_lease_bound seconds, or its etcd "
-                    "keep-alive loop made no progress that long, it stops feeding: the "
+                    "keep-alive loop (that long) or reconcile loop (etcd_reconcile_interval "
+                    "+ that long) made no progress, it stops feeding for good: the "
                     "device resets the host watchdog_timeout seconds later. This is what "
                     "makes etcd_self_fence_deadline hold when hostmonitor itself hangs. "
                     "Needs [host] monitoring_driver = etcd and watchdog_timeout + "
