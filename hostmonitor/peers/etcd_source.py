@@ -127,6 +127,11 @@ class EtcdSource(Source):
         if (p.watchdog_device, p.watchdog_timeout) != (old.watchdog_device,
                                                        old.watchdog_timeout):
             raise ValueError(f"[{GROUP}] watchdog_device and watchdog_timeout need a restart")
+        if self.feeder is not None and self.feeder.device.timeout is not None:
+            # the timeout the driver took at start, which may exceed the configured one
+            problems = opts.watchdog_problems(conf, timeout=self.feeder.device.timeout)
+            if problems:
+                raise ValueError("; ".join(problems))
         self.conf = conf
 
     def health(self) -> Health:

@@ -9,6 +9,8 @@ with a real etcd cluster and the real daemon: test_etcd_cluster.py.
 """
 from __future__ import annotations
 
+import pytest
+
 from hostmonitor import opts as hm_opts
 from hostmonitor.peers import opts
 from hostmonitor.peers.etcd_decision import lease_lost
@@ -137,3 +139,30 @@ def test_check_config_accepts_a_covered_watchdog(tmp_path):
                                                 "etcd_self_fence_deadline": 20}})
     r = cli(conf, "check-config")
     assert "watchdog" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_a_driver_that_rounds_the_timeout_up_past_the_deadline_is_refused(tmp_path):
+    """At start the timeout the device reports counts: a driver that took 11 s where
+    10 s were asked breaks 10 + 10 <= 20; the device is disarmed (magic close) and the
+    etcd source does not start. A reload is checked against that timeout too."""
+    from hostmonitor.peers.etcd_source import EtcdSource
+
+    wd = tmp_path / "watchdog"
+    wd.write_bytes(b"")
+    conf = _conf(watchdog_device=str(wd), watchdog_timeout=10, etcd_lease_ttl=TTL,
+                 etcd_self_fence_deadline=20.0)
+    src = EtcdSource(conf, emit=None)
+    device = src.feeder.device
+    real_open = device.open
+    device.open = lambda timeout: real_open(timeout) and 11  # what a rounding driver says
+    with pytest.raises(watchdog.WatchdogError, match=(
+            r"took a timeout of 11s: .*watchdog_timeout 11s \+ watchdog_lease_bound 10s = "
+            r"21s exceeds etcd_self_fence_deadline 20s")):
+        src.start()
+    assert wd.read_bytes() == b"V" and device.fd is None  # disarmed, never fed
+    assert src.feeder.pets == 0
+    # armed with 10 s, a reload lowering the deadline below 10 + 10 is refused
+    device.timeout = 10
+    conf.set_override("etcd_self_fence_deadline", 19.0, group=opts.GROUP)
+    with pytest.raises(ValueError, match="exceeds etcd_self_fence_deadline 19s"):
+        src.reload(conf)
