@@ -117,7 +117,9 @@ def main(argv=None) -> int:
         "",
         "A killed remote node is noticed at once: its connection (TCP 3121) is closed by the "
         "kernel when pacemaker-remoted dies, where a member's loss waits for corosync's token "
-        "and consensus. A remote node cut off by the network (its link down, nothing closes "
+        "and consensus. From the fencing to stored it is the same path for both (up to one "
+        "poll, stonith_admin --history, the cibadmin check of remote nodes, the reporter's "
+        "record, delivery). A remote node cut off by the network (its link down, nothing closes "
         "the connection) is another matter: on this machine the member hosting its "
         "connection blocked for ~30 s (pacemakerd killed and respawned that controller after "
         "5 failed liveness checks) before the remote was seen offline "
