@@ -15,7 +15,9 @@ Members and remotes alternate, so both see the same load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -76,7 +78,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("MASAKARI_VENV", str(ROOT / ".venv-masakari"))
     api_dir = Path(tempfile.mkdtemp(prefix="bench-remote-api-"))
     results: dict[str, list[dict]] = {"member": [], "remote": []}
-    with live_cluster(api_dir, "bench-remote", remotes=2) as live:
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, api_dir, ignore_errors=True)
+        live = stack.enter_context(live_cluster(api_dir, "bench-remote", remotes=2))
         formation = live.cluster.timings["formation"]
         live.use("default")
         for r in range(args.runs):
