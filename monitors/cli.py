@@ -245,7 +245,10 @@ def unknown_options(conf, files: list[str]) -> list[str]:
                     choices = list(group)
                 except (cfg.NoSuchOptError, KeyError):
                     known, choices = False, []
-            if not known:
+            if not known and (section, name) in config.LIBRARY_IGNORED:
+                problems.append(f"{path}:{number}: warning: [{section}] {name}: ignored, "
+                                f"{config.LIBRARY_IGNORED[(section, name)]}")
+            elif not known:
                 close = difflib.get_close_matches(name, sorted(choices), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 problems.append(f"{path}:{number}: warning: [{section}] {name}: unknown "
