@@ -244,10 +244,8 @@ def unknown_options(conf, files: list[str]) -> list[str]:
                     known = name.replace("-", "_") in choices
                 except (cfg.NoSuchOptError, KeyError):
                     known, choices = False, []
-            if not known and (section, name) in config.LIBRARY_IGNORED:
-                problems.append(f"{path}:{number}: warning: [{section}] {name}: ignored, "
-                                f"{config.LIBRARY_IGNORED[(section, name)]}")
-            elif not known:
+            if not known and (section, name) not in config.LIBRARY_IGNORED:
+                # (those are named by config.ignored_settings(), with the reason)
                 close = difflib.get_close_matches(name, sorted(choices), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 problems.append(f"{path}:{number}: warning: [{section}] {name}: unknown "

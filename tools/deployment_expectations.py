@@ -8,12 +8,13 @@ our code):
 For every file tests/data/deployments/*/*.conf it writes <file>.masakari-monitors.json:
 each setting (line, group, option as oslo.config's own ini parser sees it) and the value
 masakari-monitors gets for it, after registering its options as its commands do
-(masakarimonitors.conf, oslo.log's, oslo.concurrency's, and the [api] auth plugin's, which keystoneauth
-registers when masakarimonitors/ha/masakari.py loads it). ``registered: false`` means
+(masakarimonitors.conf, oslo.log's, oslo.concurrency's, and the [api] auth plugin's, which
+keystoneauth registers when masakarimonitors/ha/masakari.py loads it). ``registered: false`` means
 masakari-monitors has no such option: oslo.config ignores it silently there.
 For every process_list.yaml beside them, <file>.masakari-monitors.json holds what its
 processmonitor loads (None for devstack's empty file: it then logs "Failed to load process
-list file." and watches nothing). tests/monitors/test_deployments.py compares our reading with these files.
+list file." and watches nothing). tests/monitors/test_deployments.py compares our reading
+with these files.
 """
 
 from __future__ import annotations

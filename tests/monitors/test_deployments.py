@@ -184,6 +184,12 @@ def test_each_daemon_reads_every_value_as_masakari_monitors_does(deployed, daemo
             f"{s['value']!r}, ha-{daemon} {ours!r}")
         compared += 1
     assert compared >= 8, f"{name}: only {compared} settings compared"
+    # what the daemon logs at start (monitors/service.py run()): every option without effect
+    at_start = {tuple(re.match(r".*?:(\d+): warning: \[(\S+)\] (\S+): ignored", w).groups())
+                for w in config.ignored_settings(conf)}
+    assert at_start == {(str(s["line"]), s["group"], s["option"]) for s in expected["settings"]
+                        if s["registered"]
+                        and _status(s["group"], s["name"]) == "ignored-with-warning"}
     # the connection to Masakari: same plugin, Keystone and TLS verification
     session = MasakariDriver(conf)._ks_session()
     auth = session.auth
@@ -242,3 +248,19 @@ def test_no_process_list_passes_check_config_but_processmonitor_refuses_to_start
     with pytest.raises(ValueError, match=f"{re.escape(str(missing))}: cannot read the "
                                          "process list: No such file or directory"):
         _daemon_conf("processmonitor", path)
+
+
+@pytest.mark.parametrize("tool", ["kolla-ansible", "openstack-ansible", "juju"])
+def test_rendered_files_are_those_of_the_committed_templates(tool):
+    """The files above are what the tools' templates give with the README's values (devstack's
+    needs masakari-monitors' oslo-config-generator: tools/render_deployments.py devstack)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_deployments",
+                                                  ROOT / "tools" / "render_deployments.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    rendered = getattr(render, tool.replace("-", "_"))()
+    assert rendered, tool
+    for filename, text in rendered.items():
+        assert (DATA / tool / filename).read_text() == text, f"{tool}/{filename}: re-render"
