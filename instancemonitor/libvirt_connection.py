@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable
 
-from instancemonitor import event_filter
+from instancemonitor import event_filter, libvirt_auth
 from instancemonitor.libvirt_constants import CLOSE_REASONS, EVENT_IDS
 
 LOG = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class LibvirtConnection:
         group = self.conf.instancemonitor
         self._connecting_since = time.monotonic()
         try:
-            conn = libvirt.openReadOnly(self.uri)
+            conn = libvirt_auth.open_connection(self.uri)  # read-only; auth.conf works
         except libvirt.libvirtError as exc:
             self._connecting_since = None
             msg = exc.get_error_message() or str(exc)
