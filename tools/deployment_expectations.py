@@ -112,7 +112,7 @@ def read(path: Path) -> dict:
 
 
 def main() -> int:
-    for path in sorted(DATA.glob("*/*.conf")):
+    for path in sorted(p for p in DATA.glob("*/*.conf") if p.name != "auth.conf"):
         result = read(path)
         target = path.with_name(path.name + ".masakari-monitors.json")
         target.write_text(json.dumps(result, indent=1, default=str) + "\n")

@@ -67,6 +67,9 @@ def kolla_ansible() -> dict[str, str]:
         "hostmonitor.conf": _render(template, {**common, "inventory_hostname": "compute1",
                                                "service_name": "masakari-hostmonitor"}),
         # a remote compute node, with kolla_enable_tls_internal (openstack_cacert set)
+        # libvirt_enable_sasl (default true): the instancemonitor's libvirt credentials
+        "auth.conf": _render(template.with_name("auth.conf.j2"), {
+            "libvirt_sasl_authname": "nova", "libvirt_sasl_password": PASSWORD}),
         "hostmonitor-remote-tls.conf": _render(template, {
             **common, "inventory_hostname": "compute2", "service_name": "masakari-hostmonitor",
             "keystone_internal_url": "https://10.0.0.254:5000",
