@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Callable
 
-from instancemonitor import event_filter
+from instancemonitor import event_filter, libvirt_auth
 from instancemonitor.hang import Hang
 from instancemonitor.libvirt_constants import CLOSE_REASONS, EVENT_IDS
 
@@ -151,7 +151,7 @@ class LibvirtConnection:
         timer.daemon = True
         timer.start()
         try:
-            conn = libvirt.openReadOnly(self.uri)
+            conn = libvirt_auth.open_connection(self.uri)  # read-only; auth.conf works
         except libvirt.libvirtError as exc:
             timer.cancel()
             self._connecting_since = None

@@ -240,17 +240,31 @@ def unknown_options(conf, files: list[str]) -> list[str]:
                 choices = auth_names[section]
             else:
                 try:
-                    group = conf if section == "DEFAULT" else conf[section]
-                    known = name in group
-                    choices = list(group)
+                    choices = _option_names(conf, section)
+                    known = name.replace("-", "_") in choices
                 except (cfg.NoSuchOptError, KeyError):
                     known, choices = False, []
-            if not known:
+            if not known and (section, name) not in config.LIBRARY_IGNORED:
+                # (those are named by config.ignored_settings(), with the reason)
                 close = difflib.get_close_matches(name, sorted(choices), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 problems.append(f"{path}:{number}: warning: [{section}] {name}: unknown "
                                 f"option{hint}, ignored")
     return problems
+
+
+def _option_names(conf, section: str) -> set[str]:
+    """The names a file may set in ``section``: each option's and its old names (oslo.config
+    reads those too). Not ``name in conf``, which is also true of a group's name: [DEFAULT]
+    host passed for the [host] group, whether or not an option had that old name."""
+    opts = conf._opts if section == "DEFAULT" else conf._groups[section]._opts
+    names = set()
+    for info in opts.values():
+        opt = info["opt"]
+        names.add(opt.dest)
+        names.update(d.name.replace("-", "_") for d in opt.deprecated_opts
+                     if d.name and d.group in (None, section))
+    return names
 
 
 def check_conf(conf) -> list[str]:

@@ -1,6 +1,8 @@
 """Options of ha-processmonitor (its own group) and its check-config hook."""
 from __future__ import annotations
 
+import os
+
 from oslo_config import cfg
 
 from monitors import config
@@ -34,8 +36,16 @@ def check(conf) -> list[str]:
     """Problems of the files this daemon's configuration names (for check-config)."""
     from processmonitor import process_list
 
+    path = conf.process.process_list_path
+    if not os.path.lexists(path):
+        # kolla-ansible and the Juju charm deploy only the instance and host monitors and
+        # ship no list (the charm even names one): the shared file must still pass. The
+        # daemon itself refuses to start without it.
+        return [f"{path}: warning: no such file: ha-processmonitor cannot start without "
+                "its process list ([process] process_list_path); ignore this on a node "
+                "that does not run ha-processmonitor"]
     try:
-        plist = process_list.load(conf.process.process_list_path, conf.hostname)
+        plist = process_list.load(path, conf.hostname)
     except process_list.ProcessListError as exc:
         return [str(exc)]
     empty = []
