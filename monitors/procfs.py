@@ -3,11 +3,15 @@
 ``ROOT`` is the procfs mount (tests point it at a fake tree). Whether the owner of a lease
 or a status file still runs is not read here: a pid means something else in another PID
 namespace (one container per monitor); monitors/owners.py judges by a lock instead.
+Nothing here stats or opens a path a process or mount names (only /proc's own files and
+readlink): a hung mount never blocks a daemon reading about it.
 """
 from __future__ import annotations
 
 import os
+import re
 import time
+from typing import NamedTuple
 
 ROOT = "/proc"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -61,6 +65,37 @@ def argv(pid: int, root: str | None = None) -> list[str] | None:
     return [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")]
 
 
+def state(pid: int, root: str | None = None) -> str | None:
+    """The state letter (R, S, D, Z, ...), or None when the process is gone."""
+    fields = stat_fields(pid, root)
+    return fields[0] if fields else None
+
+
+def pids(root: str | None = None) -> list[int]:
+    """Every process id /proc lists now."""
+    return [int(e) for e in _listdir(root or ROOT) if e.isdigit()]
+
+
+def open_paths(pid: int, root: str | None = None) -> list[str]:
+    """What a (perhaps blocked) task has open: its cwd and fd targets (readlink never
+    waits on the file; a blocked task's fds are still listed)."""
+    base = f"{root or ROOT}/{pid}"
+    out = []
+    for link in [f"{base}/cwd"] + [f"{base}/fd/{n}" for n in _listdir(f"{base}/fd")]:
+        try:
+            out.append(os.readlink(link))
+        except OSError:
+            pass
+    return out
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
 def comm(pid: int, root: str | None = None) -> str:
     try:
         with open(f"{root or ROOT}/{pid}/comm", "rb") as f:
@@ -76,3 +111,57 @@ def pid_namespace(pid: int | str = "self", root: str | None = None) -> int | Non
         return os.stat(f"{root or ROOT}/{pid}/ns/pid").st_ino
     except OSError:
         return None
+
+
+# -- mounts -----------------------------------------------------------------------------------
+class Mount(NamedTuple):
+    point: str           # where it is mounted, unescaped
+    source: str          # the device (or server:/export, tmpfs, ...)
+    options: set[str]    # per-mount and superblock options together
+
+
+_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040)."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts(root: str | None = None) -> list[Mount]:
+    """Every mount this process sees, in mount order, from ``/proc/self/mountinfo`` ([]
+    when unreadable). Options are the union of the mount's and the superblock's: a
+    read-only filesystem shows ``ro`` in either, ext4's emergency read-only remount only
+    ``emergency_ro`` in the superblock's (the list still starts with ``rw``)."""
+    out = []
+    try:
+        with open(f"{root or ROOT}/self/mountinfo", encoding="utf-8",
+                  errors="replace") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                lf, rf = left.split(), right.split()
+                if len(lf) < 6 or len(rf) < 3:
+                    continue
+                out.append(Mount(_unescape(lf[4]), _unescape(rf[1]),
+                                 set(lf[5].split(",")) | set(rf[2].split(","))))
+    except OSError:
+        pass
+    return out
+
+
+def mount_of(path: str, table: list[Mount]) -> Mount | None:
+    """The mount a path lives on (the last-mounted longest prefix). The path is compared as
+    written, never resolved: a stat of a hung mount would block the daemon."""
+    real = os.path.normpath(os.path.abspath(path))
+    best = None
+    for m in table:
+        if real == m.point or real.startswith(m.point.rstrip("/") + "/"):
+            if best is None or len(m.point) >= len(best.point):
+                best = m
+    return best
+
+
+def read_only(options: set[str]) -> bool:
+    """A mount's options say it is read-only (``ro``, or ext4's ``emergency_ro`` whose
+    list keeps ``rw``)."""
+    return "ro" in options or "emergency_ro" in options
