@@ -1,0 +1,172 @@
+"""A process that is alive but does no work (SIGSTOP, a tracer, stuck in "D") is killed and
+restarted like a crashed one once it stayed frozen for freeze_timeout; a short stop is not.
+The real daemon, real stand-in processes stopped with real signals, the real masakari-api."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from processmonitor.freeze import FreezeTracker
+from processmonitor.process_list import load
+from tests.processmonitor.conftest import (fail, outbox_rows, process_notifications, spawn,
+                                           stamps, verdict, wait_for, wait_log,
+                                           wait_notification)
+
+NOVA = "fake-nova-compute"
+FAST = {"freeze_check_interval": 0.2, "liveness_interval": 0.2}
+
+
+def state(pid: int) -> str | None:
+    """The kernel's state letter of ``pid`` (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except OSError:
+        return None
+
+
+def gone(pid: int) -> bool:
+    return state(pid) in (None, "Z", "X")
+
+
+def test_sigstopped_process_is_killed_and_restarted(pm, standins, tmp_path, masakari_api,
+                                                    host):
+    """SIGSTOP (state T) for longer than freeze_timeout: the stopped pid is SIGKILLed, the
+    restart command runs, the new pid runs, and nothing is sent (the restart helped)."""
+    log = tmp_path / "stamps"
+    standins.start(NOVA)
+    (old,) = standins.pids(NOVA)
+    daemon = pm([{"process_name": standins.name(NOVA), "notify_name": "nova-compute",
+                  "restart_command": spawn(log, NOVA, standins)}],
+                processmonitor={"freeze_timeout": 1, **FAST})
+    wait_log(daemon, "watching 1 process(es)")
+    os.kill(old, signal.SIGSTOP)
+    new = wait_for(lambda: [p for p in standins.pids(NOVA) if p != old], 15,
+                   what="nova-compute stand-in restarted after its freeze")
+    assert gone(old), "the frozen process was left behind"
+    assert state(new[0]) in ("S", "R"), "the new process does not run"
+    assert len(stamps(log, "start")) == 1
+    wait_log(daemon, "restarted (attempt 1 of 1)")
+    text = daemon.log_text()
+    assert f"(pid {old}) is frozen: stopped (T) with no CPU time or context switch" in text
+    assert f"frozen pid {old} killed (SIGKILL)" in text
+    assert process_notifications(masakari_api, host) == []
+    assert verdict(tmp_path, "nova-compute")["verdict"] == "running"
+    # the restarted pid is watched for freezes too
+    os.kill(new[0], signal.SIGSTOP)
+    wait_for(lambda: len(stamps(log, "start")) == 2 and gone(new[0]), 15,
+             what="second freeze restarted")
+
+
+def test_frozen_process_whose_restart_fails_sends_one_stopped(pm, standins, tmp_path,
+                                                              masakari_api, host):
+    """The restart command fails: exactly one PROCESS STOPPED reaches the API, as for a
+    crash; its decision says the process was frozen. The entry's own freeze_timeout
+    applies (the global one is off)."""
+    log = tmp_path / "stamps"
+    standins.start(NOVA)
+    (old,) = standins.pids(NOVA)
+    daemon = pm([{"process_name": standins.name(NOVA), "notify_name": "nova-compute",
+                  "restart_command": fail(log, "nova"), "freeze_timeout": 1}],
+                process={"restart_retries": 1, "restart_interval": 0},
+                processmonitor={"freeze_timeout": 0, **FAST})
+    wait_log(daemon, "watching 1 process(es)")
+    os.kill(old, signal.SIGSTOP)
+    rows = wait_notification(masakari_api, host, "STOPPED")
+    assert rows[0]["payload"] == {"event": "STOPPED", "process_name": "nova-compute"}
+    assert gone(old)
+    assert len(stamps(log, "fail")) == 2  # 1 + restart_retries, as for a crash
+    (row,) = outbox_rows(daemon)
+    assert row["notification"]["payload"]["event"] == "STOPPED"
+    time.sleep(1)  # further freeze polls and scans must not send another
+    assert [(p.payload["event"], p.status) for p in
+            masakari_api.posts(type="PROCESS", hostname=host)] == [("STOPPED", 202)]
+    assert len(process_notifications(masakari_api, host, "STOPPED")) == 1
+    assert verdict(tmp_path, "nova-compute")["verdict"] == "gave_up"
+    from tests.helpers import cli
+    r = cli(daemon.conf, "outbox", "show", str(row["id"]))
+    assert r.returncode == 0, r.stderr
+    assert "frozen: stopped (T)" in r.stdout
+
+
+def test_short_stop_then_continue_is_not_restarted(pm, standins, tmp_path, masakari_api,
+                                                   host):
+    """SIGSTOP then SIGCONT within freeze_timeout: no kill, no restart. The same process
+    stopped for longer afterwards is restarted (the detection was on all along)."""
+    log = tmp_path / "stamps"
+    standins.start(NOVA)
+    (pid,) = standins.pids(NOVA)
+    daemon = pm([{"process_name": standins.name(NOVA),
+                  "restart_command": spawn(log, NOVA, standins)}],
+                processmonitor={"freeze_timeout": 2, **FAST})
+    wait_log(daemon, "watching 1 process(es)")
+    for _ in range(4):  # stopped 4 x 0.6 s (more than the bound in all, never in one go):
+        os.kill(pid, signal.SIGSTOP)  # the count starts again at each continue
+        time.sleep(0.6)
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.4)
+    time.sleep(1.5)  # well past the bound since the first stop
+    assert standins.pids(NOVA) == [pid] and state(pid) in ("S", "R")
+    assert stamps(log) == []
+    assert "frozen" not in daemon.log_text()
+    os.kill(pid, signal.SIGSTOP)
+    wait_for(lambda: len(stamps(log, "start")) == 1 and gone(pid), 15,
+             what="the long freeze restarted")
+    assert process_notifications(masakari_api, host) == []
+
+
+def test_liveness_command_failing_for_the_bound_restarts(pm, standins, tmp_path,
+                                                         masakari_api, host):
+    """A process that runs (state S) but whose heartbeat file vanished: its
+    liveness_command fails, and after freeze_timeout it is killed and restarted."""
+    log = tmp_path / "stamps"
+    beat = tmp_path / "heartbeat"
+    beat.write_text("ok")
+    standins.start(NOVA)
+    (old,) = standins.pids(NOVA)
+    daemon = pm([{"process_name": standins.name(NOVA),
+                  "restart_command": spawn(log, NOVA, standins),
+                  "liveness_command": f"test -e {beat}"}],
+                processmonitor={"freeze_timeout": 1, **FAST})
+    wait_log(daemon, "watching 1 process(es)")
+    time.sleep(1.5)  # the command succeeds meanwhile: nothing happens
+    assert standins.pids(NOVA) == [old] and stamps(log) == []
+    beat.unlink()
+    new = wait_for(lambda: [p for p in standins.pids(NOVA) if p != old], 15,
+                   what="restart after the liveness command kept failing")
+    assert gone(old)
+    text = daemon.log_text()
+    assert "liveness_command" in text and "failing its liveness_command" in text
+    assert state(new[0]) in ("S", "R")
+    assert process_notifications(masakari_api, host) == []
+
+
+def test_freeze_keys_are_optional_and_validated(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("""\
+- process_name: plain
+- process_name: own-bound
+  freeze_timeout: 30
+  liveness_command: test -e /run/beat
+- process_name: bad-bound
+  freeze_timeout: soon
+""")
+    plist = load(str(path))
+    plain, own = plist.entries
+    assert plain.freeze_timeout is None and plain.liveness_command is None
+    assert own.freeze_timeout == 30 and own.liveness_command == ["test", "-e", "/run/beat"]
+    assert plist.errors == [f"{path}:6: entry 3 ('bad-bound'): freeze_timeout: expected "
+                            "seconds >= 0 (0: off), got 'soon'; entry left out"]
+
+
+def test_busy_uninterruptible_sleep_is_not_a_freeze():
+    """A process seen in "D" at every look but making progress (CPU time or context
+    switches move: a busy disk) is not frozen; once nothing moves it is, after the bound."""
+    samples = iter([("D", 10, 5), ("D", 11, 5), ("D", 11, 9), ("D", 11, 9), ("D", 11, 9),
+                    ("S", 11, 10)])
+    tracker = FreezeTracker()
+    seen = []
+    for now in range(6):
+        seen.append(tracker.sample({42: 2.0}, float(now), read=lambda pid: next(samples)))
+    assert seen == [([], []), ([], []), ([], []), ([], []), ([42], []), ([], [42])]
