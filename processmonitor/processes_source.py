@@ -124,6 +124,9 @@ class ProcessesSource(Source):
         watcher = self.watcher
         detail = (f"{len(self.workers)} process(es), {watcher.watched()} pid(s) watched, "
                   f"proc connector {'on' if watcher.proc_connector else 'off'}")
+        frozen = watcher.frozen_count()
+        if frozen:
+            detail += f", {frozen} frozen"
         if failed:
             detail += f"; restart failed: {', '.join(sorted(failed))}"
         if self.plist.errors:

@@ -239,6 +239,11 @@ class Watcher:
         with self._lock:
             return len(self._pidfds)
 
+    def frozen_count(self) -> int:
+        """Watched pids that count as frozen now (shown in health)."""
+        with self._lock:
+            return len(self._freeze.frozen)
+
     def request_scan(self) -> None:
         """Ask the watcher thread for a full scan now (only where nothing pushes)."""
         self._scan_now = True

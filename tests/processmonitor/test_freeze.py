@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 from processmonitor.freeze import FreezeTracker
 from processmonitor.process_list import load
+from tests.hostmonitor import kernel_faults as kf
 from tests.processmonitor.conftest import (fail, outbox_rows, process_notifications, spawn,
                                            stamps, verdict, wait_for, wait_log,
                                            wait_notification)
@@ -114,6 +116,42 @@ def test_short_stop_then_continue_is_not_restarted(pm, standins, tmp_path, masak
     wait_for(lambda: len(stamps(log, "start")) == 1 and gone(pid), 15,
              what="the long freeze restarted")
     assert process_notifications(masakari_api, host) == []
+
+
+def test_process_stuck_in_d_on_hung_storage_is_restarted(pm, standins, tmp_path,
+                                                         masakari_api, host):
+    """A real "D": a direct write into ext4 on a loop device whose backing file is on a
+    FUSE mount whose daemon is SIGSTOPped (hung storage). It is detected as in
+    uninterruptible sleep, SIGKILLed, and, whether or not it could die yet, the restart
+    commands run and the new process runs; when the storage comes back the old one is
+    gone (the SIGKILL took effect)."""
+    log = tmp_path / "stamps"
+    name = f"{standins.tag}-stuck."
+    with kf.frozen_fuse_ext4(tmp_path) as (mnt, _dev, freeze, thaw):
+        writer = None
+        try:
+            freeze()
+            writer = subprocess.Popen(["dd", "if=/dev/zero", f"of={mnt}/{name}img", "bs=1M",
+                                       "count=8", "oflag=direct"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for(lambda: state(writer.pid) == "D", 20, what="the writer blocked in D")
+            daemon = pm([{"process_name": name,  # it finds the writer running at start-up
+                          "restart_command": spawn(log, "fake-nova-compute", standins,
+                                                   "-stuck")}],
+                        processmonitor={"freeze_timeout": 1, "freeze_kill_wait": 1, **FAST})
+            assert state(writer.pid) == "D"
+            new = wait_for(lambda: standins.pids("fake-nova-compute", "-stuck"), 20,
+                           what="restarted after the writer hung")
+            text = daemon.log_text()
+            assert f"(pid {writer.pid}) is frozen: in uninterruptible sleep (D)" in text
+            assert state(new[0]) in ("S", "R")
+            thaw()
+            assert writer.wait(30) == -signal.SIGKILL  # killed, not finished
+            assert process_notifications(masakari_api, host) == []
+        finally:
+            thaw()
+            if writer:
+                writer.wait(30)
 
 
 def test_liveness_command_failing_for_the_bound_restarts(pm, standins, tmp_path,
