@@ -10,10 +10,11 @@ import time
 
 from processmonitor.freeze import FreezeTracker
 from processmonitor.process_list import load
+from tests.helpers import cli
 from tests.hostmonitor import kernel_faults as kf
 from tests.processmonitor.conftest import (fail, outbox_rows, process_notifications, spawn,
                                            stamps, verdict, wait_for, wait_log,
-                                           wait_notification)
+                                           wait_notification, write_list)
 
 NOVA = "fake-nova-compute"
 FAST = {"freeze_check_interval": 0.2, "liveness_interval": 0.2}
@@ -26,6 +27,11 @@ def state(pid: int) -> str | None:
             return f.read().rsplit(b")", 1)[1].split()[0].decode()
     except OSError:
         return None
+
+
+def status(daemon) -> str:
+    """`ha-monitors status` as an operator reads it."""
+    return cli(daemon.conf, "status", "--daemon", "processmonitor").stdout
 
 
 def gone(pid: int) -> bool:
@@ -86,10 +92,32 @@ def test_frozen_process_whose_restart_fails_sends_one_stopped(pm, standins, tmp_
             masakari_api.posts(type="PROCESS", hostname=host)] == [("STOPPED", 202)]
     assert len(process_notifications(masakari_api, host, "STOPPED")) == 1
     assert verdict(tmp_path, "nova-compute")["verdict"] == "gave_up"
-    from tests.helpers import cli
     r = cli(daemon.conf, "outbox", "show", str(row["id"]))
     assert r.returncode == 0, r.stderr
     assert "frozen: stopped (T)" in r.stdout
+
+
+def test_entry_freeze_timeout_zero_leaves_a_stopped_process_until_reloaded(
+        pm, standins, tmp_path, masakari_api, host):
+    """An operator debugging the process sets the entry's freeze_timeout to 0: a stop is
+    left alone; once the entry's own bound is removed (SIGHUP), the global one applies and
+    the still-stopped process is restarted."""
+    log = tmp_path / "stamps"
+    standins.start(NOVA)
+    (pid,) = standins.pids(NOVA)
+    entry = {"process_name": standins.name(NOVA),
+             "restart_command": spawn(log, NOVA, standins)}
+    daemon = pm([{**entry, "freeze_timeout": 0}],
+                processmonitor={"freeze_timeout": 1, **FAST})
+    wait_log(daemon, "watching 1 process(es)")
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(2.5)  # more than twice the global bound
+    assert stamps(log) == [] and state(pid) == "T"
+    write_list(daemon.plist, [entry])
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: len(stamps(log, "start")) == 1 and gone(pid), 15,
+             what="restarted once the entry's own freeze_timeout 0 was removed")
+    assert process_notifications(masakari_api, host) == []
 
 
 def test_short_stop_then_continue_is_not_restarted(pm, standins, tmp_path, masakari_api,
@@ -145,8 +173,11 @@ def test_process_stuck_in_d_on_hung_storage_is_restarted(pm, standins, tmp_path,
             text = daemon.log_text()
             assert f"(pid {writer.pid}) is frozen: in uninterruptible sleep (D)" in text
             assert state(new[0]) in ("S", "R")
+            assert state(writer.pid) == "D"  # SIGKILLed, but it cannot die in the kernel
+            wait_for(lambda: "1 frozen" in status(daemon), 15, what="status: 1 frozen")
             thaw()
             assert writer.wait(30) == -signal.SIGKILL  # killed, not finished
+            wait_for(lambda: "frozen" not in status(daemon), 15, what="status: none frozen")
             assert process_notifications(masakari_api, host) == []
         finally:
             thaw()
