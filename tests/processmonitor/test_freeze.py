@@ -211,6 +211,34 @@ def test_liveness_command_failing_for_the_bound_restarts(pm, standins, tmp_path,
     assert process_notifications(masakari_api, host) == []
 
 
+def test_hanging_liveness_command_is_bounded_and_blocks_no_other_entry(
+        pm, standins, tmp_path, masakari_api, host):
+    """A liveness command that hangs is killed at its bound (min of command_timeout and
+    freeze_timeout) and counts as failed, so its process is restarted after
+    freeze_timeout; meanwhile another entry's crash is restarted at once (the command runs
+    in its entry's worker thread, not in the watcher's loop)."""
+    log = tmp_path / "stamps"
+    standins.start(NOVA, "-hung")
+    standins.start(NOVA, "-other")
+    (hung,) = standins.pids(NOVA, "-hung")
+    daemon = pm([{"process_name": standins.name(NOVA, "-hung"),
+                  "restart_command": spawn(log, NOVA, standins, "-hung"),
+                  "liveness_command": "sleep 30"},
+                 {"process_name": standins.name(NOVA, "-other"),
+                  "restart_command": spawn(log, NOVA, standins, "-other")}],
+                processmonitor={"freeze_timeout": 3, **FAST})
+    wait_log(daemon, "watching 2 process(es)")
+    standins.kill(NOVA, "-other")
+    wait_for(lambda: standins.pids(NOVA, "-other"), 10, what="the other entry restarted")
+    assert "timed out" not in daemon.log_text()  # the first liveness run still hangs
+    wait_for(lambda: [p for p in standins.pids(NOVA, "-hung") if p != hung], 20,
+             what="restart after the liveness command kept timing out")
+    assert gone(hung)
+    assert "liveness_command 'sleep 30' failed: timed out after 3s (killed)" \
+        in daemon.log_text()
+    assert process_notifications(masakari_api, host) == []
+
+
 def test_freeze_keys_are_optional_and_validated(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("""\
@@ -220,9 +248,14 @@ def test_freeze_keys_are_optional_and_validated(tmp_path):
   liveness_command: test -e /run/beat
 - process_name: bad-bound
   freeze_timeout: soon
+- process_name: no-such-check
+  liveness_command: /no/such/check
 """)
     plist = load(str(path))
-    plain, own = plist.entries
+    assert plist.warnings == [f"{path}:8: entry 4 ('no-such-check'): liveness_command: "
+                              "'/no/such/check' is not an executable found now; every "
+                              "check will fail (the process will be restarted as frozen)"]
+    plain, own, _missing = plist.entries
     assert plain.freeze_timeout is None and plain.liveness_command is None
     assert own.freeze_timeout == 30 and own.liveness_command == ["test", "-e", "/run/beat"]
     assert plist.errors == [f"{path}:6: entry 3 ('bad-bound'): freeze_timeout: expected "
