@@ -14,7 +14,9 @@ T, t or D **and** its CPU time and context switch counts never moved: a busy pro
 merely passes through "D" (a disk read) or a short stop-and-continue changes them, and the
 count restarts. A frozen pid thaws when a sample shows it running again (SIGCONT, the
 storage came back). A liveness command that keeps failing marks pids frozen too
-(``mark``); those stay frozen until they exit, whatever their state says.
+(``mark``); those stay frozen until they exit, whatever their state says, and so does a
+pid processmonitor has SIGKILLed (``killed``): one that wakes from "D" only to die must
+not look like a process that came back.
 """
 from __future__ import annotations
 
@@ -22,18 +24,19 @@ import dataclasses
 
 from monitors import procfs
 
-STATE, LIVENESS = "state", "liveness"
+STATE, LIVENESS, KILLED = "state", "liveness", "killed"  # only STATE thaws
 STATE_NAMES = {"T": "stopped", "t": "stopped by a tracer", "D": "in uninterruptible sleep"}
 
 
 @dataclasses.dataclass
 class Frozen:
-    kind: str     # STATE or LIVENESS
+    kind: str     # STATE, LIVENESS or KILLED
     detail: str   # for the log and the decision, e.g. "stopped (T) for 2.1s"
 
 
 class FreezeTracker:
-    """Per-pid "no progress since" bookkeeping; not thread-safe (the watcher locks)."""
+    """Per-pid "no progress since" bookkeeping; not thread-safe: the watcher calls
+    everything but ``read`` under its lock."""
 
     def __init__(self):
         self._still: dict[int, tuple[float, tuple[str, int, int]]] = {}  # since, sample
@@ -49,15 +52,33 @@ class FreezeTracker:
         self.frozen[pid] = Frozen(LIVENESS, detail)
         return new
 
+    @staticmethod
+    def read(bounds: dict[int, float], read=procfs.liveness) -> dict:
+        """The /proc samples of the pids to check (``bounds``: pid → freeze_timeout, 0 =
+        not checked). Takes no lock: the watcher reads first, then ``update``s under its
+        lock."""
+        return {pid: read(pid) if bound > 0 else None for pid, bound in bounds.items()}
+
+    def killed(self, pid: int) -> None:
+        """``pid`` was sent SIGKILL: it stays frozen until it exits (it never thaws)."""
+        held = self.frozen.get(pid)
+        if held is not None:
+            held.kind = KILLED
+
     def sample(self, bounds: dict[int, float], now: float,
                read=procfs.liveness) -> tuple[list[int], list[int]]:
-        """Look at every pid once (``bounds``: pid → freeze_timeout, 0 = not checked).
-        Returns (pids that just became frozen, pids that just thawed)."""
+        """``read`` then ``update`` (for a caller that needs no lock in between)."""
+        return self.update(bounds, self.read(bounds, read), now)
+
+    def update(self, bounds: dict[int, float], samples: dict,
+               now: float) -> tuple[list[int], list[int]]:
+        """Take one look at every pid into account. Returns (pids that just became
+        frozen, pids that just thawed)."""
         frozen, thawed = [], []
         for pid in [p for p in self._still if p not in bounds]:
             del self._still[pid]
         for pid, bound in bounds.items():
-            sample = read(pid) if bound > 0 else None
+            sample = samples.get(pid)
             if sample is None or sample[0] not in procfs.FROZEN_STATES:
                 self._still.pop(pid, None)
                 held = self.frozen.get(pid)

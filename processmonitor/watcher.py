@@ -223,6 +223,7 @@ class Watcher:
                 except OSError as exc:
                     LOG.error("cannot kill frozen pid %s of %s: %s", pid, name, exc)
                     continue
+                self._freeze.killed(pid)  # waking from "D" to die is no thaw
                 out.append((pid, os.dup(fd)))
         return out
 
@@ -449,7 +450,10 @@ class Watcher:
         with self._lock:
             entries = {e.process_name: e for e in self._entries}
             bounds = {p: self._bound(n, entries) for p, n in self._pid_names.items()}
-        frozen, thawed = self._freeze.sample(bounds, time.monotonic())
+        samples = FreezeTracker.read(bounds)  # /proc reads outside the lock
+        with self._lock:
+            bounds = {p: b for p, b in bounds.items() if p in self._pid_names}  # still ours
+            frozen, thawed = self._freeze.update(bounds, samples, time.monotonic())
         if frozen:
             self._push_frozen(frozen)
         for pid in thawed:

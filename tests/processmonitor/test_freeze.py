@@ -272,3 +272,16 @@ def test_busy_uninterruptible_sleep_is_not_a_freeze():
     for now in range(6):
         seen.append(tracker.sample({42: 2.0}, float(now), read=lambda pid: next(samples)))
     assert seen == [([], []), ([], []), ([], []), ([], []), ([42], []), ([], [42])]
+
+
+def test_a_killed_pid_never_thaws():
+    """A pid processmonitor SIGKILLed while in "D" may run for an instant when the storage
+    answers, on its way to die: that must not read as the process coming back (it would
+    send STARTED after a STOPPED)."""
+    samples = iter([("D", 1, 1), ("D", 1, 1), ("R", 2, 2)])
+    tracker = FreezeTracker()
+    assert tracker.sample({7: 1.0}, 0.0, read=lambda pid: next(samples)) == ([], [])
+    assert tracker.sample({7: 1.0}, 1.0, read=lambda pid: next(samples)) == ([7], [])
+    tracker.killed(7)
+    assert tracker.sample({7: 1.0}, 2.0, read=lambda pid: next(samples)) == ([], [])
+    assert 7 in tracker.frozen
