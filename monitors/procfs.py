@@ -53,6 +53,40 @@ def ppid_state(pid: int, root: str | None = None) -> tuple[int, str] | None:
     return int(fields[1]), fields[0]
 
 
+# Task states in which a process does no work: stopped (SIGSTOP, SIGTSTP), stopped by a
+# tracer, or asleep uninterruptibly (hung storage, a stuck kernel lock). A healthy process
+# passes through them (a short read is "D" for milliseconds); only staying there, with no
+# CPU time and no context switch, means it is frozen (processmonitor's freeze detection).
+FROZEN_STATES = frozenset("TtD")
+
+
+def liveness(pid: int, root: str | None = None) -> tuple[str, int, int] | None:
+    """(state letter, CPU ticks of the whole process, context switches of its main
+    thread), or None when the process is gone.
+
+    Reads only /proc/<pid>/stat and /proc/<pid>/status, which never wait on the
+    process's memory map lock (cmdline and environ do, and hang on a process stuck
+    holding it): safe to read for a process stuck in "D". A frozen process keeps all
+    three unchanged; one that merely passes through "D" or "T" changes the counts."""
+    fields = stat_fields(pid, root)
+    if not fields or len(fields) < 13:
+        return None
+    try:
+        cpu = int(fields[11]) + int(fields[12])  # utime + stime (summed over all threads)
+    except ValueError:
+        return None
+    switches = 0
+    try:
+        with open(f"{root or ROOT}/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith((b"voluntary_ctxt_switches:",
+                                    b"nonvoluntary_ctxt_switches:")):
+                    switches += int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return fields[0], cpu, switches
+
+
 def argv(pid: int, root: str | None = None) -> list[str] | None:
     """The command line, or None for a kernel thread, a zombie or a gone process."""
     try:
