@@ -117,7 +117,7 @@ def test_restrict_to_remotes_reports_only_remote_nodes(restricted):
     wait_for(lambda: c.remote_connected(remote, dc), 60, what=f"{remote} reconnected")
     c.kill(remote)
     wait_for(lambda: live.stored(remote), 40, what=f"STOPPED of {remote} stored")
-    assert _fenced(c, remote)
+    assert _fenced(c, remote), (live.stored(remote), c.fence_log())
     live.settle()
     assert live.stored(remote) == [STOPPED_NORMAL]
     assert _posts_since(live, remote, before[remote]) == [(STOPPED_NORMAL, 202)]
