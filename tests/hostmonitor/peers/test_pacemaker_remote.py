@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import BIN, wait_for
 from tests.hostmonitor.peers.helpers import outbox_rows, sent
 from tests.hostmonitor.peers.live import (STARTED, STOPPED_NORMAL, STOPPED_UNKNOWN,
                                           live_cluster, reset)
@@ -267,3 +267,90 @@ def test_remote_node_local_verdict_fences_itself_through_the_cluster(self_fencin
     assert STOPPED_NORMAL not in [r["notification"]["payload"] for r in mine]
     print(f"tenant down on a remote → fenced {took_fence:.1f}s, STOPPED/NORMAL stored "
           f"{took:.1f}s")
+
+
+ALERT = "masakari"
+
+
+@pytest.fixture
+def alerts(live):
+    """Daemons that only deliver (monitoring_driver none) and the alert agent installed in
+    the CIB as docs/hostmonitor-peers.md says (as in test_pacemaker_live.py). The wrapper
+    first writes one line per call — the node it runs on (uname -n) and the event — into
+    a log every node can append to: where Pacemaker runs alert agents is what is shown."""
+    live.use("none")
+    live.begin()
+    c = live.cluster
+    ran = live.workdir / f"alert-calls-run{live.run}.log"
+    ran.touch()
+    ran.chmod(0o666)
+    wrapper = live.workdir / f"ha-pacemaker-alert-run{live.run}"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'echo "$(uname -n) $CRM_alert_kind $CRM_alert_node $CRM_alert_desc" >> {ran}\n'
+        f"exec {BIN / 'ha-pacemaker-alert'} --config-file "
+        f"{live.workdir}/run{live.run}/$(uname -n)/hm.conf \"$@\"\n")
+    wrapper.chmod(0o755)
+    c.configure_alert(c.nodes[0], str(wrapper), "monitors.conf", alert_id=ALERT)
+    yield live, ran, wrapper
+    try:
+        reset(live)  # the alert agent is the only reporter: the STARTED of a heal needs it
+    finally:
+        c.remove_alert(c.nodes[0], ALERT)
+    live.stop_daemons()
+    live.driver = None
+
+
+def _calls(ran, about: str) -> list[tuple[str, str, str]]:
+    """(ran on, kind, desc) of each alert call about node ``about``."""
+    out = []
+    for line in ran.read_text().splitlines():
+        on, kind, node, *desc = line.split()
+        if node == about:
+            out.append((on, kind, " ".join(desc)))
+    return out
+
+
+def test_alert_agent_runs_on_members_only_and_reports_a_killed_remote_once(alerts):
+    """Pacemaker runs alert agents on the cluster nodes only, for remote nodes' events
+    too, never on a remote node (its documentation; shown here: the wrapper logs where
+    it runs). A killed remote node: the fencing alert on every member, its node alert
+    ('lost') on some; the members' agents report STOPPED/NORMAL exactly once, and its
+    STARTED once after the repair."""
+    (live, ran, wrapper) = alerts
+    c = live.cluster
+    node = c.remotes[0]
+    before = len(sent(live.api, node))
+    t0 = time.monotonic()
+    c.kill(node)
+    wait_for(lambda: live.stored(node), 40, what=f"STOPPED of {node} from the alert agent")
+    took = time.monotonic() - t0
+    assert _fenced(c, node), c.fence_log()
+    live.settle()
+    assert live.stored(node) == [STOPPED_NORMAL]
+    assert _posts_since(live, node, before) == [(STOPPED_NORMAL, 202)]
+    queued = live.queued(node)
+    assert sum(queued.values()) == 1 and sum(queued[n] for n in c.nodes) == 1, queued
+    calls = _calls(ran, node)
+    fencing = [on for on, kind, desc in calls if kind == "fencing" and ": OK" in desc]
+    lost = [on for on, kind, desc in calls if kind == "node" and desc == "lost"]
+    assert sorted(fencing) == sorted(c.nodes), calls  # once on each member
+    assert lost and set(lost) <= set(c.nodes), calls
+    # repaired: the members' agents say STARTED once
+    live.restart(node)
+    wait_for(lambda: len(live.stored(node)) == 2, 40, what=f"STARTED of {node}")
+    live.settle()
+    assert live.stored(node) == [STOPPED_NORMAL, STARTED]
+    assert _posts_since(live, node, before) == [(STOPPED_NORMAL, 202), (STARTED, 202)]
+    calls = _calls(ran, node)
+    assert any(kind == "node" and desc == "member" for _, kind, desc in calls), calls
+    # never on a remote node: no call ran there, about anybody, and their Pacemaker logs
+    # never name the agent
+    runners = {line.split()[0] for line in ran.read_text().splitlines()}
+    assert runners and runners <= set(c.nodes), runners
+    for r in c.remotes:
+        assert str(wrapper) not in c.pacemaker_log(r).read_text(errors="replace")
+    assert all(str(wrapper) in c.pacemaker_log(n).read_text(errors="replace")
+               for n in c.nodes if c.stack_running(n))
+    print(f"remote killed → STOPPED/NORMAL stored via the alert agent: {took:.1f}s; "
+          f"alert calls about it: {calls}")
