@@ -16,6 +16,11 @@ be stored and seen; the exactly-once claims also count what was POSTed, ``api.po
   reported; a full member killed and fenced is reported by nobody.
 - A remote node cut off from the cluster (its ring link down) cannot read the cluster
   (its proxied crm_mon hangs until ``command_timeout``) and reports nobody.
+- A remote node's local verdict (its tenant interface down, ``[hostmonitor] fencing =
+  pacemaker``) fences it through the cluster: ``stonith_admin --fence <itself>`` passes
+  pacemaker-remoted's proxy, a member fences it, the DC reports NORMAL once.
+- The alert agent runs on the members only (never on a remote node) and reports a killed
+  remote node STOPPED/NORMAL once, STARTED once.
 """
 from __future__ import annotations
 
