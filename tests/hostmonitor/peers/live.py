@@ -41,6 +41,7 @@ class Live:
         self.confs: dict[str, Path] = {}
         self.run = 0
         self.driver: tuple | None = None
+        self.opts: tuple[str, dict] = ("default", {})
         self.base: dict[str, int] = {}
         self.base_rows: dict[tuple[str, str], int] = {}
 
@@ -77,26 +78,36 @@ class Live:
     def start_daemons(self, driver: str = "default", **host) -> None:
         """A fresh ha-hostmonitor on every node (own state dirs), started side by side."""
         self.run += 1
+        self.opts = (driver, host)
         for node in self.cluster.all_nodes:
             state = self.workdir / f"run{self.run}" / node
             state.mkdir(parents=True)
             state.chmod(0o755)
-            conf = write_conf(state / "hm.conf", hostname=node, state_path=state,
-                              endpoint=self.endpoint, sections={
-                                  "DEFAULT": {"state_group": "haclient"},
-                                  "host": {"monitoring_driver": driver,
-                                           "monitoring_interval": 1,
-                                           "stonith_wait": STONITH_WAIT, **host},
-                                  "hostmonitor_peers": {"reporter_grace": GRACE,
-                                                        "command_timeout": 5},
-                                  # the same window as this module's masakari-api (1 s)
-                                  "delivery": {
-                                      "duplicate_notification_detection_interval": 1}})
-            conf.chmod(0o644)
-            self.confs[node] = conf
+            self.confs[node] = self._write_conf(node, state)
             self.start_daemon(node, wait=False)
         for node, d in self.daemons.items():
             d.notify.wait_for("READY", timeout=60)
+
+    def _write_conf(self, node: str, state: Path, extra: dict | None = None) -> Path:
+        driver, host = self.opts
+        sections = {"DEFAULT": {"state_group": "haclient"},
+                    "host": {"monitoring_driver": driver, "monitoring_interval": 1,
+                             "stonith_wait": STONITH_WAIT, **host},
+                    "hostmonitor_peers": {"reporter_grace": GRACE, "command_timeout": 5},
+                    # the same window as this module's masakari-api (1 s)
+                    "delivery": {"duplicate_notification_detection_interval": 1}}
+        for group, opts in (extra or {}).items():
+            sections.setdefault(group, {}).update(opts)
+        conf = write_conf(state / "hm.conf", hostname=node, state_path=state,
+                          endpoint=self.endpoint, sections=sections)
+        conf.chmod(0o644)
+        return conf
+
+    def reconfigure(self, node: str, extra: dict | None = None) -> None:
+        """Restart ``node``'s ha-hostmonitor with ``extra`` sections over this run's
+        configuration (same state directory and outbox); ``None`` restores it."""
+        self._write_conf(node, self.confs[node].parent, extra)
+        self.start_daemon(node)
 
     def start_daemon(self, node: str, wait: bool = True) -> None:
         old = self.daemons.pop(node, None)
