@@ -12,7 +12,8 @@ from bench import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAGMENTS = ROOT / "docs" / "benchmarks.d"
-ORDER = ["delivery", "notify-start", "instancemonitor", "libvirtd-hang", "processmonitor",
+ORDER = ["delivery", "notify-start", "instancemonitor", "libvirtd-hang", "guest-agent-freeze",
+         "processmonitor",
          "processmonitor-freeze", "hostmonitor-links", "hostmonitor-peers",
          "hostmonitor-peers-live", "pacemaker-remote", "hostmonitor-kernel", "recovery"]
 
