@@ -120,16 +120,19 @@ def test_restrict_to_remotes_reports_only_remote_nodes(restricted):
     before = {n: len(sent(live.api, n)) for n in (member, remote)}
     c.kill(member)
     wait_for(lambda: _fenced(c, member), 40, what=f"{member} fenced")
-    # the remote's connection may have run on the fenced member: killed while it moves, the
-    # remote's own fencing waits for the connection's recovery (longer than stonith_wait
-    # under load: UNKNOWN first, seen in CI); this test is about who reports, not that
+    # the remote's connection may have run on the fenced member: wait until it is back
     wait_for(lambda: c.remote_connected(remote, dc), 60, what=f"{remote} reconnected")
     c.kill(remote)
-    wait_for(lambda: live.stored(remote), 40, what=f"STOPPED of {remote} stored")
+    # While the cluster is still busy with the member's failure the remote's fencing can
+    # outlast stonith_wait (seen twice in CI, 2-core machine): then the DC reports UNKNOWN
+    # first and NORMAL once the fencing is done, each once. Never NORMAL before it.
+    wait_for(lambda: STOPPED_NORMAL in live.stored(remote), 60,
+             what=f"STOPPED/NORMAL of {remote} stored")
     assert _fenced(c, remote), (live.stored(remote), c.fence_log())
     live.settle()
-    assert live.stored(remote) == [STOPPED_NORMAL]
-    assert _posts_since(live, remote, before[remote]) == [(STOPPED_NORMAL, 202)]
+    stored = live.stored(remote)
+    assert stored in ([STOPPED_NORMAL], [STOPPED_UNKNOWN, STOPPED_NORMAL]), stored
+    assert _posts_since(live, remote, before[remote]) == [(p, 202) for p in stored]
     # the full member was killed and fenced before the remote: nobody reported it
     assert _posts_since(live, member, before[member]) == []
     assert sum(live.queued(member).values()) == 0
