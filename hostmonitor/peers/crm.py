@@ -100,6 +100,12 @@ def _tool(crm_mon: str, name: str) -> str:
     return f"{head}/{name}" if head and tail == "crm_mon" else name
 
 
+def _failed(argv: list[str], proc: command.Result) -> CommandError:
+    """A tool's failure, named with its exit code and what it printed."""
+    return CommandError(f"{argv[0]}: exit {proc.returncode}: "
+                        f"{(proc.stderr or proc.stdout).strip()[:200]}")
+
+
 def remote_states(crm_mon: str, timeout: float) -> dict[str, str]:
     """Remote node name → its node_state@in_ccm in the CIB's status section (one
     ``cibadmin --query --xpath``; works on a remote node too, through its proxy)."""
@@ -109,8 +115,7 @@ def remote_states(crm_mon: str, timeout: float) -> dict[str, str]:
     if proc.returncode == 105:  # ENXIO: no remote node has a node_state yet
         return {}
     if proc.returncode != 0:
-        raise CommandError(f"{argv[0]}: exit {proc.returncode}: "
-                           f"{(proc.stderr or proc.stdout).strip()[:200]}")
+        raise _failed(argv, proc)
     try:
         root = ET.fromstring(f"<states>{proc.stdout}</states>")
     except ET.ParseError as exc:
@@ -219,14 +224,10 @@ class Report:
             return None
 
 
-def _crm_attribute(crm_mon: str) -> str:
-    return _tool(crm_mon, "crm_attribute")
-
-
 def read_report(crm_mon: str, node: str, timeout: float) -> Report | None:
     """The last report recorded for ``node``; None when there is none. CommandError when the
     CIB cannot be read."""
-    argv = [_crm_attribute(crm_mon), "--type", "nodes", "--node", node, "--name",
+    argv = [_tool(crm_mon, "crm_attribute"), "--type", "nodes", "--node", node, "--name",
             REPORT_ATTRIBUTE, "--query", "--output-as=xml"]
     proc = run(argv, timeout)
     if proc.returncode == 105:  # ENXIO: no such attribute
@@ -234,8 +235,7 @@ def read_report(crm_mon: str, node: str, timeout: float) -> Report | None:
     try:
         root = ET.fromstring(proc.stdout)
     except ET.ParseError:
-        raise CommandError(f"{argv[0]}: exit {proc.returncode}: "
-                           f"{(proc.stderr or proc.stdout).strip()[:200]}") from None
+        raise _failed(argv, proc) from None
     el = root.find("attribute")
     if proc.returncode != 0 or el is None:
         status = root.find("status")
@@ -245,9 +245,8 @@ def read_report(crm_mon: str, node: str, timeout: float) -> Report | None:
 
 
 def write_report(crm_mon: str, node: str, report: Report, timeout: float) -> None:
-    argv = [_crm_attribute(crm_mon), "--type", "nodes", "--node", node, "--name",
+    argv = [_tool(crm_mon, "crm_attribute"), "--type", "nodes", "--node", node, "--name",
             REPORT_ATTRIBUTE, "--update", report.value()]
     proc = run(argv, timeout)
     if proc.returncode != 0:
-        raise CommandError(f"{argv[0]}: exit {proc.returncode}: "
-                           f"{(proc.stderr or proc.stdout).strip()[:200]}")
+        raise _failed(argv, proc)
