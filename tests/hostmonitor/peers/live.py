@@ -165,6 +165,16 @@ def victim(live: Live) -> str:
     return next(n for n in live.cluster.nodes if n != dc)
 
 
+def using(live: Live, driver: str = "default", **host):
+    """The body of a per-test fixture (``yield from using(live, ...)``): every node's
+    ha-hostmonitor with this driver and these [host] options, counts from here, healed
+    after."""
+    live.use(driver, **host)
+    live.begin()
+    yield live
+    reset(live)
+
+
 @contextlib.contextmanager
 def live_cluster(api_dir: Path, prefix: str, **cluster):
     """A started masakari-api (duplicate window 1 s: a test counts reports, a duplicate must

@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers import BIN, wait_for
 from tests.hostmonitor.peers.live import (STARTED, STONITH_WAIT, STOPPED_NORMAL,
-                                          STOPPED_UNKNOWN, live_cluster)
+                                          STOPPED_UNKNOWN, live_cluster, using)
 from tests.hostmonitor.peers.live import reset as _reset
 from tests.hostmonitor.peers.live import victim as _victim
 
@@ -34,10 +34,7 @@ def live(tmp_path_factory):
 
 @pytest.fixture
 def poll(live):
-    live.use("default")
-    live.begin()
-    yield live
-    _reset(live)
+    yield from using(live)
 
 
 def test_killed_node_one_normal_report_per_failure_three_times_and_started(poll):

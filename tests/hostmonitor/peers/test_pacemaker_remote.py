@@ -32,7 +32,7 @@ import pytest
 from tests.helpers import BIN, wait_for
 from tests.hostmonitor.peers.helpers import outbox_rows, sent
 from tests.hostmonitor.peers.live import (STARTED, STOPPED_NORMAL, STOPPED_UNKNOWN,
-                                          live_cluster, reset)
+                                          live_cluster, reset, using)
 
 pytestmark = pytest.mark.slow
 
@@ -46,18 +46,12 @@ def live(tmp_path_factory):
 
 @pytest.fixture
 def poll(live):
-    live.use("default")
-    live.begin()
-    yield live
-    reset(live)
+    yield from using(live)
 
 
 @pytest.fixture
 def restricted(live):
-    live.use("default", restrict_to_remotes="true")
-    live.begin()
-    yield live
-    reset(live)
+    yield from using(live, restrict_to_remotes="true")
 
 
 def _posts_since(live, host: str, before: int) -> list[tuple[dict, int | None]]:
