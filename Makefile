@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 export MASAKARI_VENV MM_VENV NOVA_VENV
 
-.PHONY: all deps apt test demo bench sample-config docs clean
+.PHONY: all deps apt pacemaker-remote test demo bench sample-config docs clean
 
 all: test
 
@@ -49,7 +49,23 @@ $(MM_VENV)/.stamp:
 	$(MM_VENV)/bin/pip install -q 'masakari-monitors==22.0.0' libvirt-python
 	touch $@
 
-deps: $(VENV)/.stamp $(MASAKARI_VENV)/.stamp $(NOVA_VENV)/.stamp
+# pacemaker_remote for the live cluster's remote nodes (tests/fixtures/pacemaker_cluster.py).
+# Debian's pacemaker-remote package conflicts with pacemaker (installing it removes the
+# cluster stack), so its daemon is unpacked, not installed: the same build as the installed
+# pacemaker (same version, pinned), run beside the installed libraries.
+REMOTED := .deps/pacemaker-remote/usr/sbin/pacemaker-remoted
+pacemaker-remote: $(REMOTED)
+$(REMOTED): $(VENV)/.apt-stamp
+	@set -e; version=$$(dpkg-query -W -f='$${Version}' pacemaker); \
+	rm -rf .deps/pacemaker-remote .deps/pacemaker-remote.tmp; \
+	mkdir -p .deps/pacemaker-remote.tmp; cd .deps/pacemaker-remote.tmp; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	apt-get download -qq "pacemaker-remote=$$version" 2>/dev/null \
+	  || { $$SUDO apt-get update -qq && apt-get download -qq "pacemaker-remote=$$version"; }; \
+	dpkg -x pacemaker-remote_*.deb ../pacemaker-remote; cd ..; rm -rf pacemaker-remote.tmp
+	@$(REMOTED) --version | head -1
+
+deps: $(VENV)/.stamp $(MASAKARI_VENV)/.stamp $(NOVA_VENV)/.stamp $(REMOTED)
 
 test: deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
@@ -69,4 +85,4 @@ docs: sample-config
 	$(VENV)/bin/python tools/config_reference.py --reference docs/configuration-reference.md
 
 clean:
-	rm -rf $(VENV) $(MASAKARI_VENV) $(MM_VENV) $(NOVA_VENV)
+	rm -rf $(VENV) $(MASAKARI_VENV) $(MM_VENV) $(NOVA_VENV) .deps/pacemaker-remote

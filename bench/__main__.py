@@ -12,8 +12,10 @@ from bench import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAGMENTS = ROOT / "docs" / "benchmarks.d"
-ORDER = ["delivery", "notify-start", "instancemonitor", "processmonitor", "hostmonitor-links",
-         "hostmonitor-peers", "hostmonitor-peers-live", "hostmonitor-kernel", "recovery"]
+ORDER = ["delivery", "notify-start", "instancemonitor", "libvirtd-hang", "guest-agent-freeze",
+         "processmonitor",
+         "processmonitor-freeze", "hostmonitor-links", "hostmonitor-peers",
+         "hostmonitor-peers-live", "pacemaker-remote", "hostmonitor-kernel", "recovery"]
 
 HEADER = """# Benchmarks
 

@@ -242,7 +242,7 @@ def bench_simulation(cluster, api, endpoint, tmp: Path, hosts: int, ttl: int = 4
 
 def bench_live(runs: int, token_ms: int) -> dict:
     """Failure → STOPPED/NORMAL stored on the live cluster, poll driver then alert agent."""
-    from tests.hostmonitor.peers import test_pacemaker_live as lt
+    from tests.hostmonitor.peers import live as lt
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-pcmk-{os.getpid()}-"))
     work.chmod(0o755)

@@ -27,21 +27,24 @@ Where each finding goes (and why):
 Every decision is logged with the kernel line and recorded in the outbox decision.
 The conditions are kept in ``<state_path>/hostmonitor-kernel.json`` (with the boot id): a
 restart of the daemon does not forget an oops from an hour ago, whose line the resumed
-reader will not read again; a reboot does.
+reader will not read again; a reboot does. They are changed by the kmsg thread and read
+and expired by the evaluation and status threads: all of it goes through the locked store
+of ``hostmonitor/kernel_conditions.py``. What this module reads of /proc (mounts, task
+state, open files, command lines) is parsed by ``monitors/procfs.py``.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
 import threading
 import time
 
-from monitors import log, statefile
+from monitors import log, procfs
 from monitors.notification import VM, InvalidNotification, Notification
 
 from hostmonitor import hardware, kmsg, kmsg_rules
+from hostmonitor.kernel_conditions import Condition, Conditions
 
 LOG = logging.getLogger(__name__)
 
@@ -51,62 +54,7 @@ HOST_HEALTH = ("kernel_oops", "nic_reset", "hardware_error")
 STORAGE = ("storage_readonly", "storage_error", "hung_task")
 
 
-@dataclasses.dataclass
-class Condition:
-    input: str            # storage | health
-    state: str            # degraded | down
-    finding: str
-    subject: str
-    rule: str             # rule origin, file:line
-    line: str             # the kernel line (dmesg form)
-    seq: int
-    since: float          # wall clock
-    until: float | None   # monotonic expiry; None = held by a live check or until reboot
-    count: int = 1
-    pid: int | None = None  # hung_task: the blocked task
-
-    def evidence(self) -> dict:
-        return {"finding": self.finding, "subject": self.subject, "state": self.state,
-                "rule": self.rule, "kernel_line": self.line, "seq": self.seq,
-                "records": self.count}
-
-
-# -- the host's mounts and processes ------------------------------------------------------
-def mounts(path: str = "/proc/self/mountinfo") -> list[tuple[str, str, set[str]]]:
-    """(mount point, source device, options) for every mount, in mount order."""
-    out = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                lf, rf = left.split(), right.split()
-                if len(lf) < 6 or len(rf) < 3:
-                    continue
-                point = lf[4].replace("\\040", " ")
-                opts = set(lf[5].split(",")) | set(rf[2].split(","))
-                out.append((point, rf[1], opts))
-    except OSError:
-        pass
-    return out
-
-
-def mount_of(path: str, table) -> tuple[str, str, set[str]] | None:
-    """The mount a path lives on (the last-mounted longest prefix). The path is compared as
-    written, never resolved: a stat of a hung mount would block the daemon."""
-    real = os.path.normpath(os.path.abspath(path))
-    best = None
-    for point, source, opts in table:
-        if real == point or real.startswith(point.rstrip("/") + "/"):
-            if best is None or len(point) >= len(best[0]):
-                best = (point, source, opts)
-    return best
-
-
-def read_only(opts: set[str]) -> bool:
-    # ext4's emergency read-only keeps `rw` in the list: look for the flag itself
-    return "ro" in opts or "emergency_ro" in opts
-
-
+# -- the host's devices and qemu processes ------------------------------------------------
 def device_name(source: str) -> str:
     return os.path.basename(os.path.realpath(source)) if source.startswith("/dev/") else source
 
@@ -117,34 +65,6 @@ def same_device(kernel_dev: str, mount_dev: str) -> bool:
         return True
     sep = "p" if kernel_dev[-1:].isdigit() else ""
     return re.fullmatch(re.escape(kernel_dev) + sep + r"\d+", mount_dev) is not None
-
-
-def task_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return data[data.rindex(b")") + 2:].split()[0].decode()
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def task_paths(pid: int) -> list[str]:
-    """What a (blocked) task has open: cwd and fd targets (readlink never blocks on it)."""
-    out = []
-    for link in [f"/proc/{pid}/cwd"] + [f"/proc/{pid}/fd/{n}" for n in _listdir(
-            f"/proc/{pid}/fd")]:
-        try:
-            out.append(os.readlink(link))
-        except OSError:
-            pass
-    return out
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
 
 
 def inflight(device: str) -> int:
@@ -163,11 +83,7 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F
 
 def qemu_uuid(pid: int) -> str | None:
     """The instance UUID from a qemu command line (``-uuid U``), if it is one."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return None
+    argv = procfs.argv(pid) or []
     for i, arg in enumerate(argv[:-1]):
         if arg == "-uuid" and _UUID.match(argv[i + 1]):
             return argv[i + 1].lower()
@@ -177,18 +93,11 @@ def qemu_uuid(pid: int) -> str | None:
 def scan_qemu() -> dict[int, str]:
     """pid → instance UUID of every running qemu process."""
     found = {}
-    for entry in _listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/comm", encoding="utf-8", errors="replace") as f:
-                comm = f.read().strip()
-        except OSError:
-            continue
-        if comm.startswith("qemu"):
-            uuid = qemu_uuid(int(entry))
+    for pid in procfs.pids():
+        if procfs.comm(pid).startswith("qemu"):
+            uuid = qemu_uuid(pid)
             if uuid:
-                found[int(entry)] = uuid
+                found[pid] = uuid
     return found
 
 
@@ -207,9 +116,9 @@ class KernelWatcher:
         self.hw_enabled = conf.hostmonitor.hardware_check_interval > 0
         self.reader = kmsg.KmsgReader(conf.hostmonitor.kmsg_path,
                                       os.path.join(conf.state_path, "hostmonitor-kmsg.json"))
-        self.conditions_file = os.path.join(conf.state_path, "hostmonitor-kernel.json")
+        self.conditions = Conditions(os.path.join(conf.state_path, "hostmonitor-kernel.json"),
+                                     self.reader.boot)
         self.started = False
-        self.conditions: dict[tuple[str, str], Condition] = {}
         self.hw_state, self.hw_findings = UP, []
         self.qemu: dict[int, str] = {}      # pid -> instance UUID
         self._qemu_seen: dict[int, float] = {}  # pid -> when a scan last saw it
@@ -221,7 +130,7 @@ class KernelWatcher:
         self.vm_sent = 0
         self.alive = False
         self.error = ""
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the rules and the configuration (reload)
         self._owner = None
         self._hw_now = threading.Event()
 
@@ -267,9 +176,9 @@ class KernelWatcher:
         if self.enabled and not self.error:
             parts.append(f"kmsg {self.records} records" + (f", {self.reader.lost} lost"
                                                            if self.reader.lost else ""))
-        if self.conditions:
-            parts.append("kernel " + ",".join(f"{c.finding}:{c.subject}"
-                                              for c in self.conditions.values()))
+        held = self.conditions.values()
+        if held:
+            parts.append("kernel " + ",".join(f"{c.finding}:{c.subject}" for c in held))
         if self.hw_state != UP:
             parts.append(f"hardware {self.hw_state}")
         return " ".join(parts)
@@ -386,13 +295,11 @@ class KernelWatcher:
         A new occurrence after the condition cleared is a new finding."""
         now = time.monotonic()
         key = (rule.name, subject)
-        cond = self.conditions.get((rule.finding, subject))
+        held = self.conditions.count_repeat((rule.finding, subject))  # counted if held
         seen = self.seen.get(key)
-        if cond is None and seen and seen[2]:
+        if not held and seen and seen[2]:
             seen = None  # its condition cleared: this is a new occurrence
-        if cond is not None or (seen and now - seen[0] < rule.dedup):
-            if cond is not None:
-                cond.count += 1
+        if held or (seen and now - seen[0] < rule.dedup):
             if seen:
                 seen[1] += 1
                 if now - seen[0] >= rule.dedup:  # a long storm: a count now and then
@@ -414,13 +321,12 @@ class KernelWatcher:
                          time.time(), until)
         if rule.finding == "hung_task":
             cond.pid = int(groups["pid"])
-        self.conditions[(rule.finding, cond.subject)] = cond
-        self._save_conditions()
+        self.conditions.hold(cond)
         self.seen.setdefault((rule.name, subject), [time.monotonic(), 0, True])[2] = True
 
     def _on_storage(self, finding: str, groups: dict) -> str | None:
         """The storage path a finding concerns, or None when it is not instance storage."""
-        table = mounts()
+        table = procfs.mounts()
         paths = list(self.conf.hostmonitor.storage_paths)
         if finding == "hung_task":
             pid = int(groups["pid"])
@@ -428,20 +334,20 @@ class KernelWatcher:
             jbd = re.match(r"jbd2/([^-]+)-", comm)
             for path in paths:
                 real = os.path.normpath(os.path.abspath(path))  # no stat: may hang
-                m = mount_of(path, table)
-                if jbd and m and same_device(jbd.group(1), device_name(m[1])):
+                m = procfs.mount_of(path, table)
+                if jbd and m and same_device(jbd.group(1), device_name(m.source)):
                     return path
                 if any(p == real or p.startswith(real.rstrip("/") + "/")
-                       for p in task_paths(pid)):
+                       for p in procfs.open_paths(pid)):
                     return path
                 # blocked before it had a file open (in open(2), waiting for the journal):
                 # the storage device has I/O in flight that does not complete
-                if m and inflight(device_name(m[1])):
+                if m and inflight(device_name(m.source)):
                     return path
             return None
         for path in paths:
-            m = mount_of(path, table)
-            if m and same_device(groups["device"], device_name(m[1])):
+            m = procfs.mount_of(path, table)
+            if m and same_device(groups["device"], device_name(m.source)):
                 return path
         return None
 
@@ -476,78 +382,51 @@ class KernelWatcher:
 
     # -- the matrix's view -------------------------------------------------------------------
     def expire(self) -> None:
-        """Drop conditions whose timer ran out or whose live check says they are over."""
-        now, table = time.monotonic(), mounts()
-        for key, cond in list(self.conditions.items()):
-            over = self._over(cond, now, table)
-            if over:
-                del self.conditions[key]
-                LOG.info("kernel: %s %s cleared: %s", cond.finding, cond.subject, over)
-                self._save_conditions()
-                self.wake()
-
-    def _save_conditions(self) -> None:
-        wall = time.time() - time.monotonic()  # monotonic -> wall clock, for the file
-        doc = {"boot_id": self.reader.boot, "conditions": [
-            {**dataclasses.asdict(c), "until": None if c.until is None else c.until + wall}
-            for c in self.conditions.values()]}
-        try:
-            statefile.write(self.conditions_file, doc)
-        except OSError as exc:
-            LOG.warning("cannot write %s: %s", self.conditions_file, exc)
+        """Drop conditions whose timer ran out or whose live check says they are over.
+        Judged outside the store's lock (the checks read /proc), dropped under it."""
+        now, table = time.monotonic(), procfs.mounts()
+        over = [(c, why) for c in self.conditions.values()
+                if (why := self._over(c, now, table))]
+        gone = self.conditions.drop(over) if over else []
+        for cond, why in gone:
+            LOG.info("kernel: %s %s cleared: %s", cond.finding, cond.subject, why)
+        if gone:
+            self.wake()
 
     def _load_conditions(self) -> None:
-        try:
-            doc = statefile.read(self.conditions_file)
-            if doc is None or doc.get("boot_id") != self.reader.boot:
-                return  # none yet, or a reboot cleared what the kernel said
-            wall = time.time() - time.monotonic()
-            for item in doc.get("conditions", []):
-                if item.get("until") is not None:
-                    item["until"] -= wall
-                cond = Condition(**item)
-                self.conditions[(cond.finding, cond.subject)] = cond
-        except statefile.StateFileError as exc:
-            LOG.warning("%s; no kernel finding held from before the restart", exc)
-            return
-        except (ValueError, TypeError, AttributeError) as exc:
-            LOG.warning("cannot read %s: %s", self.conditions_file, exc)
-            return
-        if self.conditions:
-            LOG.info("kernel: %d finding(s) still held from before the restart: %s",
-                     len(self.conditions), ", ".join(f"{c.finding}:{c.subject}"
-                                                    for c in self.conditions.values()))
+        self.conditions.load()
 
     def _over(self, cond: Condition, now: float, table) -> str | None:
         if cond.finding in ("storage_readonly", "storage_error") and not any(
-                (m := mount_of(p, table)) and same_device(cond.subject, device_name(m[1]))
+                (m := procfs.mount_of(p, table)) and same_device(cond.subject,
+                                                                 device_name(m.source))
                 for p in self.conf.hostmonitor.storage_paths):
             return "the device no longer holds a storage path"  # unmounted, reconfigured
         if cond.until is not None and now >= cond.until:
             return "hold time over"
-        if cond.finding == "hung_task" and task_state(cond.pid) != "D":
+        if cond.finding == "hung_task" and procfs.state(cond.pid) != "D":
             return "the task is no longer blocked"
         if cond.finding == "storage_readonly" and not self._still_read_only(cond.subject):
             return "the filesystem is writable again"
         return None
 
     def _still_read_only(self, device: str) -> bool:
-        return any(same_device(device, device_name(src)) and read_only(opts)
-                   for _, src, opts in mounts())
+        return any(same_device(device, device_name(m.source)) and procfs.read_only(m.options)
+                   for m in procfs.mounts())
 
     def storage(self) -> tuple[str, list[dict]]:
         """The storage input from the kernel: conditions, and read-only storage mounts."""
         self.expire()
         evidence = [c.evidence() for c in self.conditions.values() if c.input == "storage"]
         state = max([UP] + [c["state"] for c in evidence], key=_SEVERITY.get)
-        table = mounts()
+        table = procfs.mounts()
         for path in self.conf.hostmonitor.storage_paths:
-            m = mount_of(path, table)
-            if m and read_only(m[2]):
+            m = procfs.mount_of(path, table)
+            if m and procfs.read_only(m.options):
                 state = DOWN
                 evidence.append({"finding": "mounted read-only", "subject": path,
-                                 "state": DOWN, "mount": m[0], "device": m[1],
-                                 "options": ",".join(sorted(m[2]))})
+                                 "state": DOWN, "mount": m.point, "device": m.source,
+                                 "options": ",".join(sorted(m.options))})
         return state, evidence
 
     def health(self) -> tuple[str, list[dict]]:

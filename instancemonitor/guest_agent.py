@@ -18,6 +18,8 @@ import xml.etree.ElementTree as ET
 
 from monitors.notification import VM, Notification
 
+from instancemonitor import libvirt_auth
+
 LOG = logging.getLogger(__name__)
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
@@ -90,7 +92,8 @@ class GuestAgentMonitor:
         import libvirt
         if self._conn is not None and self._conn.isAlive():
             return self._conn
-        conn = libvirt.open(self.source.uri)  # agent commands need read-write
+        # agent commands need read-write; auth.conf credentials work (libvirt_auth.py)
+        conn = libvirt_auth.open_connection(self.source.uri, read_only=False)
         try:
             # as the source's connection: a libvirtd that stops answering closes it (then
             # isAlive() is False and the next round reconnects) instead of hanging a round

@@ -1,7 +1,11 @@
 """The libvirt half of the libvirt source: a read-only connection with keepalive, libvirt's
 default event loop in one dedicated thread, and a connector loop that (re)connects with
 capped backoff, registers the domain-event callbacks and hands every new connection to
-``on_connected`` (the reconcile).
+``on_connected`` (the reconcile), with what the domains went unobserved through.
+
+A libvirtd that stops answering is caught by keepalive on the connection and by a timer on
+the connect (hang.py); both end in the same reconnect, and the reconcile after it reports
+what happened meanwhile.
 
 Nothing here decides: each domain event goes to ``on_event(event_id, dom, event, detail)``
 as libvirt gave it.
@@ -13,7 +17,8 @@ import threading
 import time
 from typing import Callable
 
-from instancemonitor import event_filter
+from instancemonitor import event_filter, libvirt_auth
+from instancemonitor.hang import Hang
 from instancemonitor.libvirt_constants import CLOSE_REASONS, EVENT_IDS
 
 LOG = logging.getLogger(__name__)
@@ -79,7 +84,7 @@ class LibvirtConnection:
         self._stop = stop
         self._event_ids = event_ids          # what the current event filter asks for
         self._on_event = on_event
-        self._on_connected = on_connected    # (conn) -> number of domains
+        self._on_connected = on_connected    # (conn, unobserved) -> number of domains
         self._closed = threading.Event()
         self._callback_ids: list[int] = []
         self._connected = False
@@ -88,6 +93,14 @@ class LibvirtConnection:
         self.reconnects = 0
         self.first_attempt = threading.Event()
         self._connecting_since: float | None = None  # monotonic, while openReadOnly runs
+        self.hang = Hang(self.uri)
+        self._unobserved = "daemon not running"  # why events were missed before the next connect
+
+    @property
+    def hang_bound(self) -> float:
+        """Seconds without an answer that make libvirtd hung: keepalive's own bound."""
+        group = self.conf.instancemonitor
+        return float(group.keepalive_interval * group.keepalive_count)
 
     @property
     def connected(self) -> bool:
@@ -130,18 +143,33 @@ class LibvirtConnection:
         import libvirt
         group = self.conf.instancemonitor
         self._connecting_since = time.monotonic()
+        # The connect has no keepalive yet and no timeout: a hung libvirtd leaves it waiting
+        # (it returns once libvirtd answers, or fails once it is killed). The timer only
+        # says so, within the same bound keepalive applies afterwards.
+        bound = self.hang_bound
+        timer = threading.Timer(bound, self._connect_overdue, (self._connecting_since, bound))
+        timer.daemon = True
+        timer.start()
         try:
-            conn = libvirt.openReadOnly(self.uri)
+            conn = libvirt_auth.open_connection(self.uri)  # read-only; auth.conf works
         except libvirt.libvirtError as exc:
+            timer.cancel()
             self._connecting_since = None
             msg = exc.get_error_message() or str(exc)
+            hung = self.hang.end(f"unreachable: {msg}")
+            if hung:
+                self._unobserved = f"{hung}, then unreachable"
             if msg != self._last_error:
                 LOG.error("libvirt %s unreachable: %s (retrying with backoff up to %ss)",
                           self.uri, msg, group.reconnect_max_interval)
             self._last_error = msg
             self.status = f"libvirt {self.uri} unreachable: {msg}"
             return False
+        timer.cancel()
         self._connecting_since = None
+        hung = self.hang.end("reconnected; reconciling what the domains did meanwhile")
+        if hung:
+            self._unobserved = hung
         try:
             conn.setKeepAlive(group.keepalive_interval, group.keepalive_count)
         except libvirt.libvirtError as exc:  # e.g. test:/// has no keepalive
@@ -174,18 +202,30 @@ class LibvirtConnection:
         LOG.info("connected to libvirt %s (read-only, keepalive %ss x %s); %d event "
                  "callbacks registered", self.uri, group.keepalive_interval,
                  group.keepalive_count, len(ids))
+        unobserved, self._unobserved = self._unobserved, ""
         try:
-            n = self._on_connected(conn)
+            n = self._on_connected(conn, unobserved)
             self.status = f"connected to {self.uri}, {n} domains"
         except libvirt.libvirtError as exc:
             LOG.error("reconciliation after connecting failed: %s", exc)
             self.status = f"connected to {self.uri}; reconciliation failed: {exc}"
         return True
 
+    def _connect_overdue(self, started: float, bound: float) -> None:
+        if self._connecting_since == started:  # still waiting (not a late timer)
+            self.hang.begin(f"the connection not answered within {bound:g}s", bound)
+
     def _on_close(self, conn, reason, opaque) -> None:
         why = CLOSE_REASONS.get(reason, reason)
-        LOG.warning("libvirt connection to %s closed (%s): reconnecting", self.uri, why)
         self._connected = False
+        if why == "keepalive timeout":  # alive (no EOF) but silent: hung
+            group = self.conf.instancemonitor
+            self.hang.begin(f"no answer to {group.keepalive_count} keepalive(s) sent "
+                            f"{group.keepalive_interval}s apart", self.hang_bound)
+            self._unobserved = "libvirtd hung"  # completed by hang.end() at the reconnect
+        else:
+            LOG.warning("libvirt connection to %s closed (%s): reconnecting", self.uri, why)
+            self._unobserved = f"connection lost ({why})"
         self.status = f"libvirt {self.uri} connection lost ({why}); reconnecting"
         self._closed.set()
 

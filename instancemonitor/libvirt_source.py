@@ -29,7 +29,8 @@ class LibvirtSource(Source):
         self.connection = libvirt_connection.LibvirtConnection(
             conf, self._stop, event_ids=lambda: self.events.filter.event_ids(),
             on_event=self.events.on_event,
-            on_connected=lambda conn: reconcile.reconcile(conn, self.events))
+            on_connected=lambda conn, unobserved: reconcile.reconcile(conn, self.events,
+                                                                      unobserved))
         self.uri = self.connection.uri
         self.guest_agent = None
 
@@ -76,11 +77,17 @@ class LibvirtSource(Source):
                  new_filter.origin, len(new_rules.patterns), new_rules.only_nova)
 
     def health(self) -> Health:
+        hang = self.connection.hang
+        if hang.hung:
+            return Health(False, f"libvirt {self.uri}: {hang.describe()}; reconnecting")
         hung = self.connection.hung_for()
         if hung is not None:
             return Health(False, f"libvirt {self.uri}: no answer to the connection for "
                                  f"{hung:.0f}s (libvirtd hung?)")
-        return Health(self.connection.connected, self.connection.status)
+        detail = self.connection.status
+        if self.connection.connected and hang.last:
+            detail += f"; {hang.describe()}"
+        return Health(self.connection.connected, detail)
 
     def threads(self):
         loop = libvirt_connection.event_loop_thread()

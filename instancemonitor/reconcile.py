@@ -55,9 +55,11 @@ def missed_events(known: dict[str, dict], listing: dict[str, tuple[str, int, int
     return out
 
 
-def reconcile(conn, events) -> int:
+def reconcile(conn, events, unobserved: str = "") -> int:
     """List all domains of ``conn``; report through ``events`` (a DomainEvents) what was
-    missed while disconnected or down; record the listing. Returns the number of domains."""
+    missed while disconnected or down (``unobserved`` says why, e.g. "libvirtd hung 12s
+    (...)", and goes into each report's decision); record the listing. Returns the number
+    of domains."""
     started = time.time()
     states, rules = events.states, events.rules
     listing, doms = {}, {}
@@ -98,6 +100,8 @@ def reconcile(conn, events) -> int:
             continue
         decision = {"reconciled": True, "filter_row": row, "before": m.before,
                     "now": m.now, "domain": m.name}
+        if unobserved:
+            decision["unobserved"] = unobserved
         if intent:  # its report was cut short: send it as the same notification
             decision["interrupted_report"] = True
         log.event(LOG, logging.WARNING, "reconcile: domain %s (%s) went %s -> %s while "

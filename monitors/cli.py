@@ -240,17 +240,31 @@ def unknown_options(conf, files: list[str]) -> list[str]:
                 choices = auth_names[section]
             else:
                 try:
-                    group = conf if section == "DEFAULT" else conf[section]
-                    known = name in group
-                    choices = list(group)
+                    choices = _option_names(conf, section)
+                    known = name.replace("-", "_") in choices
                 except (cfg.NoSuchOptError, KeyError):
                     known, choices = False, []
-            if not known:
+            if not known and (section, name) not in config.LIBRARY_IGNORED:
+                # (those are named by config.ignored_settings(), with the reason)
                 close = difflib.get_close_matches(name, sorted(choices), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 problems.append(f"{path}:{number}: warning: [{section}] {name}: unknown "
                                 f"option{hint}, ignored")
     return problems
+
+
+def _option_names(conf, section: str) -> set[str]:
+    """The names a file may set in ``section``: each option's and its old names (oslo.config
+    reads those too). Not ``name in conf``, which is also true of a group's name: [DEFAULT]
+    host passed for the [host] group, whether or not an option had that old name."""
+    opts = conf._opts if section == "DEFAULT" else conf._groups[section]._opts
+    names = set()
+    for info in opts.values():
+        opt = info["opt"]
+        names.add(opt.dest)
+        names.update(d.name.replace("-", "_") for d in opt.deprecated_opts
+                     if d.name and d.group in (None, section))
+    return names
 
 
 def check_conf(conf) -> list[str]:
@@ -299,8 +313,8 @@ def cmd_reload(args) -> int:
     import signal
     import time
 
-    from monitors import status as st
-    from monitors.procfs import owner_alive
+    from monitors import owners, status as st
+    from monitors.procfs import pid_namespace
 
     try:
         conf = _load_conf(args)
@@ -327,8 +341,16 @@ def cmd_reload(args) -> int:
               f"{path})", file=sys.stderr)
         return 1
     pid = args.pid or doc.get("pid")
-    if not args.pid and not owner_alive(doc.get("owner", "")):
+    if not args.pid and not owners.alive(doc.get("owner", ""), conf.state_path):
         print(f"ha-monitors reload: {args.daemon} (pid {pid}) is gone", file=sys.stderr)
+        return 1
+    theirs = doc.get("pid_namespace")
+    if not args.pid and theirs and theirs != pid_namespace():
+        # Its pid names another process here (or none): never signal it.
+        print(f"ha-monitors reload: {args.daemon} runs in another PID namespace (a "
+              f"container?): its pid {pid} is not ours to signal; run `ha-monitors reload "
+              f"{args.daemon}` inside its namespace, or send it SIGHUP there (`docker kill "
+              f"--signal HUP <container>`)", file=sys.stderr)
         return 1
     seq = (doc.get("reload") or {}).get("seq", 0)
     try:

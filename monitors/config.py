@@ -79,6 +79,19 @@ def ignored(group: str, opt_cls: type[cfg.Opt], name: str, why: str, **kwargs) -
     return opt_cls(name, help=f"Accepted for compatibility; ignored: {why}.", **kwargs)
 
 
+# Options masakari-monitors' daemons get from a library they import, not from its own list
+# (so not in docs/migration.md's table, which follows that list): deployment tools set
+# them (kolla-ansible: [oslo_concurrency] lock_path). We do not register them;
+# ignored_settings() names them with the reason (check-config, and each daemon at start),
+# not as an unknown option.
+LIBRARY_IGNORED: dict[tuple[str, str], str] = {
+    ("oslo_concurrency", "lock_path"):
+        "masakari-monitors' oslo.concurrency lock directory (its only lock is in-process); "
+        "nothing here takes file locks",
+    ("oslo_concurrency", "disable_process_locking"):
+        "as [oslo_concurrency] lock_path",
+}
+
 _NO_DROP = "nothing is dropped; see [delivery] max_age"
 _NO_RETRY_LOOP = ("delivery retries with capped backoff; see [delivery] "
                   "retry_initial_interval, retry_max_interval")
@@ -251,7 +264,8 @@ delivery_opts = [
                       "expired ones are never deleted this way. 0 = keep everything."),
     cfg.FloatOpt("lease_seconds", default=60.0, min=1,
                  help="How long a claimed delivery is reserved for its worker; a worker that "
-                      "died releases it at once (its pid is gone), a hung one after this."),
+                      "died releases it at once (its owner lock in state_path/owners is "
+                      "free), a hung one after this."),
     cfg.IntOpt("workers", default=2, min=1,
                help="Delivery threads per daemon (all daemons of a host share the outbox)."),
     cfg.FloatOpt("idle_poll_interval", default=0.25, min=0.05,
@@ -512,7 +526,7 @@ def ignored_settings(conf: cfg.ConfigOpts) -> list[str]:
     out = []
     for path in config_files(conf):
         for number, group, name in file_settings(path):
-            why = IGNORED.get((group, name))
+            why = IGNORED.get((group, name)) or LIBRARY_IGNORED.get((group, name))
             if why:
                 out.append(f"{path}:{number}: warning: [{group}] {name}: ignored, {why}")
     return out

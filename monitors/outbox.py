@@ -8,11 +8,13 @@ the delivery worker's decision (monitors.delivery); the outbox stores what it is
 One SQLite file per host (WAL, mode 0600) shared by all daemons and the CLI. Detections
 are committed with synchronous=FULL (on disk when put() returns); claims and answers
 without their own fsync (see _write()). With a group (``[DEFAULT] state_group``, e.g.
-haclient for Pacemaker's alert agent run as hacluster) the directory is setgid 2770 in that group and the database, -wal and -shm
-are 0660, so members can hand notifications over; SQLite gives -wal and -shm the mode
-(and, as root, the owner) of the database. Rows are claimed with a lease naming the claiming process, so several processes can
-deliver concurrently without double-claiming, and a row claimed by a process that died is
-taken over at once (its pid is gone) instead of waiting for the lease to run out.
+haclient for Pacemaker's alert agent run as hacluster) the directory is setgid 2770 in
+that group and the database, -wal and -shm are 0660, so members can hand notifications
+over; SQLite gives -wal and -shm the mode (and, as root, the owner) of the database. Rows
+are claimed with a lease naming the claiming process, so several processes can deliver
+concurrently without double-claiming, and a row claimed by a process that died is taken
+over at once (its owner lock is free, monitors.owners: judged the same from every PID
+namespace sharing the state directory) instead of waiting for the lease to run out.
 Everything operators see (history, status, metrics) is read from these tables, through
 ``query()``, by the read model in monitors/history.py.
 """
@@ -31,7 +33,8 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from monitors.notification import Notification
-from monitors.procfs import BOOT_ID, boot_clock, owner_alive, process_identity
+from monitors import owners
+from monitors.procfs import BOOT_ID, boot_clock
 from monitors.states import Outcome, State
 
 # The caller's judgement of a candidate row before a claim (monitors.recipient.withdrawal):
@@ -235,8 +238,27 @@ class Outbox:
         self._changed = threading.Condition(threading.Lock())
         self.recovered: str | None = None  # what the last recovery did, for the operator
         self._reopening = False
-        self.owner = process_identity()
+        self._owner: str | None = None
         self._open()
+
+    @property
+    def owner(self) -> str:
+        """This process's name in leases and history: its owner lock in the outbox's
+        directory (monitors.owners), taken on first use, so a process that only put()s
+        (the alert agent) or reads makes none. Tests may name another owner."""
+        return self._owner or owners.identity(self._directory)
+
+    @owner.setter
+    def owner(self, value: str) -> None:
+        self._owner = value
+
+    @property
+    def _directory(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path))
+
+    def _alive(self, owner: str) -> bool:
+        """Whether a lease's owner still runs (this process does)."""
+        return owner == self.owner or owners.alive(owner, self._directory)
 
     # -- opening, and what to do when the file is not what it should be ---------------------
     def _connect(self) -> None:
@@ -503,11 +525,11 @@ class Outbox:
         return PutResult(nid, True)
 
     def _release_dead_leases(self, db, now: float) -> None:
-        owners = [r[0] for r in db.execute(
+        held = [r[0] for r in db.execute(
             "SELECT DISTINCT lease_owner FROM deliveries WHERE state = 'pending' "
             "AND lease_until > ?", (now,))]
-        for owner in owners:
-            if owner != self.owner and not owner_alive(owner):
+        for owner in held:
+            if not self._alive(owner):
                 db.execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
                            "WHERE state = 'pending' AND lease_owner = ?", (owner,))
 
@@ -779,7 +801,7 @@ class Outbox:
         for (owner,) in self._read("SELECT DISTINCT lease_owner FROM recoveries WHERE ended IS"
                                    f" NULL AND lease_until > ? AND driver IN ({marks})",
                                    [now, *drivers]):
-            if owner != self.owner and not owner_alive(owner):
+            if not self._alive(owner):
                 return now  # left by a process that died: due now, its lease is void
         rows = self._read(
             "SELECT MIN(due) FROM (SELECT MAX(next_at, COALESCE(lease_until, 0)) AS due FROM "
@@ -806,7 +828,7 @@ class Outbox:
                        (first, now, since, *drivers))
             for (owner,) in db.execute("SELECT DISTINCT lease_owner FROM recoveries WHERE "
                                        "ended IS NULL AND lease_until > ?", (now,)).fetchall():
-                if owner != self.owner and not owner_alive(owner):
+                if not self._alive(owner):
                     db.execute("UPDATE recoveries SET lease_owner = NULL, lease_until = NULL "
                                "WHERE ended IS NULL AND lease_owner = ?", (owner,))
             row = db.execute(

@@ -6,7 +6,7 @@ outbox (sources never read the outbox) and never imports processmonitor. A verdi
 written after the notification that carries it is durable, so the file never claims more
 than the outbox holds.
 
-    {"owner": "pid:starttime", "updated_at": ...,
+    {"owner": "<owner id, monitors.owners>", "updated_at": ...,
      "processes": {"nova-compute": {"verdict": "gave_up", "notification": 12, "at": ...}}}
 
 Verdicts: ``running``; ``restarting`` (down, processmonitor is handling it); ``gave_up``
@@ -18,7 +18,7 @@ import os
 import threading
 import time
 
-from monitors import procfs, statefile
+from monitors import owners, statefile
 
 FILE = "processmonitor.verdicts.json"
 RUNNING, RESTARTING, GAVE_UP = "running", "restarting", "gave_up"
@@ -42,7 +42,7 @@ def write(state_path: str, name: str, verdict: str, notification: int | None = N
             doc = {}
         processes = doc.get("processes") if isinstance(doc.get("processes"), dict) else {}
         processes[name] = {"verdict": verdict, "notification": notification, "at": time.time()}
-        statefile.write(path(state_path), {"owner": procfs.process_identity(),
+        statefile.write(path(state_path), {"owner": owners.identity(state_path),
                                            "updated_at": time.time(), "processes": processes})
 
 

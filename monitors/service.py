@@ -33,7 +33,7 @@ from monitors.emitter import Emitter
 from monitors.history import ReadModel
 from monitors.notification import InvalidNotification
 from monitors.outbox import Outbox
-from monitors.procfs import process_identity
+from monitors.procfs import pid_namespace
 from monitors.sdnotify import Notifier
 from monitors.source import Health, StartError, build as build_enabled_sources
 
@@ -85,7 +85,7 @@ class MonitorService(ServiceBase):
         self._status_thread: threading.Thread | None = None
         self._backlog_wake = threading.Event()
         self._state_lock = threading.Lock()  # one writer of the status file at a time
-        self._owner = process_identity()  # pid:starttime, for the status file
+        self._owner: str | None = None  # the outbox's owner id, for the status file
         self._supervised = bool(os.environ.get("NOTIFY_SOCKET")
                                 or os.environ.get("INVOCATION_ID"))
 
@@ -107,6 +107,10 @@ class MonitorService(ServiceBase):
             self.outbox = config.open_outbox(self.conf)
         except Exception as exc:  # noqa: BLE001
             raise StartError(f"cannot open the outbox {path}: {exc}") from exc
+        try:  # held for the whole life of the process: readers judge us by it
+            self._owner = self.outbox.owner
+        except OSError as exc:
+            raise StartError(str(exc)) from exc
         if self.outbox.recovered:
             self.recovered = {"text": self.outbox.recovered, "at": time.time()}
         self.metrics = metrics.serve(self.conf.metrics.bind, self)
@@ -317,7 +321,8 @@ class MonitorService(ServiceBase):
         health = self.health()
         line = self.status_line(health)
         last = [e.last_event for e in self.emitters.values() if e.last_event]
-        doc = {"daemon": self.name, "pid": os.getpid(), "owner": self._owner, "state": state,
+        doc = {"daemon": self.name, "pid": os.getpid(), "pid_namespace": pid_namespace(),
+               "owner": self._owner, "state": state,
                "updated_at": time.time(), "status": line,
                "last_event": max(last) if last else None,
                "supervised": self._supervised,

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from monitors.history import ReadModel
 from monitors.outbox import Outbox
-from monitors.procfs import owner_alive
+from monitors import owners
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LEVELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -60,9 +60,9 @@ def _read(state_path: str, name: str) -> dict | None:
     return {"daemon": name, "state": "unreadable", "error": str(error)}
 
 
-def _alive(doc: dict) -> bool:
+def _alive(doc: dict, state_path: str) -> bool:
     if doc.get("owner"):
-        return owner_alive(doc["owner"])
+        return owners.alive(doc["owner"], state_path)
     return bool(doc.get("pid")) and os.path.exists(f"/proc/{doc['pid']}")
 
 
@@ -88,7 +88,7 @@ def daemon_report(state_path: str, name: str, th: Thresholds, now: float,
         pass  # a one-off run by hand (e.g. `ha-monitors deliver`) that ended: nothing to do
     elif state == "stopped":
         problems.append(Problem(CRITICAL, f"{name}: stopped at {_ago(doc.get('updated_at'), now)}"))
-    elif not _alive(doc):
+    elif not _alive(doc, state_path):
         state = "dead"
         problems.append(Problem(CRITICAL, f"{name}: not running (pid {doc.get('pid')} is gone; "
                                           f"last update {_ago(doc.get('updated_at'), now)})"))

@@ -22,7 +22,8 @@ COMMAND_KEYS = ("start_command", "pre_start_command", "post_start_command",
                 "restart_command", "pre_restart_command", "post_restart_command")
 MATCH_MODES = ("substring", "exact", "regex")
 KNOWN_KEYS = ("process_name", "run_as_root", *COMMAND_KEYS, "match", "systemd_unit",
-              "restart_retries", "restart_interval", "notify_name")
+              "restart_retries", "restart_interval", "notify_name", "freeze_timeout",
+              "liveness_command")
 
 
 class ProcessListError(ValueError):
@@ -40,6 +41,8 @@ class ProcessEntry:
     restart_retries: int | None = None  # None: [process] restart_retries
     restart_interval: float | None = None  # None: [process] restart_interval
     notify_name: str | None = None
+    freeze_timeout: float | None = None  # None: [processmonitor] freeze_timeout; 0: off
+    liveness_command: list[str] | None = None  # fails (or hangs) → counts as frozen
 
     @property
     def payload_name(self) -> str:
@@ -206,6 +209,17 @@ def _entry(path: str, index: int, item, hostname: str, result: ProcessList):
     if interval is not None and (isinstance(interval, bool)
                                  or not isinstance(interval, (int, float)) or interval < 0):
         errors.append(f"{where('restart_interval')}: expected seconds >= 0, got {interval!r}")
+    freeze = item.get("freeze_timeout")
+    if freeze is not None and (isinstance(freeze, bool)
+                               or not isinstance(freeze, (int, float)) or freeze < 0):
+        errors.append(f"{where('freeze_timeout')}: expected seconds >= 0 (0: off), got "
+                      f"{freeze!r}")
+    liveness = _parse_command(item.get("liveness_command"), where("liveness_command"),
+                              errors)
+    if liveness and shutil.which(liveness[0]) is None:
+        result.warnings.append(f"{where('liveness_command')}: {liveness[0]!r} is not an "
+                               "executable found now; every check will fail (the process "
+                               "will be restarted as frozen)")
     notify_name = item.get("notify_name")
     if notify_name is not None and not isinstance(notify_name, str):
         errors.append(f"{where('notify_name')}: expected a string")
@@ -215,7 +229,8 @@ def _entry(path: str, index: int, item, hostname: str, result: ProcessList):
     entry = ProcessEntry(process_name=name, line=line, commands=commands,
                          run_as_root=run_as_root, match=match, systemd_unit=unit,
                          restart_retries=retries, restart_interval=interval,
-                         notify_name=notify_name)
+                         notify_name=notify_name, freeze_timeout=freeze,
+                         liveness_command=liveness)
     try:  # the name must be one the API accepts, or every STOPPED would be refused
         Notification.create(PROCESS, hostname, {"event": "STOPPED",
                                                 "process_name": entry.payload_name})

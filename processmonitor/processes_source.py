@@ -40,7 +40,9 @@ class ProcessesSource(Source):
         self.verdicts = VerdictFile(conf.state_path)
         self.workers: dict[str, EntryWorker] = {}
         self.watcher = Watcher(self.plist.entries, conf.process.check_interval,
-                               self._on_change, conf.processmonitor.proc_connector)
+                               self._on_change, conf.processmonitor.proc_connector,
+                               conf.processmonitor.freeze_timeout,
+                               conf.processmonitor.freeze_check_interval)
         self._watcher_thread = None
 
     def _on_change(self, name: str, running: bool, pid, how: str) -> None:
@@ -95,6 +97,8 @@ class ProcessesSource(Source):
         self.conf = new_conf
         self.policy = RestartPolicy.from_conf(new_conf)
         self.watcher.check_interval = new_conf.process.check_interval
+        self.watcher.freeze_timeout = new_conf.processmonitor.freeze_timeout
+        self.watcher.freeze_check_interval = new_conf.processmonitor.freeze_check_interval
         new = {e.process_name: e for e in plist.entries}
         for name in list(self.workers):
             if name not in new:
@@ -120,6 +124,9 @@ class ProcessesSource(Source):
         watcher = self.watcher
         detail = (f"{len(self.workers)} process(es), {watcher.watched()} pid(s) watched, "
                   f"proc connector {'on' if watcher.proc_connector else 'off'}")
+        frozen = watcher.frozen_count()
+        if frozen:
+            detail += f", {frozen} frozen"
         if failed:
             detail += f"; restart failed: {', '.join(sorted(failed))}"
         if self.plist.errors:

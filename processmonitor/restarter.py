@@ -10,11 +10,20 @@ when a process reported STOPPED runs again.
 exit, proc connector, scan). A restart waits on that push for ``grace`` seconds; it never
 scans the process table itself (where the kernel cannot push, the watcher is asked to
 scan instead).
+
+A frozen process (processmonitor/freeze.py) is pushed as not running, with ``how``
+saying why; the restart then first SIGKILLs the entry's frozen pids and waits up to
+``freeze_kill_wait`` for them to exit, and goes on exactly as for a crash: same commands,
+same retries, same single STOPPED when they do not help. An entry's ``liveness_command``
+runs in this worker's thread while the process is up (never in the watcher's loop); when
+it has failed for ``freeze_timeout`` seconds the process counts as frozen too.
 """
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import select
 import threading
 import time
 from typing import Callable
@@ -54,6 +63,8 @@ class EntryWorker:
         self._tasks: queue.Queue = queue.Queue()
         self.thread: threading.Thread | None = None
         self.last_error = ""
+        self._liveness_failing_since: float | None = None
+        self._liveness_next = 0.0
 
     @property
     def name(self) -> str:
@@ -69,16 +80,23 @@ class EntryWorker:
                 if self.state == FAILED:
                     self.state = UP
                     self._notify("STARTED", RUNNING, {"pid": pid, "seen_by": how})
+                    self._tasks.put(("wake", None, how))  # liveness checks resume
                 elif self.state == NEW:
                     self.state = UP
                     self._verdicts.set(self.name, RUNNING)
                 return
             if self.state == UP:
                 self.state = RESTARTING
-                log.event(LOG, logging.WARNING, "process %s is not running (%s, last pid %s): "
-                          "restarting", self.entry.process_name, how, pid,
-                          fields={"PROCESS_NAME": self.entry.payload_name, "PID": pid,
-                                  "DETECTED_BY": how, "DECISION": "restart"})
+                if how.startswith("frozen"):
+                    log.event(LOG, logging.WARNING, "process %s (pid %s) is %s: killing and "
+                              "restarting it", self.entry.process_name, pid, how,
+                              fields={"PROCESS_NAME": self.entry.payload_name, "PID": pid,
+                                      "DETECTED_BY": "frozen", "DECISION": "restart"})
+                else:
+                    log.event(LOG, logging.WARNING, "process %s is not running (%s, last "
+                              "pid %s): restarting", self.entry.process_name, how, pid,
+                              fields={"PROCESS_NAME": self.entry.payload_name, "PID": pid,
+                                      "DETECTED_BY": how, "DECISION": "restart"})
                 self._tasks.put(("restart", pid, how))
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -100,15 +118,78 @@ class EntryWorker:
     # -- the worker thread ----------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._done:
-            task, pid, how = self._tasks.get()
             try:
-                if task == "start":
+                task, pid, how = self._tasks.get(timeout=self._liveness_due())
+            except queue.Empty:
+                task, pid, how = "liveness", None, ""
+            try:
+                if task == "liveness":
+                    self._check_liveness()
+                elif task == "start":
                     self._initial_start()
                 elif task == "restart":
                     self._restart(pid, how)
             except Exception:  # noqa: BLE001 - one entry's bug never ends its thread
                 LOG.exception("process %s: %s failed unexpectedly", self.entry.process_name,
                               task)
+
+    def _liveness_due(self) -> float | None:
+        """Seconds until the next liveness check (None: no check, wait for a task)."""
+        with self._lock:
+            entry, policy = self.entry, self.policy
+            if not entry.liveness_command or policy.freeze_timeout <= 0 \
+                    or self.state != UP or not self.running:
+                self._liveness_failing_since = None
+                return None
+        return max(0.0, self._liveness_next - time.monotonic())
+
+    def _check_liveness(self) -> None:
+        """Run the liveness command once (bounded by command_timeout); after it failed for
+        freeze_timeout seconds, tell the watcher the process is frozen (it pushes "not
+        running" back, which starts the restart)."""
+        with self._lock:
+            entry, policy = self.entry, self.policy
+        self._liveness_next = time.monotonic() + policy.liveness_interval
+        result = command.run(entry.liveness_command, min(policy.command_timeout,
+                                                         policy.freeze_timeout),
+                             as_root=entry.run_as_root)
+        now = time.monotonic()
+        if result.ok:
+            if self._liveness_failing_since is not None:
+                LOG.info("process %s: liveness_command succeeds again", entry.process_name)
+            self._liveness_failing_since = None
+            return
+        if self._liveness_failing_since is None:
+            self._liveness_failing_since = now
+            LOG.warning("process %s: liveness_command %r failed: %s (frozen if it keeps "
+                        "failing for %gs)", entry.process_name,
+                        " ".join(entry.liveness_command), result.detail,
+                        policy.freeze_timeout)
+        failing = now - self._liveness_failing_since
+        if failing >= policy.freeze_timeout and self.state == UP:
+            self._liveness_failing_since = None
+            self._watcher.mark_frozen(entry.process_name,
+                                      f"failing its liveness_command for {failing:.1f}s "
+                                      f"(last: {result.detail})")
+
+    def _kill_frozen(self, entry: ProcessEntry, policy: RestartPolicy) -> None:
+        """SIGKILL the entry's frozen pids and wait (bounded) for them to exit, so the
+        restart starts from a process that is gone, as after a crash. One still there
+        after freeze_kill_wait (asleep in "D" on storage that never answers) is left to
+        the kernel: the restart commands run anyway and may start a new process."""
+        for pid, fd in self._watcher.kill_frozen(entry.process_name):
+            try:
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)
+                if poller.poll(policy.freeze_kill_wait * 1000):
+                    LOG.info("process %s: frozen pid %s killed (SIGKILL)",
+                             entry.process_name, pid)
+                else:
+                    LOG.error("process %s: frozen pid %s still there %gs after SIGKILL "
+                              "(stuck in the kernel); restarting anyway",
+                              entry.process_name, pid, policy.freeze_kill_wait)
+            finally:
+                os.close(fd)
 
     def _initial_start(self) -> None:
         """Start commands only for a process that does not run yet (never for a running one)."""
@@ -200,6 +281,7 @@ class EntryWorker:
         with self._lock:
             entry, policy = self.entry, self.policy
         self._verdicts.set(self.name, VERDICT_RESTARTING)
+        self._kill_frozen(entry, policy)
         attempts: list[str] = []
         for attempt in range(policy.retries + 1):
             if self._done:

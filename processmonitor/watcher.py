@@ -10,6 +10,11 @@ a match that was our descendant when it exec'd is kept as a candidate and looked
 after our command returned (``after_command``), and on a short backoff (a process that
 daemonized leaves our tree only when its transient parent exits): then it runs on its own.
 
+A pid that is alive but frozen (stopped, traced, stuck in "D" for ``freeze_timeout``;
+processmonitor/freeze.py, the one low-rate poll) stops counting as running: when no other
+matching pid runs, "not running" is pushed (how ``frozen: ...``) and the worker kills it
+(``kill_frozen``) and restarts it as it would a process that exited.
+
 Every answer is pushed through ``on_change``, always from the watcher's thread (the
 start-up and reload scans aside), so what a worker waits on changes in the order the
 kernel reported it.
@@ -20,6 +25,7 @@ import errno
 import logging
 import os
 import select
+import signal
 import socket
 import struct
 import threading
@@ -29,6 +35,7 @@ from typing import Callable
 import psutil
 
 from monitors import procfs
+from processmonitor.freeze import FreezeTracker
 from processmonitor.process_list import ProcessEntry
 
 LOG = logging.getLogger(__name__)
@@ -119,9 +126,13 @@ class Watcher:
     """Owns the epoll, the pidfds and the knowledge of which entry has which pids."""
 
     def __init__(self, entries: list[ProcessEntry], check_interval: float,
-                 on_change: ChangeCallback, use_proc_connector: bool = True):
+                 on_change: ChangeCallback, use_proc_connector: bool = True,
+                 freeze_timeout: float = 0.0, freeze_check_interval: float = 2.0):
         self._entries = list(entries)
         self.check_interval = check_interval
+        self.freeze_timeout = freeze_timeout  # default of entries without their own
+        self.freeze_check_interval = freeze_check_interval
+        self._freeze = FreezeTracker()
         self._on_change = on_change
         self._use_connector = use_proc_connector
         self._lock = threading.RLock()
@@ -180,12 +191,59 @@ class Watcher:
         self.scan()
 
     def running(self, name: str) -> list[int]:
+        """The entry's matching pids that run (frozen ones do not count)."""
         with self._lock:
-            return sorted(p for p, n in self._pid_names.items() if name in n)
+            return sorted(p for p, n in self._pid_names.items()
+                          if name in n and p not in self._freeze.frozen)
+
+    def frozen(self, name: str) -> dict[int, str]:
+        """The entry's matching pids that are frozen: pid → why."""
+        with self._lock:
+            return {p: self._freeze.frozen[p].detail for p, n in self._pid_names.items()
+                    if name in n and p in self._freeze.frozen}
+
+    def kill_frozen(self, name: str) -> list[tuple[int, int]]:
+        """SIGKILL the entry's frozen pids through their pidfds (a recycled pid cannot be
+        hit). SIGKILL, not SIGTERM: a stopped process would only see SIGTERM once
+        continued, a process in "D" handles no signal until it leaves the kernel, and a
+        deadlocked one would not shut down cleanly anyway; SIGKILL ends a stopped process
+        at once and a "D" one the moment it wakes (at once for a killable wait).
+        Returns (pid, a duplicate of its pidfd) for each, for the caller to wait on and
+        close."""
+        out = []
+        with self._lock:
+            for pid in self.frozen(name):
+                fd = self._pidfds.get(pid)
+                if fd is None:
+                    continue
+                try:
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                except OSError as exc:
+                    LOG.error("cannot kill frozen pid %s of %s: %s", pid, name, exc)
+                    continue
+                self._freeze.killed(pid)  # waking from "D" to die is no thaw
+                out.append((pid, os.dup(fd)))
+        return out
+
+    def mark_frozen(self, name: str, detail: str) -> None:
+        """The entry's liveness command keeps failing: all its pids count as frozen (until
+        they exit) and, as none runs any more, "not running" is pushed."""
+        with self._lock:
+            pids = [p for p, n in self._pid_names.items() if name in n]
+            new = [p for p in pids if self._freeze.mark(p, detail)]
+        if new:
+            self._push_frozen(new)
 
     def watched(self) -> int:
         with self._lock:
             return len(self._pidfds)
+
+    def frozen_count(self) -> int:
+        """Watched pids that count as frozen now (shown in health)."""
+        with self._lock:
+            return len(self._freeze.frozen)
 
     def request_scan(self) -> None:
         """Ask the watcher thread for a full scan now (only where nothing pushes)."""
@@ -233,7 +291,9 @@ class Watcher:
             self._own = {p: n for p, n in self._own.items()
                          if p in parents and p not in self._pidfds}
             state = {e.process_name: False for e in self._entries}
-            for names in self._pid_names.values():
+            for pid, names in self._pid_names.items():
+                if pid in self._freeze.frozen:
+                    continue
                 for name in names:
                     if name in state:
                         state[name] = True
@@ -285,7 +345,13 @@ class Watcher:
                   " ".join(procfs.argv(pid) or [])[:200])
         return True
 
+    def _live_names(self) -> set[str]:
+        """Entries with a matching pid that runs (not frozen); caller holds the lock."""
+        return {n for p, s in self._pid_names.items() if p not in self._freeze.frozen
+                for n in s}
+
     def _release(self, pid: int) -> None:
+        self._freeze.forget(pid)
         fd = self._pidfds.pop(pid, None)
         self._pid_names.pop(pid, None)
         if fd is not None:
@@ -302,8 +368,10 @@ class Watcher:
             if pid is None:
                 return
             names = self._pid_names.get(pid, set())
+            was_frozen = pid in self._freeze.frozen
             self._release(pid)
-            gone = [n for n in names if not any(n in s for s in self._pid_names.values())]
+            live = self._live_names()
+            gone = [] if was_frozen else [n for n in names if n not in live]
         for name in names:
             LOG.info("process %s (pid %s) exited%s", name, pid,
                      "" if name in gone else "; other matching pids still run")
@@ -342,7 +410,7 @@ class Watcher:
         with self._lock:
             if pid in self._pidfds:
                 return
-            was = {n for s in self._pid_names.values() for n in s}
+            was = self._live_names()
             if not self._watch(pid, names, "proc connector"):
                 return
         for name in names - was:
@@ -363,6 +431,56 @@ class Watcher:
             names = self._matching(pid, entries)  # it may have exec'd something else since
             if names:
                 self._found(pid, names)
+
+    def _bound(self, names: set[str], entries: dict[str, ProcessEntry]) -> float:
+        """The shortest freeze_timeout of the entries a pid matches (0: not checked)."""
+        bounds = []
+        for name in names:
+            entry = entries.get(name)
+            if entry is None:
+                continue
+            bound = self.freeze_timeout if entry.freeze_timeout is None \
+                else entry.freeze_timeout
+            if bound > 0:
+                bounds.append(bound)
+        return min(bounds) if bounds else 0.0
+
+    def check_freeze(self) -> None:
+        """The low-rate poll: two /proc reads per watched pid, then push what changed."""
+        with self._lock:
+            entries = {e.process_name: e for e in self._entries}
+            bounds = {p: self._bound(n, entries) for p, n in self._pid_names.items()}
+        samples = FreezeTracker.read(bounds)  # /proc reads outside the lock
+        with self._lock:
+            bounds = {p: b for p, b in bounds.items() if p in self._pid_names}  # still ours
+            frozen, thawed = self._freeze.update(bounds, samples, time.monotonic())
+        if frozen:
+            self._push_frozen(frozen)
+        for pid in thawed:
+            with self._lock:
+                names = set(self._pid_names.get(pid, ()))
+                others = {n for p, s in self._pid_names.items()
+                          if p != pid and p not in self._freeze.frozen for n in s}
+            for name in sorted(names):
+                LOG.warning("process %s (pid %s) runs again (it was frozen)", name, pid)
+                if name not in others:
+                    self._on_change(name, True, pid, "thawed")
+
+    def _push_frozen(self, pids: list[int]) -> None:
+        """Frozen pids no longer count: push "not running" for the entries left with none."""
+        with self._lock:
+            live = self._live_names()
+            what = {p: (set(self._pid_names.get(p, ())), self._freeze.frozen[p].detail)
+                    for p in pids if p in self._freeze.frozen}
+        pushed = set()
+        for pid, (names, detail) in what.items():
+            for name in sorted(names):
+                if name in live:
+                    LOG.warning("process %s (pid %s) is frozen: %s; other matching pids "
+                                "still run", name, pid, detail)
+                elif name not in pushed:
+                    pushed.add(name)
+                    self._on_change(name, False, pid, f"frozen: {detail}")
 
     def _read_connector(self) -> None:
         while True:
@@ -386,9 +504,10 @@ class Watcher:
     def loop(self, stopping: Callable[[], bool]) -> None:
         """The watcher thread (the source spawns it; ``wake()`` after asking it to stop)."""
         next_scan = time.monotonic() + self.check_interval
+        next_freeze = time.monotonic() + self.freeze_check_interval
         while not stopping():
-            wake_at = next_scan if self._recheck_at is None else min(next_scan,
-                                                                     self._recheck_at)
+            wake_at = min(next_scan, next_freeze) if self._recheck_at is None \
+                else min(next_scan, next_freeze, self._recheck_at)
             timeout = max(0.0, wake_at - time.monotonic())
             try:
                 events = self._epoll.poll(timeout)
@@ -419,6 +538,12 @@ class Watcher:
                     elif due:
                         self._recheck_delay = min(self._recheck_delay * 2, OWN_RECHECK_MAX)
                         self._recheck_at = time.monotonic() + self._recheck_delay
+            if time.monotonic() >= next_freeze:
+                try:
+                    self.check_freeze()
+                except Exception:  # noqa: BLE001
+                    LOG.exception("watcher: freeze check failed")
+                next_freeze = time.monotonic() + self.freeze_check_interval
             if self._scan_now or time.monotonic() >= next_scan:
                 self._scan_now = False
                 try:

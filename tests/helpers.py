@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -120,11 +121,23 @@ class NotifySocket:
         self._cleanup()
 
 
+# A PID namespace of its own, as a container has (mount namespace too, for its /proc);
+# the file system (state_path, NOTIFY_SOCKET) and the network stay shared.
+PID_NAMESPACE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+
+
 class Daemon:
-    """One of our daemons as a real child process with its own NOTIFY_SOCKET."""
+    """One of our daemons as a real child process with its own NOTIFY_SOCKET.
+
+    pid_namespace: run it as PID 1 of a PID namespace of its own (one container per
+    monitor); kill() and stop() then signal the daemon, not the unshare around it."""
 
     def __init__(self, name: str, conf: Path, env: dict | None = None, log: Path | None = None,
-                 argv_prefix: list[str] | None = None, argv: list[str] | None = None):
+                 argv_prefix: list[str] | None = None, argv: list[str] | None = None,
+                 pid_namespace: bool = False):
+        self.pid_namespace = pid_namespace
+        if pid_namespace:
+            argv_prefix = [*PID_NAMESPACE, *(argv_prefix or [])]
         self.name = name
         self.conf = conf
         self.notify = NotifySocket()
@@ -149,15 +162,39 @@ class Daemon:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    @property
+    def pid(self) -> int:
+        """The daemon's pid as the test sees it (inside a PID namespace it is 1 there)."""
+        if not self.pid_namespace:
+            return self.proc.pid
+        path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+        found = wait_for(lambda: Path(path).read_text().split(), 10,
+                         what="the daemon forked by unshare")
+        return int(found[0])
+
     def signal(self, signo: int) -> None:
-        self.proc.send_signal(signo)
+        if self.pid_namespace:
+            os.kill(self.pid, signo)
+        else:
+            self.proc.send_signal(signo)
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        return stop_process(self.proc, timeout)
+        if not self.pid_namespace or self.proc is None or self.proc.poll() is not None:
+            return stop_process(self.proc, timeout)
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.proc.returncode
 
     def kill(self) -> None:
+        """SIGKILL (the daemon itself; in a PID namespace that ends the namespace)."""
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
+            if self.pid_namespace:
+                os.kill(self.pid, signal.SIGKILL)
+            else:
+                self.proc.kill()
             self.proc.wait()
 
     def __enter__(self):

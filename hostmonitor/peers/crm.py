@@ -86,8 +86,63 @@ def parse_crm_mon(root: ET.Element) -> ClusterView:
 
 
 def cluster_view(crm_mon: str, timeout: float) -> ClusterView:
-    """``crm_mon --output-as=xml -1`` parsed: quorum, DC, nodes."""
-    return parse_crm_mon(run_xml([crm_mon, "--output-as=xml", "-1"], timeout))
+    """``crm_mon --output-as=xml -1`` parsed: quorum, DC, nodes; a remote node is online
+    only when the CIB also has it connected (``confirm_remotes``)."""
+    view = parse_crm_mon(run_xml([crm_mon, "--output-as=xml", "-1"], timeout))
+    if any(n.type == "remote" and n.online for n in view.nodes.values()):
+        view = confirm_remotes(view, remote_states(crm_mon, timeout))
+    return view
+
+
+def _tool(crm_mon: str, name: str) -> str:
+    """A Pacemaker tool beside the configured crm_mon (same directory when it is a path)."""
+    head, _, tail = crm_mon.rpartition("/")
+    return f"{head}/{name}" if head and tail == "crm_mon" else name
+
+
+def _failed(argv: list[str], proc: command.Result) -> CommandError:
+    """A tool's failure, named with its exit code and what it printed."""
+    return CommandError(f"{argv[0]}: exit {proc.returncode}: "
+                        f"{(proc.stderr or proc.stdout).strip()[:200]}")
+
+
+def remote_states(crm_mon: str, timeout: float) -> dict[str, str]:
+    """Remote node name → its node_state@in_ccm in the CIB's status section (one
+    ``cibadmin --query --xpath``; works on a remote node too, through its proxy)."""
+    argv = [_tool(crm_mon, "cibadmin"), "--query", "--no-children", "--xpath",
+            "//status/node_state[@remote_node='true']"]
+    proc = run(argv, timeout)
+    if proc.returncode == 105:  # ENXIO: no remote node has a node_state yet
+        return {}
+    if proc.returncode != 0:
+        raise _failed(argv, proc)
+    try:
+        root = ET.fromstring(f"<states>{proc.stdout}</states>")
+    except ET.ParseError as exc:
+        raise CommandError(f"{argv[0]}: output is not XML ({exc})") from None
+    return {el.get("uname") or el.get("id") or "": el.get("in_ccm", "")
+            for el in root.iter("node_state")}
+
+
+def _connected(in_ccm: str) -> bool:
+    """in_ccm of a remote node: "true" (2.1.5) or, in later versions, the epoch seconds
+    of the connection; "false"/"0"/missing: not connected."""
+    value = (in_ccm or "").strip().lower()
+    return value == "true" or (value.isdigit() and int(value) > 0)
+
+
+def confirm_remotes(view: ClusterView, states: dict[str, str]) -> ClusterView:
+    """crm_mon 2.1.5 shows a remote node online while its connection resource's start is
+    *pending* — with pacemaker-remoted dead, after the node was fenced, for each reconnect
+    attempt (up to the start timeout, 20 s by default). Seen on the live cluster: without
+    this a killed remote node was reported STOPPED, then STARTED 3 s later, dead. The
+    controller marks the node connected (node_state in_ccm) only once the connection is
+    really up: a remote node is online when both say so."""
+    nodes = {name: (dataclasses.replace(n, online=False)
+                    if n.type == "remote" and n.online and not _connected(states.get(name, ""))
+                    else n)
+             for name, n in view.nodes.items()}
+    return dataclasses.replace(view, nodes=nodes)
 
 
 def parse_time(text: str | None) -> dt.datetime | None:
@@ -169,16 +224,10 @@ class Report:
             return None
 
 
-def _crm_attribute(crm_mon: str) -> str:
-    """crm_attribute beside the configured crm_mon (same directory when it is a path)."""
-    head, _, tail = crm_mon.rpartition("/")
-    return f"{head}/crm_attribute" if head and tail == "crm_mon" else "crm_attribute"
-
-
 def read_report(crm_mon: str, node: str, timeout: float) -> Report | None:
     """The last report recorded for ``node``; None when there is none. CommandError when the
     CIB cannot be read."""
-    argv = [_crm_attribute(crm_mon), "--type", "nodes", "--node", node, "--name",
+    argv = [_tool(crm_mon, "crm_attribute"), "--type", "nodes", "--node", node, "--name",
             REPORT_ATTRIBUTE, "--query", "--output-as=xml"]
     proc = run(argv, timeout)
     if proc.returncode == 105:  # ENXIO: no such attribute
@@ -186,8 +235,7 @@ def read_report(crm_mon: str, node: str, timeout: float) -> Report | None:
     try:
         root = ET.fromstring(proc.stdout)
     except ET.ParseError:
-        raise CommandError(f"{argv[0]}: exit {proc.returncode}: "
-                           f"{(proc.stderr or proc.stdout).strip()[:200]}") from None
+        raise _failed(argv, proc) from None
     el = root.find("attribute")
     if proc.returncode != 0 or el is None:
         status = root.find("status")
@@ -197,9 +245,8 @@ def read_report(crm_mon: str, node: str, timeout: float) -> Report | None:
 
 
 def write_report(crm_mon: str, node: str, report: Report, timeout: float) -> None:
-    argv = [_crm_attribute(crm_mon), "--type", "nodes", "--node", node, "--name",
+    argv = [_tool(crm_mon, "crm_attribute"), "--type", "nodes", "--node", node, "--name",
             REPORT_ATTRIBUTE, "--update", report.value()]
     proc = run(argv, timeout)
     if proc.returncode != 0:
-        raise CommandError(f"{argv[0]}: exit {proc.returncode}: "
-                           f"{(proc.stderr or proc.stdout).strip()[:200]}")
+        raise _failed(argv, proc)

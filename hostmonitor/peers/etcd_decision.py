@@ -127,3 +127,23 @@ def to_resend(records: dict, me: str, now: float, window: float) -> list[tuple[s
     return [(host, rec) for host, rec in sorted(records.items())
             if isinstance(rec, dict) and rec.get("by") != me
             and now - rec.get("at", 0) <= window]
+
+
+def lease_lost(refreshed: dict, started: float, now: float, bound: float) -> str | None:
+    """The watchdog's rule (monitors/watchdog.Feeder): why this host must stop feeding its
+    watchdog, or None while it may keep running.
+
+    ``refreshed``: network -> the monotonic time the last *successful* refresh of this
+    host's lease on that network was sent (None: never). The lease then lasts at least
+    until that time + TTL on the etcd side, so the peers cannot see this host's keys gone
+    before it, nor report it NORMAL before that + etcd_self_fence_deadline. The peers
+    report a host down only when its keys expired on *every* network: the newest refresh
+    counts. ``started``: when this daemon began (a daemon that never held a lease counts
+    from its start; the previous daemon's lease was refreshed before that)."""
+    times = [t for t in refreshed.values() if t is not None]
+    last = max(times) if times else started
+    if now - last > bound:
+        what = "its etcd leases on every network" if times else "no etcd lease since start"
+        return (f"lost its peers: {what}, not refreshed for {now - last:.1f}s "
+                f"(> watchdog_lease_bound {bound:g}s)")
+    return None

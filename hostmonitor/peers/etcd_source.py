@@ -26,13 +26,14 @@ import time
 
 import etcd3gw
 
-from monitors import log
+from monitors import log, watchdog
 from monitors.source import Health, Source
 
 from hostmonitor import payloads
 from hostmonitor.peers import election, opts
 from hostmonitor.peers.etcd import last_part, make_client
-from hostmonitor.peers.etcd_decision import Memory, Policy, View, decide, to_resend
+from hostmonitor.peers.etcd_decision import (Memory, Policy, View, decide, lease_lost,
+                                              to_resend)
 from hostmonitor.peers.opts import GROUP
 
 LOG = logging.getLogger(__name__)
@@ -68,6 +69,15 @@ class EtcdSource(Source):
         self._detail = "starting"
         self.stats = {"reports": 0, "reconciles": 0, "watch_events": 0}
         self._held: set[str] = set()  # reports the outbox has not taken yet
+        # monotonic time the last successful refresh (or grant) of each lease was sent:
+        # the lease lives at least that + TTL in etcd (the watchdog's reference)
+        self.refreshed: dict[str, float | None] = {n: None for n, _ in self.networks}
+        self.started = time.monotonic()
+        self.feeder: watchdog.Feeder | None = None
+        if p.watchdog_device:
+            self.feeder = watchdog.Feeder(watchdog.Device(p.watchdog_device),
+                                          self.watchdog_verdict,
+                                          interval=max(p.watchdog_timeout / 4.0, 0.1))
 
     @property
     def mass_failure(self) -> bool:
@@ -83,6 +93,8 @@ class EtcdSource(Source):
 
     # -- Source interface -------------------------------------------------------------------
     def start(self) -> None:
+        if self.feeder is not None:
+            self._arm_watchdog()
         self.spawn(self._keepalive_loop, "etcd-keepalive")
         self.spawn(self._watch_loop, "etcd-watch")
         self.spawn(self._reconcile_loop, "etcd-reconcile")
@@ -96,6 +108,8 @@ class EtcdSource(Source):
             except Exception:  # noqa: BLE001
                 pass
         super().stop(self.conf[GROUP].etcd_timeout + 1 if timeout is None else timeout)
+        if self.feeder is not None:
+            self.feeder.stop(disarm=self.conf[GROUP].watchdog_disarm_on_stop)
         # Leave the election at once (others take over without waiting for the TTL); the
         # liveness keys are left to expire: a stopped hostmonitor is not a failed host, but
         # revoking them would make the peers report this host down.
@@ -109,11 +123,52 @@ class EtcdSource(Source):
         p = conf[GROUP]
         if dict(p.etcd_networks) != dict(self.networks) or p.etcd_prefix.rstrip("/") != self.prefix:
             raise ValueError("etcd_networks and etcd_prefix need a restart")
+        old = self.conf[GROUP]
+        if (p.watchdog_device, p.watchdog_timeout) != (old.watchdog_device,
+                                                       old.watchdog_timeout):
+            raise ValueError(f"[{GROUP}] watchdog_device and watchdog_timeout need a restart")
+        if self.feeder is not None and self.feeder.device.timeout is not None:
+            # the timeout the driver took at start, which may exceed the configured one
+            problems = opts.watchdog_problems(conf, timeout=self.feeder.device.timeout)
+            if problems:
+                raise ValueError("; ".join(problems))
         self.conf = conf
 
     def health(self) -> Health:
         ok = self._link_ok(self.primary) and not self.mass_failure
-        return Health(ok, self._detail)
+        if self.feeder is None:
+            return Health(ok, self._detail)
+        return Health(ok and not self.feeder.stopped_feeding,
+                      f"{self._detail}, {self.feeder.status()}")
+
+    # -- watchdog (monitors/watchdog.py) -----------------------------------------------------
+    def _arm_watchdog(self) -> None:
+        """Open the device; refuse to run when the timeout the driver took breaks the
+        deadline arithmetic (opts.watchdog_problems)."""
+        p = self.conf[GROUP]
+        got = self.feeder.device.open(p.watchdog_timeout)
+        problems = opts.watchdog_problems(self.conf, timeout=got)
+        if problems:
+            self.feeder.device.close(disarm=True)
+            raise watchdog.WatchdogError(f"watchdog {p.watchdog_device} took a timeout of "
+                                         f"{got}s: " + "; ".join(problems))
+        # The keep-alive loop evaluates isolation, the lease and the election (its stall
+        # also stops the refreshes: lease_lost says so first); the reconcile loop is the
+        # reporter's evaluation: stalled (a deadlock, an outbox write that never returns)
+        # it would hold the election key, so no other host reports a failure. Either loop
+        # making no progress for its bound stops the feeding: the host resets and its
+        # lease, with the election key, expires.
+        bound = opts.lease_bound(self.conf)
+        self.feeder.watch("etcd-keepalive", bound)
+        self.feeder.watch("etcd-reconcile", self._reconcile_wait() + bound)
+        self.feeder.start()
+        LOG.warning("watchdog %s armed (timeout %ss, lease bound %gs)", p.watchdog_device,
+                    got, opts.lease_bound(self.conf))
+
+    def watchdog_verdict(self) -> str | None:
+        """Why the host must stop feeding its watchdog (etcd_decision.lease_lost)."""
+        return lease_lost(dict(self.refreshed), self.started, time.monotonic(),
+                          opts.lease_bound(self.conf))
 
     # -- liveness ---------------------------------------------------------------------------
     def _ttl(self) -> int:
@@ -144,8 +199,10 @@ class EtcdSource(Source):
     def _refresh(self, network: str) -> None:
         client = self.clients[network]
         lease = self.leases.get(network)
+        sent = time.monotonic()
         if lease is not None and lease.refresh() > 0:
             self.last_ok[network] = time.monotonic()
+            self.refreshed[network] = sent
             return
         if lease is not None:
             LOG.warning("lease on %s expired; taking a new one", network)
@@ -158,9 +215,12 @@ class EtcdSource(Source):
             client.put(self.k("hosts", self.me), json.dumps({"registered": time.time()}))
         self.leases[network] = lease
         self.last_ok[network] = time.monotonic()
+        self.refreshed[network] = sent
 
     def _keepalive_loop(self) -> None:
         while not self.stopping:
+            if self.feeder is not None:
+                self.feeder.mark("etcd-keepalive")
             for network, _ in self.networks:
                 try:
                     self._refresh(network)
@@ -234,9 +294,14 @@ class EtcdSource(Source):
             self.sleep(1.0)
 
     # -- the reporter's look ----------------------------------------------------------------
+    def _reconcile_wait(self) -> float:
+        return self.conf[GROUP].etcd_reconcile_interval or float(self._ttl())
+
     def _reconcile_loop(self) -> None:
         while not self.stopping:
-            wait = self.conf[GROUP].etcd_reconcile_interval or float(self._ttl())
+            if self.feeder is not None:
+                self.feeder.mark("etcd-reconcile")
+            wait = self._reconcile_wait()
             due = self._due  # a waiting host is judged when it is due (or on any event)
             if due is not None:
                 wait = min(wait, max(due - time.monotonic(), 0.05))

@@ -56,7 +56,9 @@ peer_opts = [
                       "before that it reports nothing. 0 = the peers do not self-fence: "
                       "reported UNKNOWN (nothing evacuated) unless [host] "
                       "disable_ipmi_check. Set it on every host, equal to at least the "
-                      "self-fence action's worst-case duration plus etcd_lease_ttl."),
+                      "self-fence action's worst-case duration plus etcd_lease_ttl, and to "
+                      "at least watchdog_timeout + watchdog_lease_bound where a watchdog "
+                      "covers a hung hostmonitor (watchdog_device)."),
     cfg.FloatOpt("etcd_reconcile_interval", default=0.0, min=0.0,
                  help="Safety-net full comparison of hosts and live keys, in seconds "
                       "(detection is pushed by the watch). 0 = lease TTL."),
@@ -72,6 +74,33 @@ peer_opts = [
                help="On becoming the reporter, re-send the reports of the previous reporter "
                     "younger than this (seconds): a report it queued but could not deliver "
                     "is not lost; Masakari answers 409 to a duplicate."),
+    # -- watchdog (etcd) --------------------------------------------------------------------
+    cfg.StrOpt("watchdog_device",
+               help="Watchdog device this host feeds while it holds its etcd lease (e.g. "
+                    "/dev/watchdog1; the kernel's /dev/watchdog interface). Unset = no "
+                    "watchdog (the default). When this host's leases on every network have "
+                    "not been refreshed for watchdog_lease_bound seconds, or its etcd "
+                    "keep-alive loop (that long) or reconcile loop (etcd_reconcile_interval "
+                    "+ that long) made no progress, it stops feeding for good: the "
+                    "device resets the host watchdog_timeout seconds later. This is what "
+                    "makes etcd_self_fence_deadline hold when hostmonitor itself hangs. "
+                    "Needs [host] monitoring_driver = etcd and watchdog_timeout + "
+                    "watchdog_lease_bound <= etcd_self_fence_deadline."),
+    cfg.IntOpt("watchdog_timeout", default=10, min=1,
+               help="Seconds the watchdog waits after the last pet before it resets the "
+                    "host (WDIOC_SETTIMEOUT; a driver that rounds it up is refused when the "
+                    "deadline no longer holds). Pets every watchdog_timeout / 4 seconds."),
+    cfg.FloatOpt("watchdog_lease_bound", default=0.0, min=0.0,
+                 help="Seconds without a successful lease refresh (on every network) "
+                      "after which this host stops feeding its watchdog. 0 = "
+                      "etcd_lease_ttl. At least etcd_lease_ttl (less would reset a host "
+                      "whose lease may still be alive)."),
+    cfg.BoolOpt("watchdog_disarm_on_stop", default=False,
+                help="On a clean stop of ha-hostmonitor, disarm the watchdog (magic close). "
+                     "Off by default: a stopped hostmonitor leaves its lease to expire, and "
+                     "the peers then report this host NORMAL after etcd_self_fence_deadline "
+                     "while it still runs; with the watchdog left armed it resets instead, "
+                     "unless the daemon is restarted within watchdog_timeout."),
     cfg.StrOpt("management_interface",
                help="Network interface of the management link. When its operstate is not "
                     "up this host is the isolated one and reports nobody."),
@@ -110,10 +139,44 @@ def check(conf) -> list[str]:
             if not url.startswith(("http://", "https://")):
                 problems.append(f"[{GROUP}] etcd_networks: {name}: {url!r} is not an "
                                 "http(s) URL")
+    problems += watchdog_problems(conf)
     try:
         if not shlex.split(conf[GROUP].stonith_admin_command):
             raise ValueError("empty")
     except ValueError as exc:
         problems.append(f"[{GROUP}] stonith_admin_command: cannot split it into arguments: "
                         f"{exc}")
+    return problems
+
+
+def lease_bound(conf) -> float:
+    p = conf[GROUP]
+    return p.watchdog_lease_bound or float(p.etcd_lease_ttl)
+
+
+def watchdog_problems(conf, timeout: int | None = None) -> list[str]:
+    """The watchdog's deadline arithmetic (docs/hostmonitor-peers.md): the peers report
+    this host NORMAL no sooner than etcd_self_fence_deadline after its keys expired, so it
+    must surely be reset by then: watchdog_timeout + watchdog_lease_bound <= the deadline.
+    ``timeout``: the one the device reported, when it differs from the configured one."""
+    p = conf[GROUP]
+    if not p.watchdog_device:
+        return []
+    if conf.host.monitoring_driver != "etcd":
+        return [f"[{GROUP}] watchdog_device is set but [host] monitoring_driver is "
+                f"{conf.host.monitoring_driver!r}: the watchdog is fed by the etcd driver "
+                "only (set monitoring_driver = etcd or unset watchdog_device)"]
+    problems = []
+    bound = lease_bound(conf)
+    timeout = p.watchdog_timeout if timeout is None else timeout
+    if bound < p.etcd_lease_ttl:
+        problems.append(f"[{GROUP}] watchdog_lease_bound {bound:g}s is less than "
+                        f"etcd_lease_ttl {p.etcd_lease_ttl}s: the host would reset itself "
+                        "while its lease may still be alive")
+    if timeout + bound > p.etcd_self_fence_deadline:
+        problems.append(f"[{GROUP}] watchdog_timeout {timeout}s + watchdog_lease_bound "
+                        f"{bound:g}s = {timeout + bound:g}s exceeds etcd_self_fence_deadline "
+                        f"{p.etcd_self_fence_deadline:g}s: the peers would report this host "
+                        "NORMAL before it is surely reset (raise etcd_self_fence_deadline "
+                        "on every host, or lower the other two)")
     return problems

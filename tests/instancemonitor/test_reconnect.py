@@ -151,7 +151,7 @@ def test_hung_libvirtd_at_start_does_not_block_ready(libvirtd, make_daemon, masa
         started = time.monotonic()
         daemon = make_daemon(host)  # waits for READY
         assert time.monotonic() - started < 15
-        status = wait_for(lambda: (lambda r: r if "libvirtd hung?" in r.stdout else None)(
+        status = wait_for(lambda: (lambda r: r if "libvirtd hung" in r.stdout else None)(
             cli(daemon.conf, "status")), 20, what="status naming the hung libvirtd")
         assert status.returncode == 2  # CRITICAL: nothing is watched
         assert "source libvirt: libvirt " in status.stdout

@@ -209,7 +209,7 @@ def test_a_restarted_process_takes_over_what_a_dead_one_was_following(tmp_path,
                                                                        masakari_api, host):
     """What to follow comes from the outbox: a delivery made while following was off is
     picked up when it is on; a follow-up claimed by a process that died (its lease names
-    a pid that is gone) is taken over at once, not after the lease."""
+    an owner whose lock nobody holds) is taken over at once, not after the lease."""
     conf = recovery_conf(tmp_path, masakari_api)
     for key, value in {**FOLLOW, "follow_max_age": 60.0, "follow_recovery": False}.items():
         conf.set_override(key, value, group="delivery")
@@ -221,7 +221,7 @@ def test_a_restarted_process_takes_over_what_a_dead_one_was_following(tmp_path,
     assert not worker.follower.enabled
     conf.set_override("follow_recovery", True, group="delivery")
     dead = Outbox(path)
-    dead.owner = "999999:1"  # a pid that does not run: what a SIGKILLed daemon leaves
+    dead.owner = "999999-00000000deadbeef"  # no lock held: what a SIGKILLed daemon leaves
     names = ["masakari"]
     wait_for(lambda: dead.claim_follow_up(names, time.time() - 60, 0.3, lease=600), 5,
              what="the dead process's claim")

@@ -53,18 +53,15 @@ def test_padded_statefile_in_place_on_a_full_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)])
 
 
-def test_procfs_identity_tells_a_recycled_pid_and_a_zombie():
-    me = procfs.process_identity()
-    assert me.startswith(f"{os.getpid()}:") and procfs.owner_alive(me)
-    assert not procfs.owner_alive(f"{os.getpid()}:1")  # same pid, other start time
+def test_procfs_tells_a_zombie_and_a_gone_process():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    ident = procfs.process_identity(child.pid)
     assert procfs.ppid_state(child.pid)[0] == os.getpid()
-    while procfs.ppid_state(child.pid)[1] != "Z":
+    while procfs.ppid_state(child.pid)[1] != "Z":  # exited, not reaped
         pass
-    assert not procfs.owner_alive(ident)  # exited, not reaped: a zombie is not alive
+    assert procfs.argv(child.pid) is None  # a zombie has no command line
     child.wait()
-    assert procfs.ppid_state(child.pid) is None and not procfs.owner_alive(ident)
+    assert procfs.ppid_state(child.pid) is None
+    assert procfs.pid_namespace() == os.stat("/proc/self/ns/pid").st_ino
     assert procfs.argv(os.getpid())[0] == sys.executable or "python" in procfs.argv(os.getpid())[0]
 
 
@@ -74,7 +71,7 @@ def test_procfs_reads_an_injected_root(tmp_path):
                                           "12345 0 0\n")
     (tmp_path / "42" / "cmdline").write_bytes(b"/usr/bin/nova-compute\0--config\0")
     assert procfs.ppid_state(42, str(tmp_path)) == (7, "S")
-    assert procfs.process_identity(42, str(tmp_path)) == "42:12345"
+    assert procfs.stat_fields(42, str(tmp_path))[19] == "12345"  # the start time
     assert procfs.argv(42, str(tmp_path)) == ["/usr/bin/nova-compute", "--config"]
 
 

@@ -7,7 +7,6 @@ journal queried with `journalctl -u UNIT FIELD=value`, the notifications as Masa
 them, `systemd-analyze security` scores."""
 from __future__ import annotations
 
-import glob
 import json
 import re
 import time
@@ -18,8 +17,34 @@ import pytest
 from tests.fixtures import cib, systemd_pid1
 from tests.helpers import wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not systemd_pid1.available(), reason="needs root, unshare, nsenter, systemd 252")]
+from tests.ci_skips import ci
+
+pytestmark = [pytest.mark.slow]
+
+# The cgroup layouts systemd is booted in, the host's own first: here (hybrid) also a v2-only
+# one on a subtree of /sys/fs/cgroup/unified; on a v2-only host (Debian 12, Ubuntu 22.04+,
+# RHEL 9) unified alone. Every test runs on the first; those marked @both_layouts on each
+# (one more boot and install, ~15 s), the cheap ones that show the units' systemd contract.
+LAYOUTS = systemd_pid1.layouts() or [None]
+
+
+def both_layouts(test):
+    test.both_layouts = True
+    return test
+
+
+def unified_only(test):
+    test.unified_only = True
+    return test
+
+
+def pytest_generate_tests(metafunc):
+    if "system" in metafunc.fixturenames:
+        wanted = LAYOUTS if getattr(metafunc.function, "both_layouts", False) else LAYOUTS[:1]
+        if getattr(metafunc.function, "unified_only", False):
+            wanted = [systemd_pid1.UNIFIED if systemd_pid1.UNIFIED in LAYOUTS else None]
+        metafunc.parametrize("system", wanted, indirect=True, scope="module",
+                             ids=[str(layout) for layout in wanted])
 
 UNITS = ("ha-instancemonitor", "ha-processmonitor", "ha-hostmonitor")
 CONF = "/etc/compute-ha-monitors/monitors.conf"
@@ -65,14 +90,19 @@ monitoring_driver = none
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory, masakari_api):
+def system(request, tmp_path_factory, masakari_api):
+    layout = request.param
+    why = systemd_pid1.missing(layout) if layout else (
+        systemd_pid1.missing() or "no cgroup layout to boot in")
+    if why:  # under CI a skip is a failure anyway (tests/ci_skips.py): say so plainly
+        (pytest.fail if ci() else pytest.skip)(f"systemd as PID 1 cannot be booted: {why}")
     house = systemd_pid1.wheelhouse()
-    pid1 = systemd_pid1.Pid1(tmp_path_factory.mktemp("pid1"))
+    pid1 = systemd_pid1.Pid1(tmp_path_factory.mktemp(f"pid1-{layout}"), layout)
     cache = systemd_pid1.opt_cache(house)
     pid1.start(seed_opt=cache)
-    TIMINGS["boot"] = pid1.boot_seconds
+    TIMINGS[f"boot {layout}"] = pid1.boot_seconds
     try:
-        TIMINGS["install"] = pid1.install(house, save_opt=cache)
+        TIMINGS[f"install {layout}"] = pid1.install(house, save_opt=cache)
         pid1.hostname = f"cmp-sd-{uuid.uuid4().hex[:8]}"
         masakari_api.ensure_host(pid1.hostname)
         pid1.endpoint = masakari_api.endpoint
@@ -80,8 +110,8 @@ def system(tmp_path_factory, masakari_api):
         pid1.write("/etc/compute-ha-monitors/process_list.yaml", "[]\n", 0o644)
         yield pid1
     finally:
-        print(f"\nsystemd as PID 1: boot {TIMINGS.get('boot', 0):.2f} s, "
-              f"install {TIMINGS.get('install', 0):.1f} s")
+        print(f"\nsystemd as PID 1 ({layout}): boot {TIMINGS.get(f'boot {layout}', 0):.2f} s, "
+              f"install {TIMINGS.get(f'install {layout}', 0):.1f} s")
         pid1.stop()
 
 
@@ -135,6 +165,7 @@ def _outbox(system) -> list[dict]:
 # -- READY -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("unit", UNITS)
+@both_layouts
 def test_each_unit_reaches_ready_as_type_notify(units, unit):
     """`systemctl start` of a Type=notify unit returns only after READY=1: active/running
     right away, with the daemon's STATUS line and the watchdog armed."""
@@ -148,6 +179,58 @@ def test_each_unit_reaches_ready_as_type_notify(units, unit):
     assert props["WatchdogUSec"] == "30s"
     entries = units.journalctl("-u", unit, "-b", "MESSAGE_ID=39f53479d3a045ac8e11786248231fbf")
     assert entries, "no 'Started' message from systemd"  # systemd logs the job as done
+
+
+# -- the cgroup layout ---------------------------------------------------------------------------
+
+BOOT_LOG = {  # systemd 252's own words (src/core/cgroup.c), logged at boot
+    "unified": "Unified cgroup hierarchy is located at /sys/fs/cgroup.",
+    "hybrid": "Unified cgroup hierarchy is located at /sys/fs/cgroup/unified. "
+              "Controllers are on legacy hierarchies.",
+}
+
+
+@both_layouts
+def test_boots_in_its_layout_on_its_own_cgroup_subtree(units):
+    """systemd says at boot which layout it found — on the v2-only one the layout of
+    Debian 12, Ubuntu 22.04+ and RHEL 9 — and a started unit's processes are in the
+    delegated subtree of the host's tree (and nowhere else of it)."""
+    log = units.log_tail(10**7)
+    assert BOOT_LOG[units.layout] in log, log[-3000:]
+    other = BOOT_LOG["hybrid" if units.layout == "unified" else "unified"]
+    assert other not in log
+    fstype = units.run("stat", "-f", "-c", "%T", "/sys/fs/cgroup").stdout.strip()
+    assert fstype == ("cgroup2fs" if units.layout == "unified" else "tmpfs"), fstype
+    units.systemctl("start", "ha-hostmonitor")
+    main = units.show("ha-hostmonitor", "MainPID", "ControlGroup")
+    assert main["ControlGroup"] == "/system.slice/ha-hostmonitor.service", main
+    for tree in units.cgroups:  # name=systemd and cgroup2 (hybrid), cgroup2 (unified)
+        procs = (tree / "system.slice/ha-hostmonitor.service/cgroup.procs").read_text().split()
+        inner = [systemd_pid1.inner_pid(int(p)) for p in procs]
+        assert int(main["MainPID"]) in inner, (tree, procs, inner, main)
+
+
+@unified_only
+def test_hostmonitor_device_policy_is_enforced_on_cgroup_v2(units):
+    """On cgroup v2 systemd enforces DevicePolicy= with a BPF device program (v1 had the
+    devices controller, which the hybrid test namespace does not mount: there it is never
+    enforced). ha-hostmonitor's sandbox (DevicePolicy=closed, DeviceAllow=/dev/kmsg r) must
+    let it open the kernel log and nothing else: the shipped unit with only its ExecStart
+    replaced by a probe (drop-in), against /dev/kmsg and another device node (fuse)."""
+    units.run("mknod", "-m", "0600", "/dev/kmsg", "c", "1", "11")
+    units.run("mknod", "-m", "0666", "/dev/ha-test-fuse", "c", "10", "229")
+    try:
+        _dropin(units, "ha-hostmonitor", "Type=oneshot\nRestart=no\nWatchdogSec=0\n"
+                "ExecReload=\nExecStart=\nExecStart=/bin/sh -c 'for d in /dev/kmsg "
+                "/dev/ha-test-fuse; do if (exec 3<$d) 2>/dev/null; then echo \"probe $d "
+                "opened\"; else echo \"probe $d denied\"; fi; done'")
+        units.systemctl("start", "ha-hostmonitor")
+        out = units.run("journalctl", "-u", "ha-hostmonitor", "-b", "-o", "cat",
+                        "--no-pager").stdout
+        probes = sorted(line for line in out.splitlines() if line.startswith("probe "))
+        assert probes == ["probe /dev/ha-test-fuse denied", "probe /dev/kmsg opened"], out
+    finally:
+        units.run("rm", "-f", "/dev/kmsg", "/dev/ha-test-fuse")
 
 
 # -- ha-instancemonitor alone: AF_NETLINK ------------------------------------------------------
@@ -175,6 +258,7 @@ def test_instancemonitor_alone_delivers(units, masakari_api):
 
 # -- watchdog --------------------------------------------------------------------------------
 
+@both_layouts
 def test_watchdog_restarts_a_sigstopped_daemon(units):
     """A hung daemon (SIGSTOP: no more WATCHDOG=1) is killed by systemd's watchdog and
     restarted by Restart=on-failure. WatchdogSec shortened by a drop-in (docs/systemd.md)."""
@@ -235,6 +319,7 @@ def test_reload_good_and_bad_config(units):
 # -- processmonitor restarting units -----------------------------------------------------------
 
 @pytest.mark.parametrize("how", ["restart_command", "systemd_unit"])
+@both_layouts
 def test_processmonitor_restarts_a_unit(units, how):
     """A watched service (its own unit) killed → processmonitor restarts it through
     `systemctl restart` (given as restart_command, or derived from systemd_unit)."""
@@ -436,24 +521,39 @@ def test_hacluster_alert_agent_hands_over_through_state_group(units, masakari_ap
 
 # -- docs/install.md: the venv's interpreter -------------------------------------------------------
 
-def test_installed_venv_runs_under_protecthome_and_a_pyenv_one_would_not(units):
+def test_installed_venv_runs_under_protecthome_and_one_from_root_would_not(units):
     """docs/install.md builds the venv with /usr/bin/python3. A venv made by an interpreter
-    under /root (pyenv, as on this machine) cannot be executed with ProtectHome=yes: the unit
-    fails with 203/EXEC — what every unit did when the doc said `python3`."""
+    under /root (pyenv's place) cannot be executed with ProtectHome=yes: the unit fails with
+    203/EXEC — what every unit did when the doc said `python3` on a host with pyenv. The
+    interpreter under /root is made here (a copy of /usr/bin/python3 with its standard
+    library, as pyenv lays one out), in the namespace's /root overlay: the host's /root is
+    untouched and the test needs no pyenv."""
     real = units.run("readlink", "-f", f"{systemd_pid1.VENV}/bin/python3").stdout.strip()
     assert real.startswith("/usr/bin/python3"), real
-    pyenv = sorted(glob.glob("/root/.pyenv/versions/*/bin/python3"))
-    if not pyenv:
-        pytest.skip("no interpreter under /root on this machine to show the failure with")
-    units.run(pyenv[-1], "-m", "venv", "--without-pip", "/opt/ha-test-pyenv-venv")
-    unit = "ha-test-pyenv"
-    units.write(f"/etc/systemd/system/{unit}.service", "[Service]\nType=oneshot\n"
-                "ProtectHome=yes\nExecStart=/opt/ha-test-pyenv-venv/bin/python3 -c pass\n")
-    units.systemctl("daemon-reload")
+    home = "/root/.ha-test-python"
+    units.run("sh", "-c", f"""set -e
+        exe=$(readlink -f /usr/bin/python3); ver=$(basename "$exe")
+        mkdir -p {home}/bin {home}/lib
+        cp "$exe" {home}/bin/$ver && ln -sf $ver {home}/bin/python3
+        ln -sfn /usr/lib/$ver {home}/lib/$ver
+        {home}/bin/python3 -m venv --without-pip /opt/ha-test-pyenv-venv""")
+    target = units.run("readlink", "-f", "/opt/ha-test-pyenv-venv/bin/python3").stdout.strip()
+    assert target.startswith(f"{home}/bin/"), target  # the venv runs the /root interpreter
+    template = ("[Service]\nType=oneshot\nProtectHome=yes\n"
+                "ExecStart={venv}/bin/python3 -c 'import sys; print(sys.prefix)'\n")
+    results = {}
     try:
-        r = units.systemctl("start", unit, check=False)
-        assert r.returncode != 0
-        props = units.show(unit, "ExecMainStatus", "Result")
-        assert props == {"ExecMainStatus": "203", "Result": "exit-code"}, props
+        for unit, venv in (("ha-test-pyenv", "/opt/ha-test-pyenv-venv"),
+                           ("ha-test-opt-venv", systemd_pid1.VENV)):
+            units.write(f"/etc/systemd/system/{unit}.service", template.format(venv=venv))
+            units.systemctl("daemon-reload")
+            r = units.systemctl("start", unit, check=False)
+            results[unit] = (r.returncode, units.show(unit, "ExecMainStatus", "Result"))
+        # without ProtectHome it runs: the failure is /root hidden, not a broken interpreter
+        assert units.run("/opt/ha-test-pyenv-venv/bin/python3", "-c", "import json").returncode == 0
+        assert results["ha-test-opt-venv"] == (0, {"ExecMainStatus": "0", "Result": "success"}), \
+            results
+        code, props = results["ha-test-pyenv"]
+        assert code != 0 and props == {"ExecMainStatus": "203", "Result": "exit-code"}, results
     finally:
-        units.systemctl("reset-failed", unit, check=False)
+        units.systemctl("reset-failed", "ha-test-pyenv", "ha-test-opt-venv", check=False)

@@ -30,6 +30,21 @@ def test_real_crm_mon_on_cib_file(tmp_path, monkeypatch):
         "r1": (True, "remote"), "r2": (False, "remote")}
 
 
+def test_remote_node_online_in_crm_mon_but_not_connected_is_offline(tmp_path, monkeypatch):
+    """crm_mon 2.1.5 shows a dead remote node online while its connection's start is
+    pending (seen live, tests/hostmonitor/peers/test_pacemaker_remote.py); the CIB's
+    node_state in_ccm="false" says it is not connected."""
+    cib = Cib(tmp_path / "cib.xml")
+    cib.write({"n1": True}, remotes={"r1": True, "r2": True}, unconfirmed=("r1",))
+    monkeypatch.setenv("CIB_file", str(cib.path))
+    raw = crm.parse_crm_mon(crm.run_xml(["crm_mon", "--output-as=xml", "-1"], 5))
+    assert raw.nodes["r1"].online is True  # what crm_mon alone says
+    assert crm.remote_states("crm_mon", 5) == {"r1": "false", "r2": "true"}
+    view = crm.cluster_view("crm_mon", 5)
+    assert {n: v.online for n, v in view.nodes.items()} == {"n1": True, "r1": False,
+                                                            "r2": True}
+
+
 def test_real_stonith_admin_without_fencer_is_a_command_error(tmp_path, monkeypatch):
     cib = Cib(tmp_path / "cib.xml")
     cib.write({"n1": True})

@@ -275,3 +275,101 @@ def test_unfit_host_self_fences_then_peers_say_normal(env, peers, tmp_path):
         assert [r["notification"]["payload"]["host_status"] for r in own] == ["UNKNOWN"]
     finally:
         p.stop()
+
+
+def test_isolated_host_stops_feeding_its_watchdog_before_the_peers_say_normal(env, peers,
+                                                                            tmp_path):
+    """[hostmonitor_peers] watchdog_device: the isolated host's hostmonitor keeps running
+    (its own links look up: a partition upstream) but stops feeding its watchdog once its
+    lease went unrefreshed for watchdog_lease_bound (= TTL); the peers say NORMAL only after
+    the deadline, and by then it has stopped (a real device resets the host
+    watchdog_timeout after the last pet). The others keep feeding. No watchdog device on
+    this machine (no softdog): each daemon opens a regular file by path as it would open
+    /dev/watchdog, and every pet lands in it as a byte."""
+    p = Peers(env, tmp_path, etcd_self_fence_deadline=DEADLINE)  # 1 + TTL 2 <= 4
+    devices = [tmp_path / f"watchdog-{n}" for n in p.names]
+    for conf, dev in zip(p.confs, devices):
+        dev.write_bytes(b"")
+        with open(conf, "a") as f:
+            f.write(f"\n[hostmonitor_peers]\nwatchdog_device = {dev}\nwatchdog_timeout = 1\n")
+    try:
+        p.start()
+        wait_for(lambda: all(d.stat().st_size >= 3 for d in devices), 10, what="fed")
+        reporter = p.reporter()
+        victim = next(i for i in range(3) if i != reporter)
+        name, daemon = p.names[victim], p.daemons[victim]
+        stopped = "stopped feeding it (lost its peers: its etcd leases on every network"
+        assert stopped not in daemon.log_text()  # never while it holds its lease
+        env.cluster.isolate(victim)
+        wait_for(lambda: stopped in daemon.log_text(), 2 * TTL + 8, what="feeding stopped")
+        pets_at_stop = devices[victim].read_bytes()
+        assert FENCED not in payloads(env.api, name)  # the peers have not said NORMAL yet
+        others = [d.stat().st_size for i, d in enumerate(devices) if i != victim]
+        wait_for(lambda: FENCED in payloads(env.api, name), DEADLINE + 2 * TTL + 10,
+                 what="NORMAL from the reporter")
+        # not one pet after the decision, and the peers' NORMAL came after it
+        assert devices[victim].read_bytes() == pets_at_stop and set(pets_at_stop) == {0}
+        assert all(d.stat().st_size > n for d, n in zip(
+            (d for i, d in enumerate(devices) if i != victim), others)), "others still fed"
+        assert sent(env.api, name) == [(FENCED, 202)]
+        assert all(sent(env.api, n) == [] for i, n in enumerate(p.names) if i != victim)
+    finally:
+        p.stop()
+    # a clean stop leaves every watchdog armed (no magic close): watchdog_disarm_on_stop
+    assert all(b"V" not in d.read_bytes() for d in devices)
+
+
+def test_stalled_reporter_loop_stops_the_watchdog_while_the_lease_is_held(env, tmp_path):
+    """The daemon's evaluation stops making progress (the reporter's look hangs, e.g. an
+    outbox write that never returns, while the keep-alive thread still refreshes the lease
+    and so keeps the election key): the feeding stops once the reconcile loop's bound
+    passed, though the lease rule alone would keep feeding. The EtcdSource runs in this
+    process against the real cluster, its look replaced by one that hangs."""
+    from hostmonitor import opts as hm_opts
+    from hostmonitor.peers.etcd_source import EtcdSource
+    from monitors import config
+
+    dev = tmp_path / "watchdog"
+    dev.write_bytes(b"")
+    run = f"{os.getpid()}-{next(_runs)}"
+    path = write_conf(tmp_path / "hm.conf", hostname=f"etcd-{run}-solo", state_path=tmp_path,
+                      endpoint=None, sections={
+                          "host": {"monitoring_driver": "etcd"},
+                          "hostmonitor_peers": {
+                              "etcd_networks": f"management:{env.cluster.client_url(0)}",
+                              "etcd_prefix": f"/test/{run}", "etcd_lease_ttl": TTL,
+                              "etcd_timeout": 1, "etcd_self_fence_deadline": DEADLINE,
+                              "watchdog_device": dev, "watchdog_timeout": 1}})
+    conf = config.new_conf()
+    config.register_opts(conf)
+    hm_opts.register_opts(conf)
+    conf(["--config-file", str(path)], project="test", default_config_files=[])
+    src = EtcdSource(conf, emit=None)  # alone in its prefix: nobody to report
+    hang, release = threading.Event(), threading.Event()
+    src.start()
+    try:
+        wait_for(lambda: src.reporter and dev.stat().st_size >= 3, 10, what="reporter, fed")
+        # longer than the reconcile loop's bound (TTL + lease bound TTL) at 0.25 s a tick
+        ticks = src.feeder.ticks
+        wait_for(lambda: src.feeder.ticks >= ticks + 4 * 2 * TTL + 4, 20, what="ticks")
+        assert src.feeder.stopped_feeding is None and src.health().ok
+
+        def stuck():
+            hang.set()
+            release.wait(60)
+        src._reconcile = stuck
+        src._kick.set()
+        wait_for(hang.is_set, 10, what="the look hangs")
+        wait_for(lambda: src.feeder.stopped_feeding, 4 * TTL + 5, what="feeding stopped")
+        assert src.feeder.stopped_feeding.startswith("loop etcd-reconcile made no progress")
+        assert src.watchdog_verdict() is None  # the lease is held: only the stall stops it
+        pets = dev.read_bytes()
+        ticks = src.feeder.ticks
+        wait_for(lambda: src.feeder.ticks >= ticks + 4, 10, what="ticks after the stop")
+        assert dev.read_bytes() == pets
+        health = src.health()
+        assert not health.ok and "watchdog NOT fed (loop etcd-reconcile" in health.detail
+    finally:
+        release.set()
+        src.stop()
+    assert b"V" not in dev.read_bytes()  # due to reset: never disarmed

@@ -12,182 +12,29 @@ The cluster is formed once for the module (~6 s with the seeded CIB); corosync t
 """
 from __future__ import annotations
 
-import os
 import pwd
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.fixtures.masakari_api import MasakariAPI, available
-from tests.fixtures.pacemaker_cluster import PacemakerCluster
-from tests.helpers import BIN, Daemon, wait_for, write_conf
-from tests.hostmonitor.peers.helpers import outbox_rows, payloads
+from tests.helpers import BIN, wait_for
+from tests.hostmonitor.peers.live import (STARTED, STONITH_WAIT, STOPPED_NORMAL,
+                                          STOPPED_UNKNOWN, live_cluster, using)
+from tests.hostmonitor.peers.live import reset as _reset
+from tests.hostmonitor.peers.live import victim as _victim
 
 pytestmark = pytest.mark.slow
-
-STOPPED_NORMAL = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "NORMAL"}
-STOPPED_UNKNOWN = {"event": "STOPPED", "cluster_status": "OFFLINE", "host_status": "UNKNOWN"}
-STARTED = {"event": "STARTED", "cluster_status": "ONLINE", "host_status": "NORMAL"}
-# [hostmonitor_peers] reporter_grace (10 s by default). 3 s was exceeded under CI load by
-# the DC's own reporting (crm_mon, notify, crm_attribute), so a standby queued duplicates
-# (Masakari stored each event once; the test counts what was queued).
-GRACE = 6
-STONITH_WAIT = 8
-
-
-class Live:
-    def __init__(self, cluster: PacemakerCluster, api: MasakariAPI, workdir: Path):
-        self.cluster, self.api, self.workdir = cluster, api, workdir
-        self.endpoint = cluster.expose(api.port) + "/v1"
-        self.daemons: dict[str, Daemon] = {}
-        self.confs: dict[str, Path] = {}
-        self.run = 0
-        self.driver: str | None = None
-        self.base: dict[str, int] = {}
-        self.base_rows: dict[tuple[str, str], int] = {}
-
-    def begin(self) -> None:
-        """A test starts: what is stored and queued so far belongs to earlier tests."""
-        self.base = {n: len(payloads(self.api, n)) for n in self.cluster.nodes}
-        self.base_rows = self._rows()
-
-    def _rows(self) -> dict[tuple[str, str], int]:
-        """(queued by, about) → rows in the outboxes (one CLI call per node)."""
-        out: dict[tuple[str, str], int] = {}
-        for n, c in self.confs.items():
-            for row in outbox_rows(c):
-                key = (n, row["notification"]["hostname"])
-                out[key] = out.get(key, 0) + 1
-        return out
-
-    def stored(self, node: str) -> list[dict]:
-        """What the API stored about ``node`` during this test."""
-        return payloads(self.api, node)[self.base.get(node, 0):]
-
-    def use(self, driver: str) -> None:
-        """ha-hostmonitor with this monitoring_driver on every node (kept between tests)."""
-        if self.driver != driver:
-            self.stop_daemons()
-            self.start_daemons(driver)
-            self.driver = driver
-        for n in self.cluster.nodes:
-            if self.daemons[n].proc.poll() is not None:
-                self.start_daemon(n)
-
-    def start_daemons(self, driver: str = "default", **host) -> None:
-        """A fresh ha-hostmonitor on every node (own state dirs), started side by side."""
-        self.run += 1
-        for node in self.cluster.nodes:
-            state = self.workdir / f"run{self.run}" / node
-            state.mkdir(parents=True)
-            state.chmod(0o755)
-            conf = write_conf(state / "hm.conf", hostname=node, state_path=state,
-                              endpoint=self.endpoint, sections={
-                                  "DEFAULT": {"state_group": "haclient"},
-                                  "host": {"monitoring_driver": driver,
-                                           "monitoring_interval": 1,
-                                           "stonith_wait": STONITH_WAIT, **host},
-                                  "hostmonitor_peers": {"reporter_grace": GRACE,
-                                                        "command_timeout": 5},
-                                  # the same window as this module's masakari-api (1 s)
-                                  "delivery": {
-                                      "duplicate_notification_detection_interval": 1}})
-            conf.chmod(0o644)
-            self.confs[node] = conf
-            self.start_daemon(node, wait=False)
-        for node, d in self.daemons.items():
-            d.notify.wait_for("READY", timeout=60)
-
-    def start_daemon(self, node: str, wait: bool = True) -> None:
-        old = self.daemons.pop(node, None)
-        if old is not None:  # died with its node
-            old.stop()
-            old.notify.close()
-        self.daemons[node] = Daemon("hostmonitor", self.confs[node],
-                                    argv_prefix=self.cluster.nsenter(node)).start(wait)
-
-    def stop_daemons(self) -> None:
-        for d in self.daemons.values():
-            if d.proc.poll() is None:
-                d.proc.terminate()
-        for d in self.daemons.values():
-            d.stop()
-            d.notify.close()
-        self.daemons.clear()
-
-    def queued(self, about: str) -> dict[str, int]:
-        """Rows about ``about`` queued in each node's outbox during this test."""
-        rows = self._rows()
-        return {n: rows.get((n, about), 0) - self.base_rows.get((n, about), 0)
-                for n in self.confs}
-
-    def restart(self, node: str) -> None:
-        self.cluster.restart(node)
-        self.start_daemon(node)  # its daemon died with the node (fenced = power cut)
-
-    def settle(self) -> None:
-        """Long enough for a standby to report if it (wrongly) would."""
-        time.sleep(GRACE + 2)  # grace + one poll + a crm_mon
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    if not available():
-        pytest.fail("masakari-api is not installed (set MASAKARI_VENV)")
-    # not under pytest's 0700 tmp: user hacluster (the alert agent) must reach these paths
-    workdir = Path(tempfile.mkdtemp(prefix=f"pcmk-live-{os.getpid()}-"))
-    workdir.chmod(0o755)
-    api = MasakariAPI(tmp_path_factory.mktemp("api-pcmk"), duplicate_interval=1)
-    cluster = PacemakerCluster(workdir / "cluster")
-    try:
-        api.start()
-        cluster.start()
-        env = Live(cluster, api, workdir)
-        for n in cluster.nodes:
-            api.ensure_host(n)
+    with live_cluster(tmp_path_factory.mktemp("api-pcmk"), "pcmk-live") as env:
         yield env
-    finally:
-        if "env" in locals():
-            env.stop_daemons()
-        cluster.stop()
-        api.stop()
-        if not os.environ.get("PCMK_LIVE_KEEP"):  # set it to read the nodes' logs after
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
 def poll(live):
-    live.use("default")
-    live.begin()
-    yield live
-    _reset(live)
-
-
-def _reset(live: Live) -> None:
-    """Heal what a test broke; the daemons of nodes that were fenced start again."""
-    c = live.cluster
-    c.fail_fencing(False)
-    c.heal()
-    for n in c.nodes:
-        if not c.stack_running(n):
-            c.restart(n)
-    c.wait_state(online=c.nodes, timeout=60, what="cluster healed")
-    for n, d in list(live.daemons.items()):
-        if d.proc.poll() is not None:
-            live.start_daemon(n)
-    # A node reported down and back now gets its STARTED: let it land here, not inside the
-    # next test (whose begin() would otherwise count it as that test's first report).
-    for n in c.nodes:
-        wait_for(lambda n=n: (payloads(live.api, n) or [{}])[-1].get("event") != "STOPPED",
-                 60, what=f"{n}: STARTED after the heal")
-
-
-def _victim(live: Live) -> str:
-    dc = live.cluster.dc()
-    return next(n for n in live.cluster.nodes if n != dc)
+    yield from using(live)
 
 
 def test_killed_node_one_normal_report_per_failure_three_times_and_started(poll):

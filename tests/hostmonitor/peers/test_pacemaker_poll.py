@@ -36,6 +36,8 @@ def test_offline_at_start_is_reported_unknown_when_fencer_unreachable_then_back(
         # stonith_admin cannot reach a fencer (exit 102) → fencing unconfirmed → UNKNOWN.
         got = wait_for(lambda: payloads(masakari_api, n["peer"]), 15, what="STOPPED stored")
         assert sent(masakari_api, n["peer"]) == [(STOPPED_UNKNOWN, 202)]  # POSTed once
+        # the reporter records the report in the CIB right after storing it
+        wait_for(lambda: cib.recorded(n["peer"], "STOPPED"), 15, what="report recorded")
         cib.write({n["me"]: True, n["peer"]: True}, remotes={n["remote"]: False})
         wait_for(lambda: len(payloads(masakari_api, n["peer"])) == 2, 15, what="STARTED")
         assert payloads(masakari_api, n["peer"])[1] == STARTED
