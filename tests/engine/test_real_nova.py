@@ -120,7 +120,8 @@ def test_a_fenced_host_is_forced_down_and_its_instances_rebuilt_elsewhere_then_r
     assert (service["status"], service["forced_down"]) == ("enabled", False)
     wait_for(lambda: nova.service(host)["state"] == "up", 30, what="rn-a up again")
     assert engine.api.host(host)["on_maintenance"] is False
-    # back in Nova's scheduler: a new server may land there again
+    # back in Nova's scheduler: placement drops the disabled trait, a new server lands there
+    wait_for(lambda: nova.schedulable(host), 30, what="rn-a schedulable in placement")
     assert nova.host_of(nova.boot(host, "after")) == host
 
 
@@ -145,3 +146,29 @@ def test_an_operator_disable_is_never_undone_by_resurrect(real, monitors):
     assert (service["status"], service["disabled_reason"]) == ("disabled", reason)
     assert service["forced_down"] is False           # ours, and the host is up: cleared
     assert engine.api.host(host)["on_maintenance"] is True
+
+
+def test_an_unfenced_host_is_left_alone_by_nova(real, monitors):
+    """The host's nova-compute is silent but fencing is not confirmed (host_status UNKNOWN):
+    the engine ignores it, we never force it down, and Nova keeps it and its instance as
+    they were: nothing is disabled and nothing is evacuated (it may still run its VMs)."""
+    engine, nova = real
+    host = "rn-c"
+    sid = nova.boot(host, "maybe-running")
+    nova.kill_compute(host)
+    try:
+        m = monitors(force_down=True, resurrect=True)
+        nid = m.emit(payloads.stopped(host, fenced=False), decision={"driver": "test"}).id
+        assert _final(engine, m, nid)["status"] == "ignored"
+        row = ReadModel(m.box).get(nid)
+        assert [d["driver"] for d in row["deliveries"]] == ["masakari"]  # no force-down
+        wait_for(lambda: nova.service(host)["state"] == "down", 30,
+                 what="Nova itself sees the silent rn-c down")
+        service = nova.service(host)
+        assert (service["status"], service["forced_down"]) == ("enabled", False)
+        assert engine.api.host(host)["on_maintenance"] is False
+        assert nova.host_of(sid) == host and "evacuate" not in nova.actions(sid)
+        assert nova.call("GET", f"/os-migrations?source_compute={host}")[1]["migrations"] == []
+    finally:
+        nova.start_compute(host)
+        wait_for(lambda: nova.service(host)["state"] == "up", 60, what="rn-c up again")
