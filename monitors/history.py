@@ -17,9 +17,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import signal
 import sys
+import threading
 import time
-from typing import Callable, Iterable, TextIO
+from typing import Iterable, TextIO
 
 from monitors.notification import Notification
 from monitors.outbox import Outbox
@@ -444,11 +446,13 @@ def _follow_line(entry: dict, row: dict | None) -> str:
 
 def follow(box: Outbox, *, after_id: int, type: str | None, hostname: str | None,
            as_json: bool, out: TextIO, interval: float = 0.5,
-           stop: Callable[[], bool] = lambda: False) -> None:
-    """Tail the outbox's history. Other processes write it, so this polls the file (a read
-    of one index every ``interval``); it is a viewer, never on a detection path."""
+           stop: threading.Event | None = None) -> None:
+    """Tail the outbox's history until ``stop`` is set. Other processes write it, so this
+    polls the file (a read of one index every ``interval``); it is a viewer, never on a
+    detection path."""
     read = ReadModel(box)
-    while not stop():
+    stop = stop or threading.Event()
+    while not stop.is_set():
         entries = read.events(after_id=after_id, type=type, hostname=hostname)
         for entry in entries:
             after_id = entry["id"]
@@ -463,7 +467,7 @@ def follow(box: Outbox, *, after_id: int, type: str | None, hostname: str | None
                 print(_follow_line(entry, row), file=out)
         out.flush()
         if not entries:
-            time.sleep(interval)
+            stop.wait(interval)
 
 
 def run(box: Outbox, *, since: float | None, type: str | None, hostname: str | None,
@@ -483,5 +487,15 @@ def run(box: Outbox, *, since: float | None, type: str | None, hostname: str | N
         render_table(rows, out, brief=brief)
     if follow_:
         out.flush()
-        follow(box, after_id=start_id, type=type, hostname=hostname, as_json=as_json, out=out)
+        follow(box, after_id=start_id, type=type, hostname=hostname, as_json=as_json, out=out,
+               stop=_stop_on_signals())
     return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    """Ctrl-C or SIGTERM end --follow after the line being printed, not inside a read or
+    a write (no traceback, exit status 0)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop

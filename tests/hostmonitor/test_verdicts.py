@@ -197,10 +197,12 @@ def test_compute_restart_by_processmonitor_sends_nothing(links_up, tmp_path, com
         compute.kill()
         wait_for(lambda: compute.pids() and compute.pids() != first, 20,
                  what="restarted by processmonitor")
+        # processmonitor says so once it has seen the new process run (later under load)
+        wait_for(lambda: "restarted (attempt 1 of 1)" in pm.log_text(), 20,
+                 what="processmonitor's 'restarted' line")
         time.sleep(3)
         assert payloads(topo, host) == []
         assert topo.notifications(host, type="PROCESS") == []
-        assert "restarted (attempt 1 of 1)" in pm.log_text()
     finally:
         pm.stop()
         d.stop()
