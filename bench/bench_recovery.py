@@ -673,6 +673,12 @@ def write_fragment(r, args) -> None:
                     "s", e["first"], 210.0),
         summary.row("recovered host → back in service, p50", "s", e["back"],
                     note="never without a person"),
+        *([summary.row("peer host lost → first evacuate, p50, through the real Nova 34 "
+                       "(etcd; masakari-monitors: its design, as above)", "s", n["first"],
+                       210.0),
+           summary.row("peer host lost → every instance rebuilt on another host, p50, "
+                       "real Nova 34", "s", n["rebuilt"], note="≥ 210 s + the rebuild")]
+          if rn_ok else []),
         *([summary.row("Pacemaker node killed → first evacuate, p50 (live cluster, "
                        "recommended engine wait; masakari-monitors: its design, 30 s mean "
                        "poll + 180 s wait; vSphere HA declares a host dead at 15–18 s)",

@@ -3,7 +3,7 @@
 The compute node is a network namespace (its management, tenant and storage links are veth
 pairs); the rest of the cloud is a second namespace reached over the management link, with
 a real masakari-api and masakari-engine (over a private RabbitMQ) and a recording Nova
-stand-in (Nova cannot run here). A private libvirtd serves test-driver domains and a
+stand-in (no real Nova in the demo). A private libvirtd serves test-driver domains and a
 stand-in plays nova-compute. ha-instancemonitor, ha-processmonitor and ha-hostmonitor run
 as real processes on the node from one config file; the hostmonitor also watches its
 Pacemaker peers (a CIB file read by the real crm_mon, a fencing-history stand-in). The demo

@@ -1,8 +1,8 @@
 """The demo's compute node and cloud, built from the test fixtures (one way to run each real
 component): network namespace D is the compute node (management, tenant and storage links
 are veth pairs), namespace A is the rest of the cloud with a real masakari-api and
-masakari-engine (over a private RabbitMQ) and the recording Nova stand-in (Nova cannot run
-here), and a private libvirtd serves test-driver domains. compute-2 and compute-3 are peers
+masakari-engine (over a private RabbitMQ) and the recording Nova stand-in (the demo
+starts no real Nova), and a private libvirtd serves test-driver domains. compute-2 and compute-3 are peers
 that exist only in Masakari, Nova and a Pacemaker CIB file (the real crm_mon reads it); a
 stonith_admin stand-in answers the fencing history. Everything started here is stopped by
 `close()`, which is safe to call at any point of a half-built lab."""

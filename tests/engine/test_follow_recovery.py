@@ -4,7 +4,7 @@
 
 The engine's real outcomes (masakari-engine.md, "Outcomes observed"): a VM STOPPED_FAILED
 of an HA_Enabled server is recovered (finished); a COMPUTE_HOST STOPPED/NORMAL while Nova
-(the recording stand-in: Nova cannot run here) says the service is up cannot be evacuated
+(the recording stand-in) says the service is up cannot be evacuated
 (error, retried, failed); a COMPUTE_HOST STOPPED/UNKNOWN is ignored."""
 from __future__ import annotations
 

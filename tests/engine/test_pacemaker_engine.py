@@ -6,7 +6,7 @@ The composition is tests/fixtures/pacemaker_engine.py: the cluster of
 tests/fixtures/pacemaker_cluster.py (real corosync + Pacemaker, a lab fence agent that cuts
 the node's "power"), the session's masakari-api + masakari-engine over RabbitMQ
 (tests/fixtures/masakari_engine.py, its duplicate window at masakari's default, 180 s) and
-the recording Nova stand-in (tests/fixtures/keystone_nova.py: Nova cannot run here), with
+the recording Nova stand-in (tests/fixtures/keystone_nova.py; the real Nova: test_real_nova.py), with
 ``[nova] force_down`` and ``[nova] resurrect`` on. What was sent is counted in the
 reporters' outboxes (a 409 cannot hide a second POST there), what the engine did in the
 API's notification statuses and the stand-in's recorded calls.

@@ -122,7 +122,7 @@ def test_a_fenced_host_is_forced_down_and_its_instances_rebuilt_elsewhere_then_r
     assert engine.api.host(host)["on_maintenance"] is False
     # back in Nova's scheduler: placement drops the disabled trait, a new server lands there
     wait_for(lambda: nova.schedulable(host), 30, what="rn-a schedulable in placement")
-    assert nova.host_of(nova.boot(host, "after")) == host
+    assert nova.host_of(nova.boot_once_schedulable(host, "after")) == host
 
 
 def test_an_operator_disable_is_never_undone_by_resurrect(real, monitors):
@@ -172,3 +172,17 @@ def test_an_unfenced_host_is_left_alone_by_nova(real, monitors):
     finally:
         nova.start_compute(host)
         wait_for(lambda: nova.service(host)["state"] == "up", 60, what="rn-c up again")
+
+
+def test_nova_holds_a_driver_to_its_token_and_microversion(real):
+    """What makes the tests above able to fail where the stand-in could not: without a
+    token Nova answers 401; without the 2.53 header the request is read as the old API,
+    which names the service by host and binary in the body (400 "'host' is a required
+    property"); the same request with both is taken."""
+    _, nova = real
+    uuid = nova.service("rn-c")["id"]
+    body = {"forced_down": False}
+    assert nova.call("PUT", f"/os-services/{uuid}", body, version="2.53", token=None)[0] == 401
+    status, answer = nova.call("PUT", f"/os-services/{uuid}", body, version=None)
+    assert status == 400 and "'host' is a required property" in str(answer), answer
+    assert nova.call("PUT", f"/os-services/{uuid}", body, version="2.53")[0] == 200

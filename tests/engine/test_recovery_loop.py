@@ -9,7 +9,7 @@
 
 The notifications are the peer sources' (hostmonitor.payloads); whether fencing is
 confirmed is the peer sources' business (tests/hostmonitor). Nova is the recording
-stand-in (tests/fixtures/keystone_nova.py): the one component that cannot run here.
+stand-in (tests/fixtures/keystone_nova.py); the real Nova's answers: test_real_nova.py.
 """
 from __future__ import annotations
 
