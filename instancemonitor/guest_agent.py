@@ -6,7 +6,9 @@ masakari-monitors does) are pinged at once (a small thread pool, not one VM afte
 with ``guest-ping`` through libvirt (``virDomainQemuAgentCommand``, which needs a
 read-write connection of its own). After ``guest_monitoring_failure_threshold``
 consecutive failures the domain gets one VM ``QEMU_GUEST_AGENT_ERROR / STOPPED_FAILED``;
-the next successful ping re-arms it.
+the next successful ping re-arms it. Not a restart: a guest the engine restarted whose
+agent stays silent is not reported again (no restart loop for an image that declares an
+agent it does not run).
 """
 from __future__ import annotations
 
@@ -46,10 +48,13 @@ class Heartbeat:
             return True
         return False
 
-    def forget_except(self, uuids: set[str]) -> None:
-        for uuid in set(self.failures) - uuids:
+    def forget_except(self, running: set[str], defined: set[str]) -> None:
+        """Failures count only while a domain runs; "sent" stays while it is defined, so a
+        guest restarted for its silent agent (the engine's stop/start) that stays silent
+        is not reported again at every restart — only an answer re-arms it."""
+        for uuid in set(self.failures) - running:
             self.failures.pop(uuid, None)
-        self.sent &= uuids
+        self.sent &= defined
 
 
 def agent_socket(xml: str) -> str | None:
@@ -118,8 +123,11 @@ class GuestAgentMonitor:
         while not self.source.sleep(self.interval):
             try:
                 conn = self._connection()
-                doms = []
-                for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                doms, defined = [], set()
+                for dom in conn.listAllDomains(0):
+                    defined.add(dom.UUIDString())
+                    if not dom.isActive():
+                        continue
                     path = agent_socket(dom.XMLDesc(0))
                     if path is not None and self.path_re.match(path):
                         doms.append(dom)
@@ -131,7 +139,7 @@ class GuestAgentMonitor:
                     seen.add(uuid)
                     if self.beat.record(uuid, fut.result()):
                         self._notify(uuid, dom.name())
-                self.beat.forget_except(seen)
+                self.beat.forget_except(seen, defined)
             except Exception as exc:  # noqa: BLE001 - heartbeat trouble never stops the daemon
                 LOG.warning("guest-agent heartbeat round failed: %s", exc)
                 self._conn = None

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fixtures.libvirtd import QemuLibvirtd, qemu_available
 from tests.helpers import Daemon, wait_for, write_conf
-from tests.instancemonitor.conftest import vm_events
+from tests.instancemonitor.conftest import vm_events, vm_sent
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86 not installed")]
@@ -91,7 +91,10 @@ AGENT_CHANNEL = """<devices><channel type='unix'>
 
 def test_guest_agent_silent_is_reported_once(qemu_libvirtd, masakari_api, tmp_path, host):
     """A real guest whose agent channel nobody answers (no guest OS here): after the
-    threshold, one QEMU_GUEST_AGENT_ERROR / STOPPED_FAILED, not one per round."""
+    threshold, one QEMU_GUEST_AGENT_ERROR / STOPPED_FAILED, not one per round, and not one
+    more after the guest was stopped and started again (what the engine's recovery does)
+    while its agent stays silent: counted as POSTed, a re-send would be a 409 the stored
+    notifications do not show."""
     state = tmp_path / "state"
     state.mkdir()
     conf = write_conf(tmp_path / "monitors.conf", hostname=host, state_path=state,
@@ -113,6 +116,13 @@ def test_guest_agent_silent_is_reported_once(qemu_libvirtd, masakari_api, tmp_pa
                               what="QEMU_GUEST_AGENT_ERROR stored")
             time.sleep(2.5)  # two more failed rounds: still only one notification
             assert vm_events(masakari_api, host) == events == [
+                ("QEMU_GUEST_AGENT_ERROR", dom.UUIDString(), "STOPPED_FAILED")]
+            dom.destroy()     # the engine's stop and start
+            time.sleep(1.5)   # at least one round sees it stopped
+            dom.create()
+            time.sleep(4)     # past the threshold again, still silent
+            assert [s[:3] for s in vm_sent(masakari_api, host)
+                    if s[0] == "QEMU_GUEST_AGENT_ERROR"] == [
                 ("QEMU_GUEST_AGENT_ERROR", dom.UUIDString(), "STOPPED_FAILED")]
     finally:
         dom.destroy()
