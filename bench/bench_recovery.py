@@ -28,6 +28,7 @@ never slept.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -283,9 +284,6 @@ class StandInCloud:
     def in_service(self, host: str) -> bool:
         return in_service(self.engine, host)
 
-    def close(self) -> None:
-        pass
-
 
 class RealNovaCloud:
     """The real Nova (tests/fixtures/nova.py) behind its own masakari-engine: a host's
@@ -300,14 +298,9 @@ class RealNovaCloud:
 
         if not nova_fixture.available():
             raise RuntimeError(f"nova is not installed in {nova_fixture.VENV}: make deps")
-        self.engine = MasakariEngine(tmp / "engine-nova", rabbit,
-                                     options={"DEFAULT": {"masakari_topic": "ha_engine_bench"}})
-        self.engine.nova.start()  # the Keystone real Nova validates tokens against
-        self.nova = nova_fixture.Nova(tmp / "nova", rabbit.transport_url, self.engine.nova,
-                                      ["bspare"])
-        self.nova.start()
-        self.engine.start()
-        self.engine.api.ensure_host("bspare")  # somewhere to evacuate to
+        self._stack = contextlib.ExitStack()
+        self.engine, self.nova = self._stack.enter_context(nova_fixture.behind_engine(
+            tmp / "real-nova", rabbit, ["bspare"], topic="ha_engine_bench"))  # to evacuate to
         self.seen: dict[str, dict[str, float]] = {}
         self._stop = threading.Event()
         self._watch = threading.Thread(target=self._watch_services, daemon=True)
@@ -353,8 +346,8 @@ class RealNovaCloud:
         seen = self.seen.get(host, {})
         return {"first": min(a for a, _ in done) - t0,
                 "rebuilt": max(b for _, b in done) - t0,
-                "disable": seen.get("disable", t0) - t0,
-                "forced": seen.get("forced", t0) - t0}
+                "disable": seen["disable"] - t0 if "disable" in seen else None,
+                "forced": seen["forced"] - t0 if "forced" in seen else None}
 
     def in_service(self, host: str) -> bool:
         s = self.nova.service(host)
@@ -364,8 +357,7 @@ class RealNovaCloud:
     def close(self) -> None:
         self._stop.set()
         self._watch.join(5)
-        self.engine.stop()
-        self.nova.stop()
+        self._stack.close()
 
 
 def bench_etcd(engine, tmp: Path, runs: int, cloud=None) -> list[dict]:

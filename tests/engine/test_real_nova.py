@@ -15,10 +15,9 @@ import pytest
 from hostmonitor import payloads
 from monitors import actions
 from monitors.history import ReadModel
-from tests.engine.test_recovery_loop import MASAKARI_HOST_FAILED, Monitors
+from tests.engine.test_recovery_loop import MASAKARI_HOST_FAILED, making_monitors
 from tests.fixtures import nova as nova_fixture
-from tests.fixtures.masakari_engine import MasakariEngine
-from tests.helpers import recovery_conf, wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -29,35 +28,15 @@ HOSTS = ["rn-a", "rn-b", "rn-c"]
 def real(tmp_path_factory, rabbitmq):
     if not nova_fixture.available():
         pytest.fail(f"nova is not installed in {nova_fixture.VENV}: run `make deps`")
-    work = tmp_path_factory.mktemp("real-nova")
-    engine = MasakariEngine(work / "engine", rabbitmq,
-                            options={"DEFAULT": {"masakari_topic": "ha_engine_nova"}})
-    engine.nova.start()  # its Keystone is the one real Nova validates tokens against
-    nova = nova_fixture.Nova(work / "nova", rabbitmq.transport_url, engine.nova, HOSTS)
-    try:
-        nova.start()
-        engine.start()
-        for h in HOSTS:
-            engine.api.ensure_host(h)
-        yield engine, nova
-    finally:
-        engine.stop()
-        nova.stop()
+    with nova_fixture.behind_engine(tmp_path_factory.mktemp("real-nova"), rabbitmq, HOSTS,
+                                    topic="ha_engine_nova") as pair:
+        yield pair
 
 
 @pytest.fixture
 def monitors(tmp_path, real):
-    engine, _ = real
-    made = []
-
-    def make(**opts):
-        m = Monitors(recovery_conf(tmp_path / str(len(made)), engine.api, **opts),
-                     tmp_path / str(len(made)))
-        made.append(m)
-        return m
-    yield make
-    for m in made:
-        m.close()
+    with making_monitors(tmp_path, real[0]) as make:
+        yield make
 
 
 def _final(engine, m, nid) -> dict:

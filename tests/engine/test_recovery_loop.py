@@ -13,6 +13,7 @@ stand-in (tests/fixtures/keystone_nova.py); the real Nova's answers: test_real_n
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -58,8 +59,10 @@ class Monitors:
         self.box.close()
 
 
-@pytest.fixture
-def monitors(tmp_path, engine):
+@contextlib.contextmanager
+def making_monitors(tmp_path, engine):
+    """A factory of Monitors against ``engine``'s API (``[nova]`` options as keywords),
+    each in a directory of its own; all closed at the end."""
     made = []
 
     def make(**nova):
@@ -67,9 +70,17 @@ def monitors(tmp_path, engine):
                      tmp_path / str(len(made)))
         made.append(m)
         return m
-    yield make
-    for m in made:
-        m.close()
+    try:
+        yield make
+    finally:
+        for m in made:
+            m.close()
+
+
+@pytest.fixture
+def monitors(tmp_path, engine):
+    with making_monitors(tmp_path, engine) as make:
+        yield make
 
 
 def fail_host(engine, nova, m, host):
