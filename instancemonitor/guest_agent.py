@@ -123,11 +123,10 @@ class GuestAgentMonitor:
         while not self.source.sleep(self.interval):
             try:
                 conn = self._connection()
-                doms, defined = [], set()
-                for dom in conn.listAllDomains(0):
-                    defined.add(dom.UUIDString())
-                    if not dom.isActive():
-                        continue
+                # two list calls a round, not one isActive() round trip per domain
+                defined = {d.UUIDString() for d in conn.listAllDomains(0)}
+                doms = []
+                for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
                     path = agent_socket(dom.XMLDesc(0))
                     if path is not None and self.path_re.match(path):
                         doms.append(dom)
